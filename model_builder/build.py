@@ -1,0 +1,140 @@
+"""Builds an output folder from a source: graph, external data, genai_config.json, tokenizer, manifest.
+
+The folder is written under a temporary name and renamed at the end, so an interrupted build never
+leaves a folder that looks valid.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+from tqdm import tqdm
+
+from . import __version__
+from .architectures import architecture
+from .config import model_config
+from .contract import CONTRACT_VERSION, GraphContract
+from .decoder import DecoderEmitter
+from .default_model import default_gguf, home
+from .genai_config import genai_config
+from .graph_writer import GraphWriter
+from .precision import BuildOptions, Precision, Provider
+from .source import SourceError, WeightSource
+from .weights import Weights
+
+log = logging.getLogger(__name__)
+MANIFEST = "llm_runtime.json"
+MODEL_FILE, DATA_FILE = "model.onnx", "model.onnx.data"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    folder: Path
+    seconds: float
+
+
+def open_source(source: str | Path) -> WeightSource:
+    """'default', a .gguf file or a Hugging Face folder -> a WeightSource."""
+    if str(source) == "default":
+        source = default_gguf()
+    path = Path(source)
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise SourceError(f"GGUF file not found: {path}")
+        from .gguf_source import GGUFSource
+        return GGUFSource(path)
+    if path.is_dir():
+        from .hf_source import HFSource
+        return HFSource(path)
+    raise SourceError(f"model source not found: {path} (expected a Hugging Face folder, a .gguf file or 'default')")
+
+
+def default_build_dir(opts: BuildOptions) -> Path:
+    return home() / "models" / f"smollm2-135m-instruct-{opts.precision.value}-{opts.provider.value}"
+
+
+def is_built(folder: Path) -> bool:
+    return (Path(folder) / MANIFEST).is_file() and (Path(folder) / MODEL_FILE).is_file()
+
+
+def build(source: str | Path, out: str | Path, opts: BuildOptions = BuildOptions(), force: bool = False,
+          progress: bool = True) -> BuildResult:
+    """Build `source` into the folder `out`. Raises SourceError with one clear line on bad input."""
+    start = time.perf_counter()
+    out = Path(out)
+    if out.exists() and not force:
+        raise SourceError(f"{out} already exists (use --force to overwrite)")
+    src = open_source(source)
+    cfg = model_config(src.config, src.generation_config)
+    arch = architecture(cfg.model_type)
+    tok = src.tokenizer_files()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.building-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        contract = GraphContract(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, opts.io_dtype.__name__)
+        g = GraphWriter(tmp, DATA_FILE)
+        bar = tqdm(total=cfg.num_layers + 1, desc=f"building {opts.precision.value}", unit="layer",
+                   disable=not progress)
+        try:
+            DecoderEmitter(g, cfg, arch, opts, Weights(src, cfg), contract, progress=lambda: bar.update()).emit()
+            g.save(tmp / MODEL_FILE, f"{cfg.model_type}-decoder",
+                   {"llm_runtime.contract_version": str(CONTRACT_VERSION)})
+        finally:
+            bar.close()
+            g.close()
+        onnx.checker.check_model(str(tmp / MODEL_FILE))
+        _write_folder(tmp, src, cfg, arch, opts, contract, tok)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno == errno.ENOSPC:
+            raise SourceError(f"no space left on the device while writing {out}") from None
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return BuildResult(out, time.perf_counter() - start)
+
+
+def _write_folder(folder: Path, src: WeightSource, cfg, arch, opts: BuildOptions, contract, tok) -> None:
+    def dump(name: str, obj) -> None:
+        (folder / name).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+    dump("genai_config.json", genai_config(cfg, arch, opts, contract))
+    dump("config.json", cfg.raw)
+    gen = dict(src.generation_config)
+    gen.setdefault("eos_token_id", list(cfg.eos_token_ids) if len(cfg.eos_token_ids) != 1 else cfg.eos_token_ids[0])
+    dump("generation_config.json", gen)
+    for name, content in tok.files.items():
+        if isinstance(content, str):
+            (folder / name).write_text(content)
+        else:
+            dump(name, content)
+    if tok.chat_template:
+        (folder / "chat_template.jinja").write_text(tok.chat_template)
+    dump(MANIFEST, {
+        "contract_version": CONTRACT_VERSION,
+        "builder_version": __version__,
+        "source": src.description,
+        "model_type": cfg.model_type,
+        "precision": opts.precision.value,
+        "provider": opts.provider.value,
+        "io_dtype": opts.io_dtype.__name__,
+        "block_size": opts.block_size if opts.bits else None,
+        "symmetric": opts.symmetric if opts.bits else None,
+        "lm_head_bits": opts.head_bits,
+    })
+
+
+__all__ = ["build", "BuildOptions", "BuildResult", "Precision", "Provider", "open_source", "is_built"]

@@ -1,0 +1,90 @@
+"""The decoder graph's I/O contract, declared once and shared by the builder and the runtime.
+
+Version 1 (onnxruntime-genai's decoder contract plus two optional inputs):
+  input_ids                   int64 [batch, seq]
+  attention_mask              int64 [batch, total_seq]     ones for the tokens in the cache after this step
+  past_key_values.{i}.key     kv    [batch, kv_heads, past_seq, head_dim]   (BNSH; may share a buffer with present)
+  past_key_values.{i}.value   kv    [batch, kv_heads, past_seq, head_dim]
+  logits_indices (optional)   int64 [n]   flat positions (row * seq + col) whose logits to compute;
+                                          the default (empty) computes every position
+  query_seqlens (optional)    int64 [batch] valid tokens of each right-padded row in this step (0 = idle row);
+                                          the default (-1) derives min(seq, total) per row
+  logits                      float32 [batch, seq, vocab], or [1, n, vocab] when logits_indices is given
+  present.{i}.key / .value    kv    [batch, kv_heads, total_seq, head_dim]
+The optional inputs are graph inputs with default initializers, so runtimes that do not know them
+(onnxruntime-genai) run the graph unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CONTRACT_VERSION = 1
+
+INPUT_IDS = "input_ids"
+ATTENTION_MASK = "attention_mask"
+LOGITS_INDICES = "logits_indices"
+QUERY_SEQLENS = "query_seqlens"
+LOGITS = "logits"
+PAST_KEY = "past_key_values.%d.key"
+PAST_VALUE = "past_key_values.%d.value"
+PRESENT_KEY = "present.%d.key"
+PRESENT_VALUE = "present.%d.value"
+
+
+@dataclass(frozen=True)
+class GraphContract:
+    """What a runtime needs to know to drive a decoder graph."""
+
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    kv_dtype: str  # "float32" | "float16"
+    input_ids: str = INPUT_IDS
+    attention_mask: str = ATTENTION_MASK
+    logits: str = LOGITS
+    past_key: str = PAST_KEY
+    past_value: str = PAST_VALUE
+    present_key: str = PRESENT_KEY
+    present_value: str = PRESENT_VALUE
+    version: int = CONTRACT_VERSION
+
+    def past_names(self, layer: int) -> tuple[str, str]:
+        return self.past_key % layer, self.past_value % layer
+
+    def present_names(self, layer: int) -> tuple[str, str]:
+        return self.present_key % layer, self.present_value % layer
+
+    def genai_decoder_io(self) -> dict:
+        """The `inputs`/`outputs` sections of genai_config.json's `model.decoder`."""
+        return {
+            "inputs": {
+                "input_ids": self.input_ids,
+                "attention_mask": self.attention_mask,
+                "past_key_names": self.past_key,
+                "past_value_names": self.past_value,
+            },
+            "outputs": {
+                "logits": self.logits,
+                "present_key_names": self.present_key,
+                "present_value_names": self.present_value,
+            },
+        }
+
+    @classmethod
+    def from_genai_config(cls, genai: dict, kv_dtype: str) -> "GraphContract":
+        """Read the contract from any genai_config.json, ours or onnxruntime-genai's builder's."""
+        dec = genai["model"]["decoder"]
+        ins, outs = dec.get("inputs", {}), dec.get("outputs", {})
+        return cls(
+            num_layers=int(dec["num_hidden_layers"]),
+            num_kv_heads=int(dec["num_key_value_heads"]),
+            head_dim=int(dec["head_size"]),
+            kv_dtype=kv_dtype,
+            input_ids=ins.get("input_ids", INPUT_IDS),
+            attention_mask=ins.get("attention_mask", ATTENTION_MASK),
+            logits=outs.get("logits", LOGITS),
+            past_key=ins.get("past_key_names", PAST_KEY),
+            past_value=ins.get("past_value_names", PAST_VALUE),
+            present_key=outs.get("present_key_names", PRESENT_KEY),
+            present_value=outs.get("present_value_names", PRESENT_VALUE),
+        )
