@@ -1,0 +1,4 @@
+"""Subcommands of `llm-runtime`, one module each (HELP, add_arguments, run)."""
+from . import build
+
+COMMANDS = {"build": build}

@@ -1,0 +1,36 @@
+"""`llm-runtime build SOURCE -o OUT`: convert a Hugging Face folder or GGUF file to an ONNX decoder folder."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from model_builder.build import build
+from model_builder.precision import BuildOptions, Precision, Provider
+
+HELP = "build an ONNX decoder folder from a Hugging Face folder, a .gguf file or 'default'"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="Hugging Face folder, .gguf file, or 'default'")
+    p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
+    p.add_argument("--precision", choices=[x.value for x in Precision], default="int4")
+    p.add_argument("--provider", choices=[x.value for x in Provider], default="cpu")
+    p.add_argument("--block-size", type=int, default=32, help="quantization block size (int4/int8)")
+    p.add_argument("--zero-points", action="store_true", help="asymmetric quantization with packed zero points")
+    p.add_argument("--lm-head-bits", type=int, choices=[4, 8], help="keep the lm_head at 8 bits in an int4 build")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output folder")
+    p.add_argument("--verify", action="store_true", help="compare logits with transformers (needs torch)")
+
+
+def run(args) -> int:
+    opts = BuildOptions(precision=Precision(args.precision), provider=Provider(args.provider),
+                        block_size=args.block_size, symmetric=not args.zero_points, lm_head_bits=args.lm_head_bits)
+    result = build(args.source, args.output, opts, force=args.force)
+    print(f"built {result.folder} in {result.seconds:.1f} s")
+    if args.verify:
+        from model_builder.default_model import default_gguf
+        from model_builder.verify import verify
+
+        source = default_gguf() if args.source == "default" else args.source
+        print(f"largest logit difference against transformers: {verify(source, result.folder):.3g}")
+    return 0
