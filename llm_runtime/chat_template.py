@@ -1,0 +1,183 @@
+"""Chat templates: Hugging Face Jinja templates rendered in a sandbox, the same way transformers does."""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import jinja2.ext
+import jinja2.nodes
+import jinja2.utils
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+ROLES = ("system", "user", "assistant", "tool")
+TEXT_PART_SEPARATOR = "\n"  # text parts of one message are joined like vLLM does
+
+
+def _raise_exception(message: str):
+    raise jinja2.exceptions.TemplateError(message)
+
+
+def _tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False) -> str:
+    # Jinja's own tojson escapes HTML characters; transformers' does not, and takes json.dumps options
+    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.now().strftime(fmt)
+
+
+class _TemplateDict:
+    """`dict` for templates, without the class's attributes to climb out of the sandbox with."""
+
+    def __call__(self, *args, **kwargs):
+        return dict(*args, **kwargs)
+
+    def fromkeys(self, *args, **kwargs):
+        return dict.fromkeys(*args, **kwargs)
+
+
+class _TemplateNamespace(jinja2.utils.Namespace):
+    """`namespace` that refuses underscore attributes, as transformers' does."""
+
+    def __init__(*args, **kwargs):  # Jinja's signature trick, so `namespace(self=...)` works
+        self, args = args[0], args[1:]
+        attrs = dict(*args, **kwargs)
+        for name in attrs:
+            _TemplateNamespace._check_name(name)
+        jinja2.utils.Namespace.__init__(self, attrs)
+
+    def __setitem__(self, name, value):
+        _TemplateNamespace._check_name(name)
+        jinja2.utils.Namespace.__setitem__(self, name, value)
+
+    @staticmethod
+    def _check_name(name):
+        if isinstance(name, str) and name.startswith("_"):
+            raise jinja2.exceptions.SecurityError(f"namespace attribute {name!r} may not start with '_'")
+
+
+class _GenerationTag(jinja2.ext.Extension):
+    """`{% generation %}...{% endgeneration %}` (transformers' assistant-mask marker) renders its body."""
+
+    tags = {"generation"}
+
+    def parse(self, parser):
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return jinja2.nodes.CallBlock(self.call_method("_render"), [], [], body).set_lineno(lineno)
+
+    def _render(self, caller):
+        return caller()
+
+
+def _environment() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[_GenerationTag, jinja2.ext.loopcontrols])
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    env.globals["dict"] = _TemplateDict()
+    env.globals["namespace"] = _TemplateNamespace
+    return env
+
+
+def select_template(source: str | list[dict[str, str]]) -> str:
+    """The template text from tokenizer_config.json's `chat_template`: a string, or named ones (take "default")."""
+    if isinstance(source, str):
+        return source
+    named = {t.get("name"): t.get("template") for t in source if isinstance(t, dict)}
+    if not isinstance(named.get("default"), str):
+        raise ValueError(f"chat_template lists templates {sorted(map(str, named))} but none named 'default'")
+    return named["default"]
+
+
+def _token_text(token: Any) -> str:
+    # tokenizer_config.json spells special tokens as strings or as AddedToken dicts
+    if isinstance(token, dict):
+        return str(token.get("content", ""))
+    return "" if token is None else str(token)
+
+
+def normalize_messages(messages: Any) -> list[dict[str, Any]]:
+    """Check chat messages and return copies with text-part lists joined into strings and None values dropped."""
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise ValueError("messages must be a non-empty list of {'role', 'content'} dicts")
+    out = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise ValueError(f"messages[{i}] must be a dict, got {type(message).__name__}")
+        if message.get("role") not in ROLES:
+            raise ValueError(f"messages[{i}].role must be one of {', '.join(ROLES)}, got {message.get('role')!r}")
+        message = {k: v for k, v in message.items() if v is not None}
+        content = message.get("content")
+        if content is None:
+            if message["role"] != "assistant":  # an assistant turn may carry only tool_calls
+                raise ValueError(f"messages[{i}].content is missing")
+        elif isinstance(content, (list, tuple)):
+            message["content"] = TEXT_PART_SEPARATOR.join(_part_text(part, i, j) for j, part in enumerate(content))
+        elif not isinstance(content, str):
+            raise ValueError(f"messages[{i}].content must be a string or a list of text parts")
+        out.append(message)
+    return out
+
+
+def _part_text(part: Any, i: int, j: int) -> str:
+    if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+        kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+        raise ValueError(f"messages[{i}].content[{j}]: only {{'type': 'text', 'text': ...}} parts are supported, "
+                         f"got {kind!r}")
+    return part["text"]
+
+
+class ChatTemplate:
+    """A compiled chat template plus the special tokens it may print."""
+
+    def __init__(self, source: str | list[dict[str, str]], bos_token: Any = "", eos_token: Any = ""):
+        self.source = select_template(source)
+        self.bos_token = _token_text(bos_token)
+        self.eos_token = _token_text(eos_token)
+        try:
+            self._template = _environment().from_string(self.source)
+        except jinja2.TemplateError as e:
+            raise ValueError(f"chat template does not compile: {e}") from e
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> ChatTemplate | None:
+        """The template of a Hugging Face model folder (chat_template.jinja, chat_template.json or
+        tokenizer_config.json), with its bos/eos tokens; None when the folder has none."""
+        folder = Path(folder)
+        config_path = folder / "tokenizer_config.json"
+        config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+        source = config.get("chat_template")
+        if (folder / "chat_template.json").is_file():
+            source = json.loads((folder / "chat_template.json").read_text()).get("chat_template", source)
+        if (folder / "chat_template.jinja").is_file():
+            source = (folder / "chat_template.jinja").read_text()
+        if not source:
+            return None
+        return cls(source, config.get("bos_token"), config.get("eos_token"))
+
+    @classmethod
+    def fallback(cls, name: str, bos_token: str = "", eos_token: str = "") -> ChatTemplate:
+        """One of the templates shipped in prompts/templates: "chatml", "llama3" or "plain"."""
+        folder = files("prompts") / "templates"
+        path = folder / f"{name}.jinja"
+        if not path.is_file():
+            known = sorted(p.name[:-len(".jinja")] for p in folder.iterdir() if p.name.endswith(".jinja"))
+            raise ValueError(f"no fallback chat template {name!r}; known: {', '.join(known)}")
+        return cls(path.read_text(encoding="utf-8"), bos_token, eos_token)
+
+    def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, **extra: Any) -> str:
+        """The prompt text for `messages`; `extra` (tools, documents, enable_thinking, ...) reaches the template."""
+        variables = {"bos_token": self.bos_token, "eos_token": self.eos_token, "tools": None, "documents": None,
+                     **extra, "messages": normalize_messages(messages), "add_generation_prompt": add_generation_prompt}
+        try:
+            return self._template.render(**variables)
+        except jinja2.TemplateError as e:  # raise_exception, undefined values, sandbox refusals
+            raise ValueError(f"chat template error: {e.message or e}") from e
+        except Exception as e:  # a template is untrusted code: any failure is the template's
+            raise ValueError(f"chat template error: {type(e).__name__}: {e}") from e

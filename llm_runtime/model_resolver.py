@@ -1,0 +1,42 @@
+"""Turns what a user names ("default", a built folder, a Hugging Face folder, a .gguf) into a built folder."""
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+from model_builder.build import build, default_build_dir, is_built
+from model_builder.default_model import home
+from model_builder.precision import BuildOptions, Precision
+from model_builder.precision import Provider as BuildProvider
+from model_builder.source import SourceError
+
+log = logging.getLogger(__name__)
+
+
+def build_options_for(provider_build: str) -> BuildOptions:
+    """int4 everywhere: the precision that runs fastest on CPU and fits GPUs best."""
+    return BuildOptions(precision=Precision.INT4, provider=BuildProvider(provider_build))
+
+
+def resolve_model(model: str | Path, provider_build: str = "cpu", progress: bool = True) -> Path:
+    """A built model folder for `model`, building it into the cache on first use."""
+    opts = build_options_for(provider_build)
+    if str(model) == "default":
+        folder = default_build_dir(opts)
+        if not is_built(folder):
+            log.info("building the default model into %s", folder)
+            build("default", folder, opts, force=True, progress=progress)
+        return folder
+    path = Path(model)
+    if (path / "genai_config.json").is_file():
+        return path
+    if not path.exists():
+        raise SourceError(f"model not found: {path} (a built folder, a Hugging Face folder, a .gguf file or 'default')")
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    folder = home() / "models" / f"{path.stem}-{key}-{opts.precision.value}-{opts.provider.value}"
+    if not is_built(folder):
+        log.info("building %s into %s", path, folder)
+        build(path, folder, opts, force=True, progress=progress)
+    return folder
