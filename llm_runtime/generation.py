@@ -1,0 +1,43 @@
+"""Single-sequence generation: prefill, then one decode step per token, streamed as chunks."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from kv_cache import KVCache, round_up
+
+from .completion import Chunk
+from .output_stream import OutputStream
+from .request_sampler import RequestSampler
+from .runner import ModelRunner, decode_inputs, prefill_inputs
+from .sampling_params import ParameterError, SamplingParams
+
+
+def check_prompt(prompt_ids: list[int], params: SamplingParams, context_length: int) -> None:
+    """Reject what cannot run, naming the parameter."""
+    if not prompt_ids:
+        raise ParameterError("prompt", "prompt must not be empty")
+    if len(prompt_ids) >= context_length:
+        raise ParameterError("prompt", f"prompt is {len(prompt_ids)} tokens, the context length is {context_length}")
+    if len(prompt_ids) + params.max_tokens > context_length:
+        raise ParameterError("max_tokens", f"max_tokens ({params.max_tokens}) plus the prompt ({len(prompt_ids)} tokens) "
+                                           f"exceeds the context length ({context_length})")
+
+
+def stream_tokens(runner: ModelRunner, cache: KVCache, prompt_ids: list[int], sampler: RequestSampler,
+                  out: OutputStream) -> Iterator[Chunk]:
+    """The decode loop. The cache's slot 0 holds this sequence."""
+    cache.ensure_capacity(round_up(len(prompt_ids) + sampler.params.max_tokens))
+    logits = runner.run(prefill_inputs(prompt_ids), cache)[-1]
+    total = len(prompt_ids)
+    token_buf = np.zeros(1, np.int64)
+    while True:
+        token, logprob = sampler.pick(logits)
+        chunk = out.add(token, logprob)
+        yield chunk
+        if out.finished:
+            return
+        total += 1
+        token_buf[0] = token
+        logits = runner.run(decode_inputs(token_buf, np.array([total])), cache)[0]

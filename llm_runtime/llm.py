@@ -1,0 +1,83 @@
+"""The Python API: `LLM(model).generate / stream / chat`."""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from kv_cache import KVCache
+
+from .chat_template import ChatTemplate
+from .completion import Chunk, Completion
+from .generation import check_prompt, stream_tokens
+from .model_folder import ModelFolder
+from .model_resolver import resolve_model
+from .output_stream import OutputStream
+from .providers import CAPABILITIES, resolve
+from .request_sampler import RequestSampler
+from .runner import ModelRunner
+from .sampling_params import ParameterError, SamplingParams
+from .session import SessionConfig, make_session
+
+log = logging.getLogger(__name__)
+
+
+class LLM:
+    """A model ready to generate. `model`: a built folder, "default", a Hugging Face folder or a .gguf file
+    (the last two are built into the cache on first use)."""
+
+    def __init__(self, model: str | Path = "default", provider: str = "cpu", threads: int = 0,
+                 optimization: str = "all", optimized_model_path: str | None = None,
+                 provider_options: dict | None = None, max_cache_bytes: int | None = None):
+        self.provider = resolve(provider)
+        cap = CAPABILITIES[self.provider]
+        self.folder = ModelFolder.open(resolve_model(model, cap.build_provider))
+        self.session_config = SessionConfig(threads, optimization, optimized_model_path, provider_options)
+        session = make_session(self.folder.model_file, self.provider, self.session_config)
+        self.runner = ModelRunner(self.folder, session)
+        c = self.folder.contract
+        self.cache = KVCache(c.num_layers, c.num_kv_heads, c.head_dim, np.dtype(c.kv_dtype), slots=1, capacity=256,
+                             device=cap.cache_device, max_bytes=max_cache_bytes, max_capacity=self.folder.context_length)
+        self.tokenizer = self.folder.tokenizer
+        self.template = (ChatTemplate.from_folder(self.folder.path)
+                         or ChatTemplate.fallback("chatml", eos_token=self.folder.special_token("eos_token") or ""))
+        self._lock = threading.Lock()  # one sequence at a time on the single-slot cache
+
+    # text -> ids; a chat-rendered prompt already holds its special tokens
+    def encode(self, text: str, special: bool = True) -> list[int]:
+        if not isinstance(text, str):
+            raise ParameterError("prompt", f"prompt must be a string, got {type(text).__name__}")
+        return self.tokenizer.encode(text, add_special_tokens=special).ids
+
+    def render_chat(self, messages: list[dict]) -> str:
+        return self.template.render(messages, add_generation_prompt=True)
+
+    def stream_ids(self, prompt_ids: list[int], params: SamplingParams | None = None) -> Iterator[Chunk]:
+        """Stream the completion of already-tokenized `prompt_ids`."""
+        params = params or SamplingParams()
+        check_prompt(prompt_ids, params, self.folder.context_length)
+        out = OutputStream(self.tokenizer, prompt_ids, params, self.folder.eos_token_ids)
+        sampler = RequestSampler(params, prompt_ids, self.folder.eos_token_ids, out.token_text)
+        with self._lock:
+            yield from stream_tokens(self.runner, self.cache, prompt_ids, sampler, out)
+
+    def stream(self, prompt: str, params: SamplingParams | None = None) -> Iterator[Chunk]:
+        """Text deltas and token ids as they are generated."""
+        return self.stream_ids(self.encode(prompt), params)
+
+    def generate(self, prompts: str | list[str], params: SamplingParams | None = None) -> Completion | list[Completion]:
+        """One Completion for a string, a list of Completions for a list of strings."""
+        want = bool(params and params.logprobs)
+        if isinstance(prompts, str):
+            return Completion.fold(self.stream(prompts, params), want)
+        return [Completion.fold(self.stream(p, params), want) for p in prompts]
+
+    def chat_stream(self, messages: list[dict], params: SamplingParams | None = None) -> Iterator[Chunk]:
+        return self.stream_ids(self.encode(self.render_chat(messages), special=False), params)
+
+    def chat(self, messages: list[dict], params: SamplingParams | None = None) -> Completion:
+        """The assistant's reply to a conversation, rendered with the model's chat template."""
+        return Completion.fold(self.chat_stream(messages, params), bool(params and params.logprobs))

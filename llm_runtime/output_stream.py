@@ -1,0 +1,53 @@
+"""Per-request output: token ids in, text chunks out, with stop ids, stop strings and length limits."""
+from __future__ import annotations
+
+from tokenizers import Tokenizer
+
+from .completion import Chunk, TokenLogprob, Usage
+from .detokenizer import IncrementalDetokenizer
+from .sampling_params import SamplingParams
+from .stop_strings import StopStringMatcher
+
+
+class OutputStream:
+    """Folds one sequence's sampled tokens into chunks; `finished` says when generation must end."""
+
+    def __init__(self, tokenizer: Tokenizer, prompt_ids: list[int], params: SamplingParams, eos_ids):
+        self.tokenizer = tokenizer
+        self.params = params
+        self.prompt_tokens = len(prompt_ids)
+        self.stop_ids = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else frozenset(eos_ids))
+        self.detok = IncrementalDetokenizer(tokenizer, prompt_ids)
+        self.stops = StopStringMatcher(params.stop)
+        self.generated = 0
+        self.finish_reason: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    def add(self, token: int, logprob: TokenLogprob | None = None) -> Chunk:
+        """Account for one sampled token and return its chunk (the last one carries finish_reason and usage)."""
+        self.generated += 1
+        stop_token = token in self.stop_ids and self.generated > self.params.min_tokens
+        text, stopped = self.stops.feed("" if stop_token else self.detok.add(token))
+        if stop_token or stopped:
+            self.finish_reason = "stop"
+        elif self.generated >= self.params.max_tokens:
+            self.finish_reason = "length"
+        if self.finished and not stopped:
+            text += self.stops.feed(self.detok.flush())[0]
+            text += "" if self.stops.stopped else self.stops.flush()
+            if self.stops.stopped:
+                self.finish_reason = "stop"
+        usage = Usage(self.prompt_tokens, self.generated) if self.finished else None
+        return Chunk(text, (token,), self.finish_reason, (logprob,) if logprob else (), usage)
+
+    def cancel(self) -> Chunk:
+        """End early (a cancelled request): release held text, no further tokens."""
+        self.finish_reason = self.finish_reason or "stop"
+        text = self.stops.feed(self.detok.flush())[0] + ("" if self.stops.stopped else self.stops.flush())
+        return Chunk(text, (), self.finish_reason, (), Usage(self.prompt_tokens, self.generated))
+
+    def token_text(self, token: int) -> str:
+        return self.tokenizer.decode([token], skip_special_tokens=False)

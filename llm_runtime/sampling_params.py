@@ -1,0 +1,134 @@
+"""Per-request sampling settings, validated once when built; bad values raise `ParameterError`."""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1  # a signed 64-bit integer, as vLLM and OpenAI clients accept
+MAX_TOP_LOGPROBS = 20
+MAX_N = 16
+
+
+class ParameterError(ValueError):
+    """A sampling parameter out of range; `param` names the field so an HTTP server can report it."""
+
+    def __init__(self, param: str, message: str):
+        super().__init__(f"{param} {message}")
+        self.param = param
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick tokens for one request. `temperature == 0` (or `top_k == 1`) means greedy argmax."""
+
+    max_tokens: int = 256
+    min_tokens: int = 0  # stop tokens (EOS, stop_token_ids) are suppressed until this many are generated
+    temperature: float = 1.0
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1: off
+    min_p: float = 0.0  # 0: off
+    repetition_penalty: float = 1.0  # transformers' rule, over prompt and generated tokens; 1: off
+    presence_penalty: float = 0.0  # OpenAI's rule, over generated tokens only
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] | None = None  # token id -> added to its logit
+    seed: int | None = None  # None: fresh entropy per request
+    stop: tuple[str, ...] = ()  # a str or a list is accepted and becomes a tuple
+    stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False
+    logprobs: bool = False
+    top_logprobs: int = 0  # alternatives reported per token; needs logprobs
+    n: int = 1
+
+    def __post_init__(self):
+        _int_in("max_tokens", self.max_tokens, lo=1)
+        _int_in("min_tokens", self.min_tokens, lo=0, hi=self.max_tokens, hi_name="max_tokens")
+        _real_in("temperature", self.temperature, lo=0.0)
+        _int_in("top_k", self.top_k, lo=0)
+        _real_in("top_p", self.top_p, lo=0.0, hi=1.0, lo_open=True)
+        _real_in("min_p", self.min_p, lo=0.0, hi=1.0)
+        _real_in("repetition_penalty", self.repetition_penalty, lo=0.0, lo_open=True)
+        _real_in("presence_penalty", self.presence_penalty, lo=-2.0, hi=2.0)
+        _real_in("frequency_penalty", self.frequency_penalty, lo=-2.0, hi=2.0)
+        object.__setattr__(self, "logit_bias", _logit_bias(self.logit_bias))
+        if self.seed is not None:
+            _int_in("seed", self.seed, lo=SEED_MIN, hi=SEED_MAX)
+        object.__setattr__(self, "stop", _stop_strings(self.stop))
+        object.__setattr__(self, "stop_token_ids", _token_ids("stop_token_ids", self.stop_token_ids))
+        _bool("ignore_eos", self.ignore_eos)
+        _bool("logprobs", self.logprobs)
+        _int_in("top_logprobs", self.top_logprobs, lo=0, hi=MAX_TOP_LOGPROBS)
+        if self.top_logprobs and not self.logprobs:
+            raise ParameterError("top_logprobs", "requires logprobs to be true")
+        _int_in("n", self.n, lo=1, hi=MAX_N)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0 or self.top_k == 1
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _int_in(name: str, value, lo: int, hi: int | None = None, hi_name: str | None = None) -> None:
+    if not _is_int(value):
+        raise ParameterError(name, f"must be an integer, got {value!r}")
+    if value < lo:
+        raise ParameterError(name, f"must be >= {lo}, got {value}")
+    if hi is not None and value > hi:
+        raise ParameterError(name, f"must be <= {hi_name or hi}, got {value}")
+
+
+def _real_in(name: str, value, lo: float, hi: float | None = None, lo_open: bool = False) -> None:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise ParameterError(name, f"must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ParameterError(name, f"must be finite, got {value}")
+    if value < lo or (lo_open and value == lo):
+        raise ParameterError(name, f"must be {'>' if lo_open else '>='} {lo:g}, got {value}")
+    if hi is not None and value > hi:
+        raise ParameterError(name, f"must be <= {hi:g}, got {value}")
+
+
+def _bool(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ParameterError(name, f"must be true or false, got {value!r}")
+
+
+def _logit_bias(bias) -> dict[int, float] | None:
+    """A fresh {int id: float} dict; decimal string keys (JSON object keys) are accepted."""
+    if bias is None:
+        return None
+    if not isinstance(bias, dict):
+        raise ParameterError("logit_bias", f"must be a mapping of token id to bias, got {type(bias).__name__}")
+    out: dict[int, float] = {}
+    for key, value in bias.items():
+        token = int(key) if isinstance(key, str) and key.strip().isdecimal() else key
+        if not _is_int(token) or token < 0:
+            raise ParameterError("logit_bias", f"keys must be token ids >= 0, got {key!r}")
+        if not isinstance(value, numbers.Real) or isinstance(value, bool) or not -100 <= value <= 100:
+            raise ParameterError("logit_bias", f"values must be in [-100, 100], got {value!r} for token {key!r}")
+        out[int(token)] = float(value)
+    return out
+
+
+def _stop_strings(stop) -> tuple[str, ...]:
+    stops = (stop,) if isinstance(stop, str) else stop
+    if stops is None:
+        return ()
+    if not isinstance(stops, (list, tuple)):
+        raise ParameterError("stop", f"must be a string or a list of strings, got {type(stop).__name__}")
+    for s in stops:
+        if not isinstance(s, str) or not s:
+            raise ParameterError("stop", f"strings must be non-empty, got {s!r}")
+    return tuple(stops)
+
+
+def _token_ids(name: str, ids) -> tuple[int, ...]:
+    if not isinstance(ids, (list, tuple)):
+        raise ParameterError(name, f"must be a list of token ids, got {type(ids).__name__}")
+    for t in ids:
+        if not _is_int(t) or t < 0:
+            raise ParameterError(name, f"must hold token ids >= 0, got {t!r}")
+    return tuple(int(t) for t in ids)
