@@ -59,6 +59,7 @@ class LLM:
         """Stream the completion of already-tokenized `prompt_ids`."""
         params = params or SamplingParams()
         check_prompt(prompt_ids, params, self.folder.context_length)
+        params.check_vocab(self.folder.vocab_size)
         out = OutputStream(self.tokenizer, prompt_ids, params, self.folder.eos_token_ids)
         sampler = RequestSampler(params, prompt_ids, self.folder.eos_token_ids, out.token_text)
         with self._lock:

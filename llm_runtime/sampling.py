@@ -3,9 +3,10 @@
     logits (model) -> make_logits_processors: repetition, presence/frequency, logit_bias, min_tokens
                    -> make_sampler: argmax, or temperature -> top_k -> top_p -> min_p -> draw
 
-Every function takes `logits: np.ndarray  # [vocab]` and returns a new array; inputs are never changed, so
-the raw row stays available for `logprobs_of`. Reported logprobs follow vLLM's default: the model's raw
-distribution, before penalties, logit_bias, temperature and filters.
+Every function takes `logits: np.ndarray  # float32 [vocab]` and never changes it (a step that is off
+returns it as is, the others a new array), so the raw row stays available for `logprobs_of`.
+Reported logprobs follow vLLM's default: the model's raw distribution, before penalties, logit_bias,
+temperature and filters.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ LogitsProcessor = Callable[[np.ndarray, "TokenHistory"], np.ndarray]
 Sampler = Callable[[np.ndarray, np.random.Generator], int]
 
 _NEG_INF = np.float32(-np.inf)
+_TINY = np.finfo(np.float32).smallest_subnormal
+_BLOCK = 256  # sample_categorical picks a block of this many ids by its total, then an id inside it
 
 
 class TokenHistory:
@@ -171,7 +174,7 @@ def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
     shifted = logits.astype(np.float32, copy=True)
     shifted -= shifted.max()
     with np.errstate(over="ignore"):
-        shifted /= np.float32(temperature)
+        shifted /= max(np.float32(temperature), _TINY)  # a temperature below float32's range would be 0
     return shifted
 
 
@@ -187,22 +190,27 @@ def top_p_filter(logits: np.ndarray, p: float) -> np.ndarray:
     """Keep the smallest set of tokens, taken in order of probability (ties: lower id first), whose
     probabilities sum to >= p. The top token is always kept. p >= 1: off.
 
-    Only the head of the distribution is sorted: candidates grow from 32 by argpartition until they
-    cover p, so a peaked distribution over a large vocabulary costs O(vocab), not a full sort.
+    Only the head of the distribution is sorted: candidates grow from 32 (found by np.partition) until
+    they cover p, so a peaked distribution over a large vocabulary costs O(vocab), not a full sort.
     """
     if p >= 1.0:
         return logits
-    probs = _softmax64(logits)
-    vocab, m = len(probs), min(32, len(probs))
+    weights = _weights(logits)
+    mass = p * weights.sum(dtype=np.float64)
+    positive = weights > 0  # a bool mask: np.flatnonzero on it is far faster than on floats
+    vocab, nonzero, m = len(weights), np.count_nonzero(positive), 32
     while True:
-        boundary = probs[np.argpartition(probs, vocab - m)[vocab - m]]
-        candidates = np.flatnonzero(probs >= boundary)  # ascending ids, so ties break towards lower ids
-        order = candidates[np.argsort(-probs[candidates], kind="stable")]
-        cumulative = np.cumsum(probs[order])
-        if cumulative[-1] >= p or len(order) == vocab:
+        if nonzero <= max(m, 2048):  # e.g. after top_k: sort them all, as np.partition is slow on tied zeros
+            candidates = np.flatnonzero(positive)
+        else:
+            boundary = np.partition(weights, vocab - m)[vocab - m]
+            candidates = np.flatnonzero(weights >= boundary)  # ascending ids: ties break towards lower ids
+        order = candidates[np.argsort(-weights[candidates], kind="stable")]
+        cumulative = np.cumsum(weights[order], dtype=np.float64)
+        if cumulative[-1] >= mass or len(candidates) == nonzero:
             break
-        m = min(vocab, 4 * m)
-    keep = order[:int(np.searchsorted(cumulative, p)) + 1]  # first index where the sum reaches p
+        m *= 4
+    keep = order[:int(np.searchsorted(cumulative, mass)) + 1]  # first index where the sum reaches p
     out = np.full_like(logits, _NEG_INF)
     out[keep] = logits[keep]
     return out
@@ -216,9 +224,11 @@ def min_p_filter(logits: np.ndarray, min_p: float) -> np.ndarray:
     return np.where(logits >= threshold, logits, _NEG_INF).astype(logits.dtype, copy=False)
 
 
-def _softmax64(logits: np.ndarray) -> np.ndarray:
-    weights = np.exp(logits.astype(np.float64) - np.max(logits))
-    return weights / weights.sum()
+def _weights(logits: np.ndarray) -> np.ndarray:
+    """Unnormalised softmax, float32 [vocab]: exp(logits - max), so the top token weighs 1."""
+    x = logits.astype(np.float32, copy=True)
+    x -= x.max()
+    return np.exp(x, out=x)
 
 
 # Samplers.
@@ -235,12 +245,22 @@ def greedy_sample(logits: np.ndarray, rng: np.random.Generator | None = None) ->
 
 
 def sample_categorical(logits: np.ndarray, rng: np.random.Generator) -> int:
-    """Draw one token from softmax(logits) with one uniform number (inverse CDF over the nonzero probs)."""
-    weights = np.exp(logits.astype(np.float64) - np.max(logits))
-    nonzero = np.flatnonzero(weights)
-    cumulative = np.cumsum(weights[nonzero])
-    i = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
-    return int(nonzero[min(i, len(nonzero) - 1)])
+    """Draw one token from softmax(logits) with one uniform number, by inverse CDF in two levels: over the
+    totals of blocks of 256 ids, then inside the chosen block (a cumsum over the whole row is slow)."""
+    weights = _weights(logits)
+    blocks = np.concatenate([weights, np.zeros(-len(weights) % _BLOCK, np.float32)]).reshape(-1, _BLOCK)
+    block_cdf = np.cumsum(blocks.sum(axis=1, dtype=np.float64))
+    target = rng.random() * block_cdf[-1]
+    b = _search_cdf(block_cdf, target)
+    inner_cdf = np.cumsum(blocks[b], dtype=np.float64)
+    return b * _BLOCK + _search_cdf(inner_cdf, target - (block_cdf[b - 1] if b else 0.0))
+
+
+def _search_cdf(cdf: np.ndarray, target: float) -> int:
+    """The first index whose cdf exceeds target, so zero-weight ids never win; if rounding puts target
+    past the end, the last id with weight."""
+    i = int(np.searchsorted(cdf, target, side="right"))
+    return i if i < len(cdf) else int(np.searchsorted(cdf, cdf[-1], side="left"))
 
 
 def make_sampler(params: SamplingParams) -> Sampler:

@@ -66,6 +66,13 @@ class SamplingParams:
     def greedy(self) -> bool:
         return self.temperature == 0 or self.top_k == 1
 
+    def check_vocab(self, vocab_size: int) -> None:
+        """Raise `ParameterError` if a token id in logit_bias or stop_token_ids is outside the vocabulary."""
+        for name, ids in (("logit_bias", self.logit_bias or ()), ("stop_token_ids", self.stop_token_ids)):
+            bad = [t for t in ids if t >= vocab_size]
+            if bad:
+                raise ParameterError(name, f"token id {bad[0]} is outside the vocabulary of {vocab_size}")
+
 
 def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
