@@ -12,6 +12,7 @@ from kv_cache import KVCache
 
 from .chat_template import ChatTemplate
 from .completion import Chunk, Completion
+from .engine import Engine, RequestHandle
 from .generation import check_prompt, stream_tokens
 from .model_folder import ModelFolder
 from .model_resolver import resolve_model
@@ -31,7 +32,8 @@ class LLM:
 
     def __init__(self, model: str | Path = "default", provider: str = "cpu", threads: int = 0,
                  optimization: str = "all", optimized_model_path: str | None = None,
-                 provider_options: dict | None = None, max_cache_bytes: int | None = None):
+                 provider_options: dict | None = None, max_cache_bytes: int | None = None,
+                 max_running: int = 16, max_waiting: int = 1024, token_budget: int = 256):
         self.provider = resolve(provider)
         cap = CAPABILITIES[self.provider]
         self.folder = ModelFolder.open(resolve_model(model, cap.build_provider))
@@ -44,7 +46,27 @@ class LLM:
         self.tokenizer = self.folder.tokenizer
         self.template = (ChatTemplate.from_folder(self.folder.path)
                          or ChatTemplate.fallback("chatml", eos_token=self.folder.special_token("eos_token") or ""))
-        self._lock = threading.Lock()  # one sequence at a time on the single-slot cache
+        self._lock = threading.Lock()  # one graph call at a time: the single path and the engine share the session
+        self._engine_args = dict(max_running=max_running, max_waiting=max_waiting, token_budget=token_budget,
+                                 max_cache_bytes=max_cache_bytes, cache_device=cap.cache_device)
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        """The continuous-batching engine over this model (started on first use)."""
+        if self._engine is None:
+            a, c = self._engine_args, self.folder.contract
+            cache = KVCache(c.num_layers, c.num_kv_heads, c.head_dim, np.dtype(c.kv_dtype), slots=a["max_running"],
+                            capacity=256, device=a["cache_device"], max_bytes=a["max_cache_bytes"],
+                            max_capacity=self.folder.context_length)
+            runner = ModelRunner(self.folder, self.runner.session)
+            self._engine = Engine(runner, cache, a["max_running"], a["max_waiting"], a["token_budget"], lock=self._lock)
+        return self._engine
+
+    def submit(self, prompt: str | list[int], params: SamplingParams | None = None, loop=None) -> RequestHandle:
+        """Queue a request on the engine; the handle streams chunks and can be cancelled."""
+        ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        return self.engine.submit(ids, params or SamplingParams(), loop)
 
     # text -> ids; a chat-rendered prompt already holds its special tokens
     def encode(self, text: str, special: bool = True) -> list[int]:
@@ -74,7 +96,8 @@ class LLM:
         want = bool(params and params.logprobs)
         if isinstance(prompts, str):
             return Completion.fold(self.stream(prompts, params), want)
-        return [Completion.fold(self.stream(p, params), want) for p in prompts]
+        handles = [self.submit(p, params) for p in prompts]  # all in flight at once, batched by the engine
+        return [h.result() for h in handles]
 
     def chat_stream(self, messages: list[dict], params: SamplingParams | None = None) -> Iterator[Chunk]:
         return self.stream_ids(self.encode(self.render_chat(messages), special=False), params)

@@ -40,7 +40,8 @@ class ModelRunner:
     def __init__(self, folder: ModelFolder, session, cache_device: str = "cpu"):
         self.folder, self.session = folder, session
         self.contract = folder.contract
-        names = {i.name for i in session.get_inputs()}
+        # optional inputs with defaults are listed as overridable initializers, not as inputs
+        names = {i.name for i in session.get_inputs()} | {i.name for i in session.get_overridable_initializers()}
         self.has_query_seqlens = C.QUERY_SEQLENS in names
         self.has_logits_indices = C.LOGITS_INDICES in names
         self.vocab = folder.vocab_size

@@ -1,0 +1,161 @@
+"""The engine: one background thread runs schedule -> run -> postprocess over the shared cache."""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from kv_cache import KVCache
+
+from ..generation import check_prompt
+from ..output_stream import OutputStream
+from ..request_sampler import RequestSampler
+from ..runner import ModelRunner, Step
+from ..sampling_params import SamplingParams
+from .handle import RequestHandle
+from .scheduler import Scheduled, Scheduler
+from .sequence import Sequence
+
+log = logging.getLogger(__name__)
+
+
+class EngineError(RuntimeError):
+    """A step failed inside the engine; the affected requests end with this error."""
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    running: int
+    waiting: int
+    cache_bytes: int
+    cache_used_tokens: int
+    steps: int
+    generated_tokens: int
+    prompt_tokens: int
+    healthy: bool
+
+
+class Engine:
+    """Thread-safe: `submit` from any thread; the loop runs in one background thread."""
+
+    def __init__(self, runner: ModelRunner, cache: KVCache, max_running: int = 16, max_waiting: int = 1024,
+                 token_budget: int = 256, chunk_size: int = 128, lock: threading.Lock | None = None):
+        if not runner.has_query_seqlens:
+            raise ValueError("this graph has no query_seqlens input, which batching needs; rebuild it with `llm-runtime build`")
+        self.runner, self.cache = runner, cache
+        self.folder = runner.folder
+        self.scheduler = Scheduler(cache, max_running, max_waiting, token_budget, chunk_size)
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._lock = lock or threading.Lock()
+        self._sequences: dict[int, Sequence] = {}
+        self._stop = False
+        self.steps = self.generated = self.prompt_tokens = 0
+        self.healthy = True
+        self._thread = threading.Thread(target=self._loop, name="llm-engine", daemon=True)
+        self._thread.start()
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams, loop=None) -> RequestHandle:
+        """Queue a request; raises ParameterError for bad input and QueueFullError when the queue is full."""
+        check_prompt(prompt_ids, params, self.folder.context_length)
+        params.check_vocab(self.folder.vocab_size)
+        eos = self.folder.eos_token_ids
+        seq = Sequence(list(prompt_ids), params)
+        seq.out = OutputStream(self.folder.tokenizer, seq.prompt_ids, params, eos)
+        seq.sampler = RequestSampler(params, seq.prompt_ids, eos, seq.out.token_text)
+        seq.handle = RequestHandle(self, seq.id, loop, params.logprobs)
+        with self._lock:
+            self.scheduler.add(seq)  # QueueFullError propagates to the caller
+            self._sequences[seq.id] = seq
+        self._wake.set()
+        return seq.handle
+
+    def cancel(self, seq_id: int) -> None:
+        self._inbox.put(seq_id)
+        self._wake.set()
+
+    def stats(self) -> EngineStats:
+        s = self.scheduler
+        return EngineStats(len(s.running), len(s.waiting), self.cache.nbytes, int(self.cache.lengths.sum()),
+                           self.steps, self.generated, self.prompt_tokens, self.healthy)
+
+    def shutdown(self) -> None:
+        self._stop = True
+        self._wake.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop:
+            self._wake.wait(timeout=0.5)
+            self._wake.clear()
+            while not self._stop:
+                with self._lock:
+                    self._take_cancellations()
+                    if self.scheduler.idle:
+                        break
+                    self._step()
+
+    def _take_cancellations(self) -> None:
+        while not self._inbox.empty():
+            seq = self._sequences.get(self._inbox.get())
+            if seq is not None:
+                self._finish(seq, seq.out.cancel())
+
+    def _step(self) -> None:
+        plan = self.scheduler.schedule()
+        if not plan:
+            time.sleep(0.001)  # waiting requests that do not fit yet
+            return
+        try:
+            logits = self.runner.run(build_step(plan, self.cache), self.cache)
+        except Exception as e:  # the engine outlives a failed step; its requests end with the error
+            log.exception("engine step failed")
+            for item in plan:
+                self._finish(item.seq, EngineError(f"generation failed: {e}"))
+            return
+        self.steps += 1
+        rows = iter(logits)
+        for item in plan:
+            seq, samples = item.seq, item.wants_logits  # decided before the sequence advances
+            if seq.out.generated == 0:
+                self.prompt_tokens += len(item.tokens)
+            seq.cached += len(item.tokens)
+            if samples:
+                self._emit(seq, *seq.sampler.pick(next(rows)))
+
+    def _emit(self, seq: Sequence, token: int, logprob) -> None:
+        self.generated += 1
+        seq.next_token = token
+        chunk = seq.out.add(token, logprob)
+        if seq.out.finished:
+            self._finish(seq, chunk)
+        else:
+            seq.handle.put(chunk)
+
+    def _finish(self, seq: Sequence, last) -> None:
+        self.scheduler.finish(seq)
+        self._sequences.pop(seq.id, None)
+        seq.handle.put(last)
+        seq.handle.close()
+
+
+def build_step(plan: list[Scheduled], cache: KVCache) -> Step:
+    """Right-pad the scheduled rows into one call over the first `rows` slots; idle slots get Q = 0."""
+    rows = max(item.seq.slot for item in plan) + 1
+    width = max(len(item.tokens) for item in plan)
+    ids = np.zeros((rows, width), np.int64)  # [rows, S]
+    totals = np.maximum(cache.lengths[:rows], 1)  # idle rows keep their length (at least 1, the op's rule)
+    query = np.zeros(rows, np.int64)
+    logits_at = []
+    for item in plan:
+        slot, n = item.seq.slot, len(item.tokens)
+        ids[slot, :n] = item.tokens
+        totals[slot] = item.seq.cached + n
+        query[slot] = n
+        if item.wants_logits:
+            logits_at.append(slot * width + n - 1)
+    return Step(ids, totals, query, np.array(logits_at, np.int64))

@@ -1,0 +1,57 @@
+"""The caller's side of a request: iterate its chunks (sync or async), cancel it, or wait for the result."""
+from __future__ import annotations
+
+import asyncio
+import queue
+from collections.abc import AsyncIterator, Iterator
+
+from ..completion import Chunk, Completion
+
+_END = object()
+
+
+class RequestHandle:
+    """Chunks arrive from the engine thread; a finished stream ends with the chunk carrying finish_reason."""
+
+    def __init__(self, engine, seq_id: int, loop: asyncio.AbstractEventLoop | None = None, want_logprobs: bool = False):
+        self._engine, self.id = engine, seq_id
+        self._loop = loop
+        self._queue: queue.SimpleQueue | asyncio.Queue = asyncio.Queue() if loop else queue.SimpleQueue()
+        self.want_logprobs = want_logprobs
+        self.done = False
+
+    # called from the engine thread
+    def put(self, item: Chunk | BaseException) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        else:
+            self._queue.put(item)
+
+    def close(self) -> None:
+        self.put(_END)
+
+    def cancel(self) -> None:
+        """Stop generating; the slot is freed by the engine at its next step."""
+        if not self.done:
+            self._engine.cancel(self.id)
+
+    def __iter__(self) -> Iterator[Chunk]:
+        try:
+            while (item := self._queue.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.done = True
+
+    async def __aiter__(self) -> AsyncIterator[Chunk]:
+        try:
+            while (item := await self._queue.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.done = True
+
+    def result(self) -> Completion:
+        return Completion.fold(self, self.want_logprobs)

@@ -1,0 +1,84 @@
+"""Decides what each step computes: decodes of running sequences first, then prompt chunks, within a token budget."""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from kv_cache import KVCache, round_up
+
+from .sequence import Sequence, Status
+
+
+class QueueFullError(RuntimeError):
+    """The waiting queue is at its bound: the caller should retry later."""
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    seq: Sequence
+    tokens: list[int]  # fed this step: one decode token or a prompt chunk
+
+    @property
+    def wants_logits(self) -> bool:
+        """A decode, or the chunk that completes the prompt, samples a token."""
+        return self.seq.cached + len(self.tokens) >= len(self.seq.prompt_ids)
+
+
+class Scheduler:
+    def __init__(self, cache: KVCache, max_running: int, max_waiting: int, token_budget: int, chunk_size: int):
+        self.cache = cache
+        self.max_running = min(max_running, cache.slots)
+        self.max_waiting = max_waiting
+        self.token_budget = token_budget
+        self.chunk_size = chunk_size
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+
+    def add(self, seq: Sequence) -> None:
+        if len(self.waiting) >= self.max_waiting:
+            raise QueueFullError(f"the waiting queue is full ({self.max_waiting} requests)")
+        self.waiting.append(seq)
+
+    @property
+    def idle(self) -> bool:
+        return not self.waiting and not self.running
+
+    def schedule(self) -> list[Scheduled]:
+        """This step's work: every running decode, then prompt chunks (running first, then admitted)."""
+        budget = self.token_budget
+        plan = [Scheduled(s, [s.next_token]) for s in self.running if not s.prefilling]
+        budget -= len(plan)
+        for seq in [s for s in self.running if s.prefilling]:
+            if budget <= 0:
+                break
+            plan.append(self._chunk(seq, budget))
+            budget -= len(plan[-1].tokens)
+        while budget > 0 and self.waiting and len(self.running) < self.max_running and self._admit(self.waiting[0]):
+            seq = self.waiting.popleft()
+            plan.append(self._chunk(seq, budget))
+            budget -= len(plan[-1].tokens)
+        return plan
+
+    def _chunk(self, seq: Sequence, budget: int) -> Scheduled:
+        n = min(self.chunk_size, budget, len(seq.prompt_ids) - seq.cached)
+        return Scheduled(seq, seq.prompt_ids[seq.cached:seq.cached + n])
+
+    def _admit(self, seq: Sequence) -> bool:
+        """Give `seq` a slot if the cache can hold it next to the running sequences."""
+        need = round_up(max([seq.max_length] + [s.max_length for s in self.running]))
+        if self.cache.max_bytes is not None and need * self.cache.slots * self.cache.bytes_per_token > self.cache.max_bytes:
+            return False
+        self.cache.ensure_capacity(need)
+        seq.slot = self.cache.allocate_slot()
+        seq.status = Status.RUNNING
+        self.running.append(seq)
+        return True
+
+    def finish(self, seq: Sequence) -> None:
+        """Remove a finished or cancelled sequence and free its slot at once."""
+        if seq.status is Status.RUNNING:
+            self.running.remove(seq)
+            self.cache.free_slot(seq.slot)
+        elif seq.status is Status.WAITING and seq in self.waiting:
+            self.waiting.remove(seq)
+        seq.status = Status.FINISHED

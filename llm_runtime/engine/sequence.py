@@ -1,0 +1,41 @@
+"""One request in flight: its prompt, sampling state, output stream, cache slot and progress."""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from enum import Enum
+
+from ..output_stream import OutputStream
+from ..request_sampler import RequestSampler
+from ..sampling_params import SamplingParams
+
+_ids = itertools.count()
+
+
+class Status(Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass(eq=False)
+class Sequence:
+    prompt_ids: list[int]
+    params: SamplingParams
+    sampler: RequestSampler | None = None
+    out: OutputStream | None = None
+    handle: object = None  # RequestHandle, fed with chunks
+    id: int = field(default_factory=lambda: next(_ids))
+    slot: int = -1
+    cached: int = 0  # tokens already in this sequence's cache slot
+    next_token: int = -1  # the last sampled token, fed by the next decode
+    status: Status = Status.WAITING
+
+    @property
+    def prefilling(self) -> bool:
+        return self.cached < len(self.prompt_ids)
+
+    @property
+    def max_length(self) -> int:
+        """Cache tokens this sequence can reach: prompt plus max_tokens."""
+        return len(self.prompt_ids) + self.params.max_tokens
