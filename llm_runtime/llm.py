@@ -65,7 +65,7 @@ class LLM:
 
     def submit(self, prompt: str | list[int], params: SamplingParams | None = None, loop=None) -> RequestHandle:
         """Queue a request on the engine; the handle streams chunks and can be cancelled."""
-        ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        ids = self.encode(prompt) if isinstance(prompt, str) else _token_ids(prompt)
         return self.engine.submit(ids, params or SamplingParams(), loop)
 
     # text -> ids; a chat-rendered prompt already holds its special tokens
@@ -80,8 +80,7 @@ class LLM:
     def stream_ids(self, prompt_ids: list[int], params: SamplingParams | None = None) -> Iterator[Chunk]:
         """Stream the completion of already-tokenized `prompt_ids`."""
         params = params or SamplingParams()
-        check_prompt(prompt_ids, params, self.folder.context_length)
-        params.check_vocab(self.folder.vocab_size)
+        check_prompt(prompt_ids, params, self.folder.context_length, self.folder.vocab_size)
         out = OutputStream(self.tokenizer, prompt_ids, params, self.folder.eos_token_ids)
         sampler = RequestSampler(params, prompt_ids, self.folder.eos_token_ids, out.token_text)
         with self._lock:
@@ -96,6 +95,8 @@ class LLM:
         want = bool(params and params.logprobs)
         if isinstance(prompts, str):
             return Completion.fold(self.stream(prompts, params), want)
+        if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) for p in prompts):
+            raise ParameterError("prompt", "prompts must be a string or a list of strings")
         handles = [self.submit(p, params) for p in prompts]  # all in flight at once, batched by the engine
         return [h.result() for h in handles]
 
@@ -105,3 +106,9 @@ class LLM:
     def chat(self, messages: list[dict], params: SamplingParams | None = None) -> Completion:
         """The assistant's reply to a conversation, rendered with the model's chat template."""
         return Completion.fold(self.chat_stream(messages, params), bool(params and params.logprobs))
+
+
+def _token_ids(prompt) -> list[int]:
+    if not isinstance(prompt, (list, tuple)):
+        raise ParameterError("prompt", f"prompt must be a string or a list of token ids, got {type(prompt).__name__}")
+    return list(prompt)

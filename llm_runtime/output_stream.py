@@ -29,25 +29,32 @@ class OutputStream:
     def add(self, token: int, logprob: TokenLogprob | None = None) -> Chunk:
         """Account for one sampled token and return its chunk (the last one carries finish_reason and usage)."""
         self.generated += 1
-        stop_token = token in self.stop_ids and self.generated > self.params.min_tokens
-        text, stopped = self.stops.feed("" if stop_token else self.detok.add(token))
-        if stop_token or stopped:
+        if token in self.stop_ids:
             self.finish_reason = "stop"
-        elif self.generated >= self.params.max_tokens:
-            self.finish_reason = "length"
-        if self.finished and not stopped:
-            text += self.stops.feed(self.detok.flush())[0]
-            text += "" if self.stops.stopped else self.stops.flush()
-            if self.stops.stopped:
+            text = self._drain()
+        else:
+            text, stopped = self.stops.feed(self.detok.add(token))
+            if stopped:
                 self.finish_reason = "stop"
+            elif self.generated >= self.params.max_tokens:
+                self.finish_reason = "length"
+                text += self._drain()
         usage = Usage(self.prompt_tokens, self.generated) if self.finished else None
         return Chunk(text, (token,), self.finish_reason, (logprob,) if logprob else (), usage)
 
     def cancel(self) -> Chunk:
         """End early (a cancelled request): release held text, no further tokens."""
         self.finish_reason = self.finish_reason or "stop"
-        text = self.stops.feed(self.detok.flush())[0] + ("" if self.stops.stopped else self.stops.flush())
+        text = self._drain()
         return Chunk(text, (), self.finish_reason, (), Usage(self.prompt_tokens, self.generated))
+
+    def _drain(self) -> str:
+        """Release held-back text at the end; a stop string that it completes still ends the output there."""
+        text, stopped = self.stops.feed(self.detok.flush())
+        if stopped:
+            self.finish_reason = "stop"
+            return text
+        return text + self.stops.flush()
 
     def token_text(self, token: int) -> str:
         return self.tokenizer.decode([token], skip_special_tokens=False)

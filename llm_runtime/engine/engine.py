@@ -61,8 +61,7 @@ class Engine:
 
     def submit(self, prompt_ids: list[int], params: SamplingParams, loop=None) -> RequestHandle:
         """Queue a request; raises ParameterError for bad input and QueueFullError when the queue is full."""
-        check_prompt(prompt_ids, params, self.folder.context_length)
-        params.check_vocab(self.folder.vocab_size)
+        check_prompt(prompt_ids, params, self.folder.context_length, self.folder.vocab_size)
         eos = self.folder.eos_token_ids
         seq = Sequence(list(prompt_ids), params)
         seq.out = OutputStream(self.folder.tokenizer, seq.prompt_ids, params, eos)
