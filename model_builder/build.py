@@ -71,6 +71,8 @@ def build(source: str | Path, out: str | Path, opts: BuildOptions = BuildOptions
     out = Path(out)
     if out.exists() and not force:
         raise SourceError(f"{out} already exists (use --force to overwrite)")
+    if out.exists() and not out.is_dir():
+        raise SourceError(f"{out} exists and is not a folder")
     src = open_source(source)
     cfg = model_config(src.config, src.generation_config)
     arch = architecture(cfg.model_type)

@@ -39,7 +39,14 @@ class _Shard:
                 header = json.loads(f.read(n))
             except (json.JSONDecodeError, UnicodeDecodeError):
                 raise SourceError(f"corrupt safetensors header in {path}") from None
+        if not isinstance(header, dict):
+            raise SourceError(f"corrupt safetensors header in {path}")
         header.pop("__metadata__", None)
+        for name, meta in header.items():
+            offsets = meta.get("data_offsets") if isinstance(meta, dict) else None
+            if (not isinstance(offsets, list) or len(offsets) != 2 or not isinstance(meta.get("shape"), list)
+                    or "dtype" not in meta):
+                raise SourceError(f"corrupt safetensors header in {path} (tensor {name!r})")
         self.path, self.start, self.header = path, 8 + n, header
         end = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
         if self.start + end > size:
@@ -52,6 +59,8 @@ class _Shard:
         if dtype is None:
             raise SourceError(f"tensor {name!r} in {self.path.name} has unsupported dtype {meta['dtype']}")
         a, b = meta["data_offsets"]
+        if b - a != int(np.prod(meta["shape"])) * np.dtype(dtype).itemsize:
+            raise SourceError(f"tensor {name!r} in {self.path} has shape {meta['shape']} but {b - a} bytes")
         raw = self.data[self.start + a:self.start + b].view(dtype).reshape(meta["shape"])
         if meta["dtype"] == "BF16":
             return (raw.astype(np.uint32) << 16).view(np.float32)

@@ -46,3 +46,32 @@ def smollm_gguf() -> Path:
     from model_builder.default_model import default_gguf
 
     return default_gguf()
+
+
+@pytest.fixture(scope="session")
+def smollm_build(smollm_gguf, tmp_path_factory):
+    """precision -> the default model's GGUF built at that precision (cpu, default options), once per session."""
+    from model_builder.build import BuildOptions, Precision, build
+
+    built: dict[str, Path] = {}
+
+    def make(precision: str = "int4") -> Path:
+        if precision not in built:
+            out = tmp_path_factory.mktemp(f"smollm2-{precision}") / "model"
+            build(smollm_gguf, out, BuildOptions(precision=Precision(precision)), progress=False)
+            built[precision] = out
+        return built[precision]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def smollm_transformers(smollm_gguf):
+    """(model, tokenizer): transformers loading the default model's GGUF at float32 (read-only; copy to change)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm_gguf.parent, gguf_file=smollm_gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(smollm_gguf.parent, gguf_file=smollm_gguf.name,
+                                                 dtype=torch.float32).eval()
+    return model, tok
