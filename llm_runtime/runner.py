@@ -51,8 +51,8 @@ class ModelRunner:
         self._keep: list = []  # host arrays bound by pointer must outlive the run
 
     def _bind_cache(self, cache: KVCache, rows: int) -> None:
-        key = (id(cache), cache.version, rows)
-        if self._bound == key:
+        key = (cache, cache.version, rows)  # the cache object itself: an id() could be reused after it is freed
+        if self._bound is not None and self._bound[0] is cache and self._bound[1:] == key[1:]:
             return
         dev, dev_id, dtype, shape = cache.memory.device_type, cache.memory.device_id, cache.dtype, cache.shape(rows)
         for layer in range(self.contract.num_layers):

@@ -14,7 +14,7 @@ class ParameterError(ValueError):
     """A sampling parameter out of range; `param` names the field so an HTTP server can report it."""
 
     def __init__(self, param: str, message: str):
-        super().__init__(f"{param} {message}")
+        super().__init__(message if message.startswith(param) else f"{param} {message}")
         self.param = param
 
 
