@@ -48,7 +48,9 @@ class ModelRunner:
         self.binding = session.io_binding()
         self.cache_device = cache_device
         self._bound: tuple | None = None
-        self._keep: list = []  # host arrays bound by pointer must outlive the run
+        self._host: dict[str, np.ndarray] = {}  # host buffers bound by pointer, kept alive and reused
+        self._ones = np.ones(256, np.int64)
+        self._keep: np.ndarray | None = None  # the bound attention mask must outlive the run
 
     def _bind_cache(self, cache: KVCache, rows: int) -> None:
         key = (cache, cache.version, rows)  # the cache object itself: an id() could be reused after it is freed
@@ -62,30 +64,49 @@ class ModelRunner:
                 self.binding.bind_output(present, dev, dev_id, dtype, shape, ptr)
         self._bound = key
 
-    def _bind_host(self, name: str, array: np.ndarray, output: bool = False) -> None:
-        array = np.ascontiguousarray(array)
-        self._keep.append(array)
-        bind = self.binding.bind_output if output else self.binding.bind_input
-        bind(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
+    def _feed(self, name: str, values: np.ndarray) -> None:
+        """Bind a host input; a same-shaped buffer is refilled in place, so its binding stands."""
+        buf = self._host.get(name)
+        if buf is None or buf.shape != values.shape or buf.dtype != values.dtype:
+            buf = self._host[name] = np.array(values, order="C")
+            self.binding.bind_input(name, "cpu", 0, buf.dtype, list(buf.shape), buf.ctypes.data)
+        else:
+            np.copyto(buf, values)
+
+    def _output(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A host output buffer of `shape`, rebound only when the shape changes."""
+        buf = self._host.get(name)
+        if buf is None or buf.shape != shape:
+            buf = self._host[name] = np.empty(shape, np.float32)
+            self.binding.bind_output(name, "cpu", 0, buf.dtype, list(shape), buf.ctypes.data)
+        return buf
+
+    def _mask(self, totals: np.ndarray, rows: int, t: int) -> np.ndarray:
+        """attention_mask [rows, t]: row b holds totals[b] ones (only their count matters to the graph)."""
+        if rows > 1:
+            return (np.arange(t) < totals[:, None]).astype(np.int64)
+        if len(self._ones) < t:
+            self._ones = np.ones(max(t, 2 * len(self._ones)), np.int64)
+        return self._ones[:t].reshape(1, t)
 
     def run(self, step: Step, cache: KVCache) -> np.ndarray:
-        """Run one step; returns logits float32 [n, vocab] for `step.logits_at`."""
+        """Run one step; returns logits float32 [n, vocab] for `step.logits_at`, valid until the next run."""
         rows, width = step.input_ids.shape
-        cache.ensure_capacity(int(step.totals.max()))
-        self._bind_cache(cache, rows)
-        self._keep.clear()
         t = int(step.totals.max())
-        mask = np.ones((1, t), np.int64) if rows == 1 else (np.arange(t) < step.totals[:, None]).astype(np.int64)
-        self._bind_host(self.contract.input_ids, step.input_ids)
-        self._bind_host(self.contract.attention_mask, mask)
+        cache.ensure_capacity(t)
+        self._bind_cache(cache, rows)
+        self._feed(self.contract.input_ids, step.input_ids)
+        mask = self._mask(step.totals, rows, t)
+        self.binding.bind_input(self.contract.attention_mask, "cpu", 0, np.int64, [rows, t], mask.ctypes.data)
+        self._keep = mask
         if self.has_query_seqlens:
-            self._bind_host(C.QUERY_SEQLENS, step.query_lens.astype(np.int64))
+            self._feed(C.QUERY_SEQLENS, step.query_lens)
         if self.has_logits_indices:
-            self._bind_host(C.LOGITS_INDICES, step.logits_at.astype(np.int64))
-            logits = np.empty((1, len(step.logits_at), self.vocab), np.float32)
+            self._feed(C.LOGITS_INDICES, step.logits_at)
+            shape = (1, len(step.logits_at), self.vocab)
         else:
-            logits = np.empty((rows, width, self.vocab), np.float32)
-        self._bind_host(self.contract.logits, logits, output=True)
+            shape = (rows, width, self.vocab)
+        logits = self._output(self.contract.logits, shape)
         self.session.run_with_iobinding(self.binding)
         cache.lengths[:rows] = np.where(step.query_lens > 0, step.totals, cache.lengths[:rows])
         if self.has_logits_indices:
