@@ -1,4 +1,8 @@
-"""Emits the decoder graph: embeddings, N transformer layers, final norm, lm_head, logits selection."""
+"""Emits the decoder graph: embeddings, N transformer layers, final norm, lm_head, logits selection.
+
+What differs between architectures is read from the row (`Architecture`) and the resolved `ModelConfig`;
+the attention subgraph lives in `attention.py`.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -7,15 +11,17 @@ from onnx import TensorProto
 from . import contract as C
 from . import quantize
 from .architectures import Architecture
+from .attention import AttentionLengths, attention
 from .config import ModelConfig
 from .graph_writer import MS_DOMAIN, GraphWriter
 from .linear import linear, matmul_nbits, quantized_weight
 from .precision import BuildOptions
-from .rope import cos_sin_cache
-from .weights import ATTN, LAYER, MLP, Weights
+from .rope import rotary_caches
+from .weights import LAYER, MLP, NORM, Weights
 
 ONNX_TYPE = {np.float32: TensorProto.FLOAT, np.float16: TensorProto.FLOAT16}
-EMBED, NORM, LM_HEAD = "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"
+EMBED, FINAL_NORM, LM_HEAD = "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"
+GELU_APPROXIMATION = {"gelu_tanh": "tanh", "gelu": "none"}
 
 
 class DecoderEmitter:
@@ -40,26 +46,42 @@ class DecoderEmitter:
         for i in range(cfg.num_layers):
             for name in self.contract.present_names(i):
                 g.output(name, kv_type, ["batch_size", cfg.num_kv_heads, "total_sequence_length", cfg.head_dim])
-        seqlens_k, total, query_seqlens = self.attention_lengths(ids, mask)
+        lengths = self.attention_lengths(ids, mask)
         self.lm_head_quant = self.quantized_lm_head()
         x = self.embedding(ids)
         self.progress()
-        residual, h = x, self.rms_norm("/model/layers.0/input_layernorm", x, LAYER.format(i=0) + "input_layernorm.weight")
-        cos, sin = self.rotary_caches()
+        residual, h = x, self.rms_norm("/model/layers.0/input_layernorm", x, LAYER.format(i=0) + NORM["input"])
+        rotary = rotary_caches(g, cfg, self.io, lengths.total)
         for i in range(cfg.num_layers):
-            attn = self.attention(i, h, seqlens_k, total, query_seqlens, cos, sin)
-            h, residual = self.skip_norm(f"/model/layers.{i}/post_attention_layernorm", attn, residual,
-                                         LAYER.format(i=i) + "post_attention_layernorm.weight")
-            mlp = self.mlp(i, h)
-            last = i == cfg.num_layers - 1
-            norm = NORM if last else LAYER.format(i=i + 1) + "input_layernorm.weight"
-            h, residual = self.skip_norm("/model/norm" if last else f"/model/layers.{i + 1}/input_layernorm",
-                                         mlp, residual, norm)
+            h, residual = self.layer(i, h, residual, lengths, rotary)
             self.progress()
         self.logits(h, ids)
 
+    # hidden [B, S, H] (normed), residual [B, S, H] -> the next layer's (normed input, residual)
+    def layer(self, i: int, h: str, residual: str, lengths: AttentionLengths,
+              rotary: dict[str, tuple[str, str]]) -> tuple[str, str]:
+        """
+        h -> attention [-> post_attention_layernorm] -> (+ residual) -> RMSNorm -> mlp [-> post_feedforward_layernorm]
+          -> (+ residual) -> RMSNorm: the next layer's input_layernorm, or the final norm
+        Each residual add fuses with the norm after it (SkipSimplifiedLayerNormalization); the bracketed norms
+        are Gemma 2/3's sandwich norms, whose pre-MLP norm is `pre_feedforward_layernorm`.
+        """
+        cfg, sandwich, prefix, p = self.cfg, self.arch.sandwich_norms, LAYER.format(i=i), f"/model/layers.{i}"
+        attn = attention(self, i, h, lengths, rotary)
+        if sandwich:
+            attn = self.rms_norm(f"{p}/post_attention_layernorm", attn, prefix + NORM["post_attention"])
+        pre_mlp = "pre_feedforward" if sandwich else "post_attention"
+        h, residual = self.skip_norm(f"{p}/{pre_mlp}_layernorm", attn, residual, prefix + NORM[pre_mlp])
+        mlp = self.mlp(i, h)
+        if sandwich:
+            mlp = self.rms_norm(f"{p}/post_feedforward_layernorm", mlp, prefix + NORM["post_feedforward"])
+        if i == cfg.num_layers - 1:
+            return self.skip_norm("/model/norm", mlp, residual, FINAL_NORM)
+        return self.skip_norm(f"/model/layers.{i + 1}/input_layernorm", mlp, residual,
+                              LAYER.format(i=i + 1) + NORM["input"])
+
     # input_ids: [B, S], attention_mask: [B, T] -> seqlens_k int32 [B], total int32 [], query_seqlens int32 [B]
-    def attention_lengths(self, ids: str, mask: str) -> tuple[str, str, str]:
+    def attention_lengths(self, ids: str, mask: str) -> AttentionLengths:
         """
         attention_mask -> ReduceSum(axis 1) -> Sub 1 -> Cast int32 --------------------> seqlens_k
         attention_mask -> Shape -> Gather[1] -> Cast int32 ---------------------------> total_sequence_length
@@ -80,12 +102,7 @@ class DecoderEmitter:
         is_default = g.op("Less", [qs_in, g.constant(f"{p}/zero64", np.int64(0))], f"{p}/Less")
         given = g.op("Cast", [qs_in], f"{p}/Cast_query_seqlens", to=TensorProto.INT32)
         query_seqlens = g.op("Where", [is_default, derived, given], f"{p}/Where")
-        return seqlens_k, total, query_seqlens
-
-    def rotary_caches(self) -> tuple[str, str]:
-        cos, sin = cos_sin_cache(self.cfg, self.cfg.max_positions)
-        return (self.g.initializer("cos_cache", cos.astype(self.io)),
-                self.g.initializer("sin_cache", sin.astype(self.io)))
+        return AttentionLengths(seqlens_k, total, query_seqlens)
 
     def quantized_lm_head(self) -> quantize.BlockQuant | None:
         bits = self.opts.head_bits
@@ -96,61 +113,49 @@ class DecoderEmitter:
 
     # input_ids [B, S] -> hidden [B, S, H]
     def embedding(self, ids: str) -> str:
+        """input_ids -> Gather (or GatherBlockQuantized from the tied int4 lm_head) [-> Mul sqrt(H), Gemma]"""
         g, cfg, p = self.g, self.cfg, "/model/embed_tokens"
         if self.cfg.tie_embeddings and self.lm_head_quant is not None:
-            # Tied embeddings read through GatherBlockQuantized from the lm_head's quantized weights.
             bq = self.lm_head_quant
             data, scales, zps = quantize.gather_block_quantized_inputs(bq)
             inputs = [g.initializer("model.embed_tokens.qweight", data), ids,
                       g.initializer("model.embed_tokens.scales", scales.astype(self.io))]
             if zps is not None:
                 inputs.append(g.initializer("model.embed_tokens.qzeros", zps))
-            return g.op("GatherBlockQuantized", inputs, f"{p}/GatherBlockQuantized", MS_DOMAIN,
-                        bits=bq.bits, block_size=bq.block_size, gather_axis=0, quantize_axis=1)
-        table = self.w.tensor(EMBED, (cfg.vocab_size, cfg.hidden_size)).astype(self.io)
-        self.embed_table = g.initializer(EMBED, table)
-        return g.op("Gather", [self.embed_table, ids], f"{p}/Gather", axis=0)
+            x = g.op("GatherBlockQuantized", inputs, f"{p}/GatherBlockQuantized", MS_DOMAIN,
+                     bits=bq.bits, block_size=bq.block_size, gather_axis=0, quantize_axis=1)
+        else:
+            table = self.w.tensor(EMBED, (cfg.vocab_size, cfg.hidden_size)).astype(self.io)
+            self.embed_table = g.initializer(EMBED, table)
+            x = g.op("Gather", [self.embed_table, ids], f"{p}/Gather", axis=0)
+        if self.arch.embed_scale:  # in the io dtype, as transformers rounds it
+            x = g.op("Mul", [x, g.constant(f"{p}/scale", np.array(cfg.hidden_size ** 0.5, self.io))], f"{p}/Mul")
+        return x
 
-    def rms_norm(self, p: str, x: str, weight: str) -> str:
-        w = self.g.initializer(weight, self.w.tensor(weight, (self.cfg.hidden_size,)).astype(self.io))
+    def norm_weight(self, name: str, size: int) -> str:
+        """An RMSNorm scale with the row's offset folded in (Gemma's 1 + w)."""
+        w = self.w.tensor(name, (size,)) + np.float32(self.arch.norm_offset)
+        return self.g.initializer(name, w.astype(self.io))
+
+    def rms_norm(self, p: str, x: str, weight: str, size: int | None = None) -> str:
+        """RMSNorm over the last axis (hidden, or head_dim for per-head norms)."""
+        w = self.norm_weight(weight, size or self.cfg.hidden_size)
         return self.g.op("RMSNormalization", [x, w], f"{p}/RMSNormalization",
                          axis=-1, epsilon=self.cfg.rms_norm_eps, stash_type=1)
 
     def skip_norm(self, p: str, x: str, residual: str, weight: str) -> tuple[str, str]:
         """(x + residual) -> RMSNorm; returns (normed, the new residual sum)."""
-        w = self.g.initializer(weight, self.w.tensor(weight, (self.cfg.hidden_size,)).astype(self.io))
+        w = self.norm_weight(weight, self.cfg.hidden_size)
         out, _, _, total = self.g.node("SkipSimplifiedLayerNormalization", [x, residual, w],
                                        [f"{p}/output_0", "", "", f"{p}/output_3"],
                                        f"{p}/SkipSimplifiedLayerNormalization", MS_DOMAIN,
                                        epsilon=self.cfg.rms_norm_eps)
         return out, total
 
-    # hidden [B, S, H] -> attention output [B, S, H]; the layer's cache is read and written in place
-    def attention(self, i: int, x: str, seqlens_k: str, total: str, query_seqlens: str, cos: str, sin: str) -> str:
-        """
-        x -> qkv_proj (packed Q|K|V) -> GroupQueryAttention(rotary fused, past/present cache) -> o_proj
-        """
-        g, cfg, prefix, p = self.g, self.cfg, LAYER.format(i=i), f"/model/layers.{i}/attn"
-        names = [prefix + ATTN[k] + ".weight" for k in "qkv"]
-        shapes = [(cfg.q_size, cfg.hidden_size), (cfg.kv_size, cfg.hidden_size), (cfg.kv_size, cfg.hidden_size)]
-        biases = [prefix + ATTN[k] + ".bias" for k in "qkv"] if cfg.attention_bias else None
-        qkv = linear(g, f"{p}/qkv_proj", x, self.w, names, shapes, self.opts, self.opts.bits, biases)
-        past_k, past_v = self.contract.past_names(i)
-        present_k, present_v = self.contract.present_names(i)
-        inputs = [qkv, "", "", past_k, past_v, seqlens_k, total, cos, sin] + [""] * 7 + [query_seqlens]
-        attn, _, _ = g.node("GroupQueryAttention", inputs, [f"{p}/GroupQueryAttention/output_0", present_k, present_v],
-                            f"{p}/GroupQueryAttention", MS_DOMAIN, num_heads=cfg.num_heads,
-                            kv_num_heads=cfg.num_kv_heads, do_rotary=1,
-                            rotary_interleaved=int(self.arch.rotary_interleaved),
-                            scale=float(cfg.head_dim ** -0.5))
-        o_bias = [prefix + ATTN["o"] + ".bias"] if cfg.attention_bias and self.w.has(prefix + ATTN["o"] + ".bias") else None
-        return linear(g, f"{p}/o_proj", attn, self.w, [prefix + ATTN["o"] + ".weight"],
-                      [(cfg.hidden_size, cfg.q_size)], self.opts, self.opts.bits, o_bias)
-
     # hidden [B, S, H] -> [B, S, H]
     def mlp(self, i: int, x: str) -> str:
-        """x -> gate_proj -> SiLU --+--> Mul -> down_proj
-           x -> up_proj ------------+"""
+        """x -> gate_proj -> activation --+--> Mul -> down_proj
+           x -> up_proj ------------------+"""
         g, cfg, prefix, p = self.g, self.cfg, LAYER.format(i=i), f"/model/layers.{i}/mlp"
         up_shape, down_shape = (cfg.intermediate_size, cfg.hidden_size), (cfg.hidden_size, cfg.intermediate_size)
 
@@ -160,8 +165,13 @@ class DecoderEmitter:
                           self.opts, self.opts.bits, bias)
 
         gate, up = proj("gate", x, up_shape), proj("up", x, up_shape)
-        act = g.op("Mul", [gate, g.op("Sigmoid", [gate], f"{p}/act/Sigmoid")], f"{p}/act/Mul")
-        return proj("down", g.op("Mul", [act, up], f"{p}/Mul"), down_shape)
+        return proj("down", g.op("Mul", [self.activation(f"{p}/act", gate), up], f"{p}/Mul"), down_shape)
+
+    def activation(self, p: str, x: str) -> str:
+        """SiLU as x * Sigmoid(x); GELU (tanh or exact) as one Gelu node."""
+        if self.cfg.hidden_act == "silu":
+            return self.g.op("Mul", [x, self.g.op("Sigmoid", [x], f"{p}/Sigmoid")], f"{p}/Mul")
+        return self.g.op("Gelu", [x], f"{p}/Gelu", approximate=GELU_APPROXIMATION[self.cfg.hidden_act])
 
     # hidden [B, S, H] -> logits [B, S, V], or [1, n, V] for the positions in logits_indices
     def logits(self, h: str, ids: str) -> None:
@@ -196,10 +206,18 @@ class DecoderEmitter:
 
     # hidden [n, H] -> [n, V]
     def lm_head(self, x: str) -> str:
+        """x -> MatMul (or Gemm on the tied table, or MatMulNBits) [-> Div c -> Tanh -> Mul c, Gemma 2 soft-cap]"""
         g, cfg, p = self.g, self.cfg, "/lm_head"
         if self.lm_head_quant is not None:
-            return matmul_nbits(g, p, x, self.lm_head_quant, self.opts)
-        if cfg.tie_embeddings:
-            return g.op("Gemm", [x, self.embed_table], f"{p}/Gemm", transB=1)
-        w = self.w.tensor(LM_HEAD, (cfg.vocab_size, cfg.hidden_size))
-        return g.op("MatMul", [x, g.initializer("lm_head.weight", np.ascontiguousarray(w.T.astype(self.io)))], f"{p}/MatMul")
+            y = matmul_nbits(g, p, x, self.lm_head_quant, self.opts)
+        elif cfg.tie_embeddings:
+            y = g.op("Gemm", [x, self.embed_table], f"{p}/Gemm", transB=1)
+        else:
+            w = self.w.tensor(LM_HEAD, (cfg.vocab_size, cfg.hidden_size))
+            y = g.op("MatMul", [x, g.initializer("lm_head.weight", np.ascontiguousarray(w.T.astype(self.io)))],
+                     f"{p}/MatMul")
+        if not cfg.final_softcap:
+            return y
+        cap = g.constant(f"{p}/softcap/cap", np.array(cfg.final_softcap, self.io))
+        tanh = g.op("Tanh", [g.op("Div", [y, cap], f"{p}/softcap/Div")], f"{p}/softcap/Tanh")
+        return g.op("Mul", [tanh, cap], f"{p}/softcap/Mul")

@@ -2,7 +2,8 @@
 
 Tensors are memory-mapped and dequantized one at a time with `gguf.quants.dequantize`. What GGUF changes and
 we undo: tensor names (`blk.0.attn_q.weight`), the Q/K row order of llama-family files (llama.cpp's converter
-interleaves rotary pairs), and the tokenizer, stored as `tokenizer.ggml.*` metadata instead of `tokenizer.json`.
+interleaves rotary pairs), Gemma's norm weights (stored as 1 + w), and the tokenizer, stored as `tokenizer.ggml.*`
+metadata instead of `tokenizer.json`.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import gguf
 import numpy as np
@@ -33,6 +35,9 @@ class GGUFArchitecture:
     required: tuple[str, ...]  # config.json keys the file must provide
     defaults: dict[str, object] = field(default_factory=dict)
     permute_qk: bool = False  # llama.cpp's converter interleaved the rotary halves of q/k rows
+    layer_tensors: dict[str, str] = field(default_factory=dict)  # this family's names over LAYER_TENSORS
+    norm_shift: float = 0.0  # llama.cpp stored (shift + w) for every `*norm.weight`; subtracted on read
+    derive: Callable[[dict], None] | None = None  # config values llama.cpp fixes in code, not in metadata
 
 
 _LLAMA_KEYS = {
@@ -47,14 +52,64 @@ _LLAMA_KEYS = {
     "rope.freq_base": "rope_theta",
 }
 
+_REQUIRED = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "rms_norm_eps")
+_GEMMA3_KEYS = {
+    **_LLAMA_KEYS,
+    "attention.sliding_window": "sliding_window",
+    "attention.sliding_window_pattern": "sliding_window_pattern",  # a period, or one bool per layer
+    "rope.freq_base_swa": "rope_local_base_freq",
+    "final_logit_softcapping": "final_logit_softcapping",
+}
+
+
+def _gemma3_config(cfg: dict) -> None:
+    """llama.cpp's gemma3 code: scale 1/sqrt(head_dim), except the 27B (62 layers) 1/sqrt(hidden/heads);
+    a sliding pattern stored per layer becomes `layer_types`."""
+    big = cfg["num_hidden_layers"] == 62
+    scalar = cfg["hidden_size"] // cfg["num_attention_heads"] if big else cfg["head_dim"]
+    cfg.setdefault("query_pre_attn_scalar", scalar)
+    pattern = cfg.get("sliding_window_pattern")
+    if isinstance(pattern, list):
+        cfg["layer_types"] = ["sliding_attention" if swa else "full_attention" for swa in pattern]
+        del cfg["sliding_window_pattern"]
+
+
+# Listed in the order error messages name them.
 ARCHITECTURES = {
     "llama": GGUFArchitecture(
         model_type="llama",
         hf_class="LlamaForCausalLM",
         config_keys=_LLAMA_KEYS,
-        required=("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "rms_norm_eps"),
+        required=_REQUIRED,
         defaults={"rope_theta": 10000.0, "max_position_embeddings": 2048, "hidden_act": "silu", "mlp_bias": False},
         permute_qk=True,
+    ),
+    "qwen2": GGUFArchitecture(
+        model_type="qwen2",
+        hf_class="Qwen2ForCausalLM",
+        config_keys=_LLAMA_KEYS,
+        required=_REQUIRED,
+        defaults={"rope_theta": 1000000.0, "max_position_embeddings": 32768, "hidden_act": "silu"},
+    ),
+    "qwen3": GGUFArchitecture(
+        model_type="qwen3",
+        hf_class="Qwen3ForCausalLM",
+        config_keys=_LLAMA_KEYS,
+        required=_REQUIRED,
+        defaults={"rope_theta": 1000000.0, "max_position_embeddings": 40960, "hidden_act": "silu"},
+    ),
+    "gemma3": GGUFArchitecture(
+        model_type="gemma3_text",
+        hf_class="Gemma3ForCausalLM",
+        config_keys=_GEMMA3_KEYS,
+        required=_REQUIRED,
+        defaults={"rope_theta": 1000000.0, "rope_local_base_freq": 10000.0, "max_position_embeddings": 131072,
+                  "hidden_activation": "gelu_pytorch_tanh", "sliding_window_pattern": 6},
+        layer_tensors={"post_attention_norm.weight": "post_attention_layernorm.weight",
+                       "ffn_norm.weight": "pre_feedforward_layernorm.weight",
+                       "post_ffw_norm.weight": "post_feedforward_layernorm.weight"},
+        norm_shift=1.0,
+        derive=_gemma3_config,
     ),
 }
 
@@ -88,13 +143,13 @@ _QK_HEADS = {"q_proj": "num_attention_heads", "k_proj": "num_key_value_heads"}
 _RAW_BLOCKS = {QT.Q4_0: "q4_0", QT.Q8_0: "q8_0"}
 
 
-def hf_tensor_name(gguf_name: str) -> str | None:
+def hf_tensor_name(gguf_name: str, layer_tensors: dict[str, str] = LAYER_TENSORS) -> str | None:
     """The Hugging Face name of a GGUF tensor, or None when the tables do not know it."""
     if gguf_name in GLOBAL_TENSORS:
         return GLOBAL_TENSORS[gguf_name]
     m = _LAYER_NAME.fullmatch(gguf_name)
-    if m and m[2] in LAYER_TENSORS:
-        return f"model.layers.{m[1]}.{LAYER_TENSORS[m[2]]}"
+    if m and m[2] in layer_tensors:
+        return f"model.layers.{m[1]}.{layer_tensors[m[2]]}"
     return None
 
 
@@ -146,17 +201,17 @@ class GGUFSource:
         if self.arch is None:
             raise SourceError(
                 f"{self.path.name}: GGUF architecture {self._arch_name!r} is not supported "
-                f"(supported: {', '.join(sorted(ARCHITECTURES))})"
+                f"(supported: {', '.join(ARCHITECTURES)})"
             )
         self._gguf = {t.name: t for t in self._reader.tensors}
         self._by_hf: dict[str, gguf.ReaderTensor] = {}
-        unknown = []
+        unknown, layer_tensors = [], {**LAYER_TENSORS, **self.arch.layer_tensors}
         for t in self._reader.tensors:
             if not _dequantizable(t.tensor_type):
                 raise SourceError(
                     f"{self.path.name}: tensor {t.name} has block type {t.tensor_type.name}, which is not supported"
                 )
-            hf = hf_tensor_name(t.name)
+            hf = hf_tensor_name(t.name, layer_tensors)
             if hf is not None:
                 self._by_hf[hf] = t
             elif t.name not in CONFIG_TENSORS:
@@ -206,6 +261,8 @@ class GGUFSource:
             if (token_id := self._meta(f"tokenizer.ggml.{key}_token_id")) is not None:
                 cfg[hf_key] = int(token_id)
         cfg["torch_dtype"] = "float32"
+        if arch.derive is not None:
+            arch.derive(cfg)
         return cfg
 
     def _rope_scaling(self, cfg: dict) -> dict | None:
@@ -271,6 +328,8 @@ class GGUFSource:
         shape = tuple(int(d) for d in reversed(t.shape))
         if w.shape != shape:
             raise SourceError(f"{self.path.name}: {t.name} dequantized to {w.shape}, expected {shape}")
+        if self.arch.norm_shift and name.endswith("norm.weight"):
+            w = w - np.float32(self.arch.norm_shift)
         return np.ascontiguousarray(self._hf_order(name, w.astype(np.float32, copy=False)))
 
     def get_blocks(self, name: str) -> QuantBlocks | None:

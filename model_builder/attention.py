@@ -1,0 +1,78 @@
+"""The attention subgraph of one layer: projections, optional per-head Q/K norms, GroupQueryAttention, o_proj."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+from .graph_writer import MS_DOMAIN
+from .linear import linear
+from .weights import ATTN, LAYER, NORM
+
+if TYPE_CHECKING:
+    from .decoder import DecoderEmitter
+
+
+class AttentionLengths(NamedTuple):
+    seqlens_k: str  # int32 [B]: tokens in each row's cache after this step, minus one
+    total: str  # int32 []: the batch's total sequence length
+    query_seqlens: str  # int32 [B]: valid tokens of each row in this step
+
+
+# hidden [B, S, H] -> attention output [B, S, H]; the layer's cache is read and written in place
+def attention(e: DecoderEmitter, i: int, x: str, lengths: AttentionLengths,
+              rotary: dict[str, tuple[str, str]]) -> str:
+    """
+    x -> qkv_proj (packed Q|K|V) ------------------------------------------------+
+    qk_norm: -> Split -> Q, K: Reshape [B,S,heads,hd] -> RMSNorm -> Reshape --> GroupQueryAttention -> o_proj
+    GroupQueryAttention: this layer's rotary tables fused, past/present cache, sliding window, soft-cap, scale.
+    """
+    g, cfg, prefix, p = e.g, e.cfg, LAYER.format(i=i), f"/model/layers.{i}/attn"
+    names = [prefix + ATTN[k] + ".weight" for k in "qkv"]
+    shapes = [(cfg.q_size, cfg.hidden_size), (cfg.kv_size, cfg.hidden_size), (cfg.kv_size, cfg.hidden_size)]
+    has_bias = e.arch.qkv_bias or cfg.attention_bias
+    biases = [prefix + ATTN[k] + ".bias" for k in "qkv"] if has_bias else None
+    qkv = linear(g, f"{p}/qkv_proj", x, e.w, names, shapes, e.opts, e.opts.bits, biases)
+    qkv_inputs = qk_normed(e, i, qkv) if e.arch.qk_norm else [qkv, "", ""]
+    past_k, past_v = e.contract.past_names(i)
+    present_k, present_v = e.contract.present_names(i)
+    cos, sin = rotary[cfg.layer_rope(i)]
+    inputs = qkv_inputs + [past_k, past_v, lengths.seqlens_k, lengths.total, cos, sin] + [""] * 7
+    attrs = {}
+    if cfg.window(i):  # both count the query itself: measured against transformers past the window
+        attrs["local_window_size"] = cfg.window(i)
+    if cfg.attn_softcap:
+        attrs["softcap"] = cfg.attn_softcap
+    attn, _, _ = g.node("GroupQueryAttention", inputs + [lengths.query_seqlens],
+                        [f"{p}/GroupQueryAttention/output_0", present_k, present_v],
+                        f"{p}/GroupQueryAttention", MS_DOMAIN, num_heads=cfg.num_heads,
+                        kv_num_heads=cfg.num_kv_heads, do_rotary=1,
+                        rotary_interleaved=int(e.arch.rotary_interleaved), scale=float(cfg.attn_scale), **attrs)
+    o_name = prefix + ATTN["o"] + ".bias"
+    o_bias = [o_name] if cfg.attention_bias and e.w.has(o_name) else None
+    return linear(g, f"{p}/o_proj", attn, e.w, [prefix + ATTN["o"] + ".weight"],
+                  [(cfg.hidden_size, cfg.q_size)], e.opts, e.opts.bits, o_bias)
+
+
+# packed qkv [B, S, (heads + 2 kv_heads) * hd] -> [Q, K, V], Q and K normed per head
+def qk_normed(e: DecoderEmitter, i: int, qkv: str) -> list[str]:
+    """
+    The kernel's own q_norm_weight/k_norm_weight inputs are honoured only on CUDA and WebGPU, so the norms
+    are explicit nodes and Q, K, V reach GroupQueryAttention as three inputs.
+    """
+    g, cfg, prefix, p = e.g, e.cfg, LAYER.format(i=i), f"/model/layers.{i}/attn"
+    sizes = np.array([cfg.q_size, cfg.kv_size, cfg.kv_size], np.int64)
+    q, k, v = g.node("Split", [qkv, g.constant(f"{p}/qkv_split", sizes)], 3, f"{p}/Split", axis=-1)
+    return [head_norm(e, f"{p}/q_norm", q, prefix + NORM["q"], cfg.num_heads),
+            head_norm(e, f"{p}/k_norm", k, prefix + NORM["k"], cfg.num_kv_heads), v]
+
+
+# [B, S, heads * hd] -> [B, S, heads * hd]
+def head_norm(e: DecoderEmitter, p: str, x: str, weight: str, heads: int) -> str:
+    """x -> Reshape [B, S, heads, hd] -> RMSNorm over hd -> Reshape [B, S, heads * hd]"""
+    g, hd = e.g, e.cfg.head_dim
+    split = g.op("Reshape", [x, g.constant(f"{p}/heads_shape", np.array([0, 0, heads, hd], np.int64))],
+                 f"{p}/Reshape_heads")
+    normed = e.rms_norm(p, split, weight, hd)
+    return g.op("Reshape", [normed, g.constant(f"{p}/flat_shape", np.array([0, 0, heads * hd], np.int64))],
+                f"{p}/Reshape_flat")
