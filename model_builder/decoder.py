@@ -14,7 +14,7 @@ from .architectures import Architecture
 from .attention import AttentionLengths, attention
 from .config import ModelConfig
 from .graph_writer import MS_DOMAIN, GraphWriter
-from .linear import linear, matmul_nbits, quantized_weight
+from .linear import linear, matmul_nbits, nbits_initializers, quantized_weight
 from .precision import BuildOptions
 from .rope import rotary_caches
 from .weights import LAYER, MLP, NORM, Weights
@@ -48,6 +48,8 @@ class DecoderEmitter:
                 g.output(name, kv_type, ["batch_size", cfg.num_kv_heads, "total_sequence_length", cfg.head_dim])
         lengths = self.attention_lengths(ids, mask)
         self.lm_head_quant = self.quantized_lm_head()
+        self.lm_head_weights = (nbits_initializers(g, "/lm_head", self.lm_head_quant, self.opts)
+                                if self.lm_head_quant is not None else None)
         x = self.embedding(ids)
         self.progress()
         residual, h = x, self.rms_norm("/model/layers.0/input_layernorm", x, LAYER.format(i=0) + NORM["input"])
@@ -117,13 +119,9 @@ class DecoderEmitter:
         g, cfg, p = self.g, self.cfg, "/model/embed_tokens"
         if self.cfg.tie_embeddings and self.lm_head_quant is not None:
             bq = self.lm_head_quant
-            data, scales, zps = quantize.gather_block_quantized_inputs(bq)
-            inputs = [g.initializer("model.embed_tokens.qweight", data), ids,
-                      g.initializer("model.embed_tokens.scales", scales.astype(self.io))]
-            if zps is not None:
-                inputs.append(g.initializer("model.embed_tokens.qzeros", zps))
-            x = g.op("GatherBlockQuantized", inputs, f"{p}/GatherBlockQuantized", MS_DOMAIN,
-                     bits=bq.bits, block_size=bq.block_size, gather_axis=0, quantize_axis=1)
+            x = g.op("GatherBlockQuantized", [self.tied_table(p, bq), ids, *filter(None, self.lm_head_weights[1:])],
+                     f"{p}/GatherBlockQuantized", MS_DOMAIN, bits=bq.bits, block_size=bq.block_size,
+                     gather_axis=0, quantize_axis=1)
         else:
             table = self.w.tensor(EMBED, (cfg.vocab_size, cfg.hidden_size)).astype(self.io)
             self.embed_table = g.initializer(EMBED, table)
@@ -131,6 +129,15 @@ class DecoderEmitter:
         if self.arch.embed_scale:  # in the io dtype, as transformers rounds it
             x = g.op("Mul", [x, g.constant(f"{p}/scale", np.array(cfg.hidden_size ** 0.5, self.io))], f"{p}/Mul")
         return x
+
+    def tied_table(self, p: str, bq: quantize.BlockQuant) -> str:
+        """The lm_head's packed codes as GatherBlockQuantized data [V, K*bits/8]: one copy on disk for both."""
+        n, k = bq.shape
+        if k % bq.block_size == 0:  # unpadded blocks: the same bytes, reshaped
+            shape = self.g.constant(f"{p}/data_shape", np.array([n, k * bq.bits // 8], np.int64))
+            return self.g.op("Reshape", [self.lm_head_weights[0], shape], f"{p}/Reshape_data")
+        data, _, _ = quantize.gather_block_quantized_inputs(bq)
+        return self.g.initializer("model.embed_tokens.qweight", data)
 
     def norm_weight(self, name: str, size: int) -> str:
         """An RMSNorm scale with the row's offset folded in (Gemma's 1 + w)."""
@@ -209,7 +216,7 @@ class DecoderEmitter:
         """x -> MatMul (or Gemm on the tied table, or MatMulNBits) [-> Div c -> Tanh -> Mul c, Gemma 2 soft-cap]"""
         g, cfg, p = self.g, self.cfg, "/lm_head"
         if self.lm_head_quant is not None:
-            y = matmul_nbits(g, p, x, self.lm_head_quant, self.opts)
+            y = matmul_nbits(g, p, x, self.lm_head_quant, self.opts, weights=self.lm_head_weights)
         elif cfg.tie_embeddings:
             y = g.op("Gemm", [x, self.embed_table], f"{p}/Gemm", transB=1)
         else:

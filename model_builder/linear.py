@@ -22,13 +22,17 @@ def quantized_weight(weights: Weights, names: list[str], shapes: list[tuple[int,
                                        symmetric=opts.symmetric)
 
 
+def nbits_initializers(g: GraphWriter, name: str, bq: quantize.BlockQuant, opts: BuildOptions) -> list[str]:
+    """Write MatMulNBits' weight, scales and (optional, else "") zero points; returns their names."""
+    return [g.initializer(f"{name}.qweight", bq.q), g.initializer(f"{name}.scales", bq.scales.astype(opts.io_dtype)),
+            g.initializer(f"{name}.qzeros", bq.zero_points) if bq.zero_points is not None else ""]
+
+
 def matmul_nbits(g: GraphWriter, name: str, x: str, bq: quantize.BlockQuant, opts: BuildOptions,
-                 bias: str = "") -> str:
-    """x [.., K] -> [.., N] through MatMulNBits on weights [N, K]."""
+                 bias: str = "", weights: list[str] | None = None) -> str:
+    """x [.., K] -> [.., N] through MatMulNBits on weights [N, K] (already written when `weights` is given)."""
     n, k = bq.shape
-    inputs = [x, g.initializer(f"{name}.qweight", bq.q),
-              g.initializer(f"{name}.scales", bq.scales.astype(opts.io_dtype)),
-              g.initializer(f"{name}.qzeros", bq.zero_points) if bq.zero_points is not None else ""]
+    inputs = [x, *(weights or nbits_initializers(g, name, bq, opts))]
     if bias:
         inputs += ["", bias]
     return g.op("MatMulNBits", inputs, f"{name}/MatMulNBits", MS_DOMAIN, K=k, N=n, bits=bq.bits,
