@@ -1,4 +1,4 @@
 """Subcommands of `llm-runtime`, one module each (HELP, add_arguments, run)."""
-from . import build, chat, generate
+from . import bench, build, chat, generate
 
-COMMANDS = {"build": build, "generate": generate, "chat": chat}
+COMMANDS = {"build": build, "generate": generate, "chat": chat, "bench": bench}

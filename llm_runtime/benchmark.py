@@ -1,0 +1,321 @@
+"""Speed and memory of our runtime and of onnxruntime-genai on one built folder, each run in a fresh process.
+
+A child process measures one engine once and prints one JSON object; `compare` alternates the engines over rounds
+and folds the children's results into medians. This file is loaded by path in the child (see `CHILD_BOOTSTRAP`),
+so that a child measuring onnxruntime-genai does not import our package, onnxruntime's Python bindings and all,
+into the process whose peak RSS it reports. Keep its top-level imports to the standard library.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+OURS, GENAI = "ours", "onnxruntime-genai"
+CHILD_BOOTSTRAP = ("import importlib.util as u, sys; "
+                   "s = u.spec_from_file_location('llm_benchmark_child', sys.argv[1]); "
+                   "m = sys.modules[s.name] = u.module_from_spec(s); s.loader.exec_module(m); "
+                   "m.child_main(sys.argv[2])")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What every engine is asked to do, identical text for all."""
+
+    chat_prompt: str  # the short user message, already rendered with the chat template
+    long_prompt: str  # about 1,000 tokens of plain text
+    decode_tokens: int = 128  # greedy decode steps after the first token, EOS ignored
+    reps: int = 3  # repetitions of each time-to-first-token / prefill measurement inside one process
+
+
+@dataclass
+class Measurement:
+    """One engine, one process. Times in seconds, rates in tokens per second."""
+
+    engine: str
+    threads: int
+    load_s: float
+    os_threads: int  # threads of the process after loading (the intra-op pool plus the main thread)
+    chat_prompt_tokens: int
+    ttft_s: float  # tokenize the rendered chat prompt, prefill, pick the first token
+    short_prefill_tps: float
+    long_prompt_tokens: int
+    long_prefill_tps: float
+    decode_tps: float
+    decode_cpu_ms: float  # CPU time of the whole process per decode token: less disturbed by a busy machine
+    peak_rss_mib: float
+    text: str  # the greedy continuation of the chat prompt, to check both engines agree
+    load_average: float  # 1-minute load average when the process started: a busy machine shows here
+    step: dict | None = None  # ours only: where the time of one decode step goes
+
+
+def load_workload(folder: str | Path, decode_tokens: int = 128, reps: int = 3) -> Workload:
+    """The benchmark prompts from the `prompts` package; the chat one rendered with the folder's template."""
+    from importlib.resources import files
+
+    from llm_runtime.chat_template import ChatTemplate
+    from llm_runtime.model_folder import ModelFolder
+
+    prompts = files("prompts")
+    message = (prompts / "bench_short_chat.txt").read_text(encoding="utf-8").strip()
+    long_text = (prompts / "bench_long.txt").read_text(encoding="utf-8")
+    mf = ModelFolder.open(folder)
+    template = (ChatTemplate.from_folder(mf.path)
+                or ChatTemplate.fallback("chatml", eos_token=mf.special_token("eos_token") or ""))
+    chat = template.render([{"role": "user", "content": message}], add_generation_prompt=True)
+    return Workload(chat, long_text, decode_tokens, reps)
+
+
+# --- inside the child process ---------------------------------------------------------------------------------
+
+class StepTimer:
+    """Time spent inside `runner.run` and inside the session's `run_with_iobinding`, by wrapping both bound methods
+    with instance attributes (runner.py is left as it is)."""
+
+    def __init__(self, runner):
+        self.run_s = self.session_s = 0.0
+        self.calls = 0
+        runner.run = self._timed(runner.run, "run_s", count=True)
+        runner.session.run_with_iobinding = self._timed(runner.session.run_with_iobinding, "session_s")
+
+    def _timed(self, fn: Callable, attr: str, count: bool = False) -> Callable:
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                setattr(self, attr, getattr(self, attr) + time.perf_counter() - start)
+                self.calls += count
+        return timed
+
+    def snapshot(self) -> tuple[float, float, int]:
+        return self.run_s, self.session_s, self.calls
+
+
+def step_breakdown(loop_s: float, before: tuple, after: tuple) -> dict:
+    """Split the decode loop's wall time into the graph call, the runner's own Python, and the rest of the loop."""
+    run_s, session_s, steps = (a - b for a, b in zip(after, before))
+    per = 1e6 / max(steps, 1)
+    return {"steps": steps, "step_us": loop_s * per, "session_us": session_s * per,
+            "runner_python_us": (run_s - session_s) * per, "loop_python_us": (loop_s - run_s) * per,
+            "python_share": (loop_s - session_s) / loop_s if loop_s else 0.0}
+
+
+@dataclass
+class Engine:
+    """What `measure` needs of an engine: tokenizing, a greedy token stream that ignores EOS, detokenizing."""
+
+    encode_chat: Callable[[str], list[int]]  # a rendered chat prompt: its special tokens are already in the text
+    encode_text: Callable[[str], list[int]]
+    generate: Callable[[list[int], int], Iterator[int]]  # (prompt ids, n) -> n token ids, as they come
+    decode: Callable[[list[int]], str]
+    runner: object = None  # ours: the ModelRunner whose graph calls are timed
+
+
+def _ours(folder: str, threads: int) -> Engine:
+    from llm_runtime.llm import LLM
+    from llm_runtime.sampling_params import SamplingParams
+
+    llm = LLM(folder, threads=threads)
+
+    def generate(ids: list[int], n: int) -> Iterator[int]:
+        params = SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True)
+        for chunk in llm.stream_ids(ids, params):
+            yield from chunk.token_ids
+
+    return Engine(lambda text: llm.encode(text, special=False), llm.encode, generate, llm.tokenizer.decode, llm.runner)
+
+
+def _genai(folder: str, threads: int) -> Engine:
+    import onnxruntime_genai as og
+
+    config = og.Config(folder)
+    if threads:
+        config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
+    model = og.Model(config)
+    tokenizer = og.Tokenizer(model)
+
+    def generate(ids: list[int], n: int) -> Iterator[int]:
+        params = og.GeneratorParams(model)
+        # min_length = max_length suppresses EOS, as ignore_eos does for ours
+        params.set_search_options(max_length=len(ids) + n, min_length=len(ids) + n, do_sample=False)
+        generator = og.Generator(model, params)
+        generator.append_tokens(ids)
+        stream = tokenizer.create_stream()  # stream text as ours does, so both pay for detokenizing
+        while not generator.is_done():
+            generator.generate_next_token()
+            token = int(generator.get_next_tokens()[0])
+            stream.decode(token)
+            yield token
+
+    def encode(text: str) -> list[int]:
+        return [int(x) for x in tokenizer.encode(text)]
+
+    return Engine(encode, encode, generate, tokenizer.decode)
+
+
+def _first_token_s(e: Engine, ids: list[int]) -> float:
+    """Seconds from the ids to the first generated token: prefill plus picking one token."""
+    start = time.perf_counter()
+    for _ in e.generate(ids, 1):
+        pass
+    return time.perf_counter() - start
+
+
+def _decode(e: Engine, ids: list[int], n: int, timer: StepTimer | None) -> tuple[list[int], float, float, dict | None]:
+    """Generate 1 + n tokens; (ids, wall seconds and CPU seconds of the n decode steps, ours: step breakdown)."""
+    out, wall, cpu, before = [], 0.0, 0.0, None
+    for token in e.generate(ids, n + 1):
+        out.append(token)
+        if len(out) == 1:  # the prefill is behind us: time the decode steps only
+            wall, cpu = time.perf_counter(), time.process_time()
+            before = timer.snapshot() if timer else None
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return out, wall, cpu, step_breakdown(wall, before, timer.snapshot()) if timer else None
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size (VmHWM)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(engine: str, folder: str, threads: int, w: Workload) -> Measurement:
+    """Load `engine` on `folder` and measure it once: TTFT, short and long prefill, decode, peak RSS."""
+    load_average = os.getloadavg()[0]
+    start = time.perf_counter()
+    e = (_ours if engine == OURS else _genai)(folder, threads)
+    load_s = time.perf_counter() - start
+    os_threads = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else 0
+    timer = StepTimer(e.runner) if e.runner is not None else None
+    list(e.generate(e.encode_chat(w.chat_prompt), 8))  # warm-up: first-call allocations and kernel selection
+
+    ttft, short = [], []
+    for _ in range(w.reps):
+        start = time.perf_counter()
+        ids = e.encode_chat(w.chat_prompt)
+        tokenize_s = time.perf_counter() - start
+        first_s = _first_token_s(e, ids)
+        ttft.append(tokenize_s + first_s)
+        short.append(len(ids) / first_s)
+    long_ids = e.encode_text(w.long_prompt)
+    long = [len(long_ids) / _first_token_s(e, long_ids) for _ in range(w.reps)]
+    out, wall, cpu, step = _decode(e, ids, w.decode_tokens, timer)
+    steps = len(out) - 1
+    return Measurement(engine, threads, load_s, os_threads, len(ids), statistics.median(ttft),
+                       statistics.median(short), len(long_ids), statistics.median(long), steps / wall,
+                       1000 * cpu / steps, peak_rss_mib(), e.decode(out), load_average, step)
+
+
+def child_main(spec_json: str) -> None:
+    spec = json.loads(spec_json)
+    m = measure(spec["engine"], spec["folder"], spec["threads"], Workload(**spec["workload"]))
+    print(json.dumps(asdict(m)))
+
+
+# --- in the parent --------------------------------------------------------------------------------------------
+
+def run_child(engine: str, folder: str | Path, threads: int, w: Workload, timeout: float = 900) -> Measurement:
+    """Measure `engine` once in a fresh Python process."""
+    spec = json.dumps({"engine": engine, "folder": str(folder), "threads": threads, "workload": asdict(w)})
+    proc = subprocess.run([sys.executable, "-c", CHILD_BOOTSTRAP, str(Path(__file__).resolve()), spec],
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{engine} benchmark process failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return Measurement(**json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+# (label, Measurement field, scale for printing)
+ROWS = (("TTFT, short chat prompt (ms)", "ttft_s", 1000.0), ("prefill, short chat (tok/s)", "short_prefill_tps", 1),
+        ("prefill, long prompt (tok/s)", "long_prefill_tps", 1), ("decode (tok/s)", "decode_tps", 1),
+        ("decode CPU per token (ms)", "decode_cpu_ms", 1), ("peak RSS (MiB)", "peak_rss_mib", 1),
+        ("load (s)", "load_s", 1))
+METRICS = tuple(metric for _, metric, _ in ROWS)
+
+
+@dataclass
+class Comparison:
+    """All rounds of all engines at one thread count, and their medians."""
+
+    threads: int
+    rounds: list[dict[str, Measurement]] = field(default_factory=list)
+
+    def median(self, engine: str, metric: str) -> float:
+        return statistics.median(getattr(r[engine], metric) for r in self.rounds if engine in r)
+
+    def best(self, engine: str, metric: str) -> float:
+        """The least disturbed round: the lowest time or memory, the highest rate."""
+        values = [getattr(r[engine], metric) for r in self.rounds if engine in r]
+        return max(values) if metric.endswith("_tps") else min(values)
+
+    def median_step(self, key: str) -> float | None:
+        values = [r[OURS].step[key] for r in self.rounds if OURS in r and r[OURS].step]
+        return statistics.median(values) if values else None
+
+    def to_json(self) -> dict:
+        engines = list(self.rounds[0]) if self.rounds else []
+        return {"threads": self.threads,
+                "medians": {e: {m: self.median(e, m) for m in METRICS} for e in engines},
+                "best": {e: {m: self.best(e, m) for m in METRICS} for e in engines},
+                "step_medians": {k: self.median_step(k) for k in
+                                 ("step_us", "session_us", "runner_python_us", "loop_python_us", "python_share")},
+                "rounds": [{e: asdict(m) for e, m in r.items()} for r in self.rounds]}
+
+
+def compare(folder: str | Path, engines: tuple[str, ...], threads: int, rounds: int, w: Workload,
+            progress: Callable[[str], None] = lambda s: None) -> Comparison:
+    """Alternate the engines for `rounds` rounds (the order flips every round), one fresh process per measurement."""
+    result = Comparison(threads)
+    for i in range(rounds):
+        order = engines if i % 2 == 0 else tuple(reversed(engines))
+        row = {}
+        for engine in order:
+            progress(f"threads={threads} round {i + 1}/{rounds}: {engine}")
+            row[engine] = run_child(engine, folder, threads, w)
+        result.rounds.append({e: row[e] for e in engines})
+    return result
+
+
+def format_table(c: Comparison, engines: tuple[str, ...]) -> str:
+    """Medians per engine and, with two engines, the ratio ours/theirs of the medians and of the best rounds."""
+    pair = len(engines) == 2
+    head = ["metric (median)"] + list(engines) + (["ours/theirs", "(best rounds)"] if pair else [])
+    lines = [head]
+    for label, metric, scale in ROWS:
+        values = [c.median(e, metric) for e in engines]
+        line = [label] + [f"{v * scale:.2f}" if v * scale < 10 else f"{v * scale:.1f}" for v in values]
+        if pair:
+            line += [f"{values[0] / values[1]:.2f}", f"{c.best(engines[0], metric) / c.best(engines[1], metric):.2f}"]
+        lines.append(line)
+    first = c.rounds[0]
+    lines.append(["prompt tokens (chat / long)"] + [f"{first[e].chat_prompt_tokens} / {first[e].long_prompt_tokens}"
+                                                     for e in engines] + ["", ""] * pair)
+    lines.append(["process threads after load"] + [str(first[e].os_threads) for e in engines] + ["", ""] * pair)
+    loads = [max(r[e].load_average for r in c.rounds) for e in engines]
+    lines.append(["max 1-min load average"] + [f"{v:.2f}" for v in loads] + ["", ""] * pair)
+    widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
+    out = [f"threads={c.threads}, {len(c.rounds)} round(s)"]
+    out += ["  ".join(cell.ljust(wd) if i == 0 else cell.rjust(wd) for i, (cell, wd) in enumerate(zip(r, widths)))
+            for r in lines]
+    if c.median_step("step_us") is not None:
+        out.append(f"ours, one decode step: {c.median_step('step_us'):.0f} us = graph call "
+                   f"{c.median_step('session_us'):.0f} us + runner Python {c.median_step('runner_python_us'):.0f} us "
+                   f"+ loop Python (sampling, detokenizing, generator) {c.median_step('loop_python_us'):.0f} us; "
+                   f"Python overhead {100 * c.median_step('python_share'):.1f}% of the step")
+    texts = {e: first[e].text for e in engines}
+    if pair and len(set(texts.values())) > 1:
+        out.append("note: the engines' greedy continuations differ")
+    return "\n".join(out)
