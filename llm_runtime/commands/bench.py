@@ -19,6 +19,8 @@ def add_arguments(p) -> None:
                    help="intra-op threads for every engine; several values are measured one after another")
     p.add_argument("--reps", type=int, default=3, help="TTFT and prefill repetitions inside each process (median)")
     p.add_argument("--json", type=Path, help="write all rounds and medians to this file")
+    p.add_argument("--concurrency", help="instead: aggregate throughput with N concurrent requests, e.g. 1,4,8,16,32 "
+                                         "(against onnxruntime-genai's static batches of 16 with --compare)")
 
 
 def run(args) -> int:
@@ -27,6 +29,14 @@ def run(args) -> int:
     if args.rounds < 1 or args.decode_tokens < 1 or args.reps < 1 or min(args.threads) < 0:
         raise ValueError("--rounds, --decode-tokens and --reps must be >= 1, --threads >= 0")
     folder = resolve_model(args.model)
+    if args.concurrency:
+        from ..load_benchmark import scaling
+
+        levels = [int(x) for x in args.concurrency.split(",")]
+        rows = scaling(str(folder), levels, args.decode_tokens, args.rounds, bool(args.compare))
+        if args.json:
+            args.json.write_text(json.dumps({"model": str(folder), "concurrency": rows}, indent=2) + "\n")
+        return 0
     engines = (OURS, args.compare) if args.compare else (OURS,)
     workload = load_workload(folder, args.decode_tokens, args.reps)
     print(f"model folder: {folder}")

@@ -1,6 +1,6 @@
 """Aggregate throughput under load: our continuous-batching engine vs onnxruntime-genai's static batches.
 
-    python benchmarks/engine_scaling.py [--model default] [--concurrency 1,4,8,16,32] [--tokens 128]
+    llm-runtime bench --model default --concurrency 1,4,8,16,32 [--decode-tokens 128] [--compare onnxruntime-genai]
 
 Ours: N requests submitted at once to the engine (max_running = N), each 128 new tokens, greedy.
 Theirs: the same N requests as static batches of at most 16 (`batch_size` search option), the CPU
@@ -8,11 +8,11 @@ path onnxruntime-genai offers. Each measurement runs in a fresh process; results
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from importlib import resources
 
@@ -33,8 +33,6 @@ def ours(folder: str, n: int, tokens: int) -> dict:
     start = time.perf_counter()
     handles = [llm.engine.submit(i, params) for i in ids]
     ttft, count = [], 0
-    import threading
-
     def consume(h):
         nonlocal count
         first = None
@@ -80,38 +78,31 @@ def genai(folder: str, n: int, tokens: int, batch: int = 16) -> dict:
 
 
 def run_child(engine: str, folder: str, n: int, tokens: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", engine, "--folder", folder, "--n", str(n),
-                          "--tokens", str(tokens)], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "llm_runtime.load_benchmark", engine, folder, str(n), str(tokens)],
+                         capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="default")
-    ap.add_argument("--concurrency", default="1,4,8,16,32")
-    ap.add_argument("--tokens", type=int, default=128)
-    ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--worker"), ap.add_argument("--folder"), ap.add_argument("--n", type=int)
-    args = ap.parse_args()
-    if args.worker:
-        print(json.dumps((ours if args.worker == "ours" else genai)(args.folder, args.n, args.tokens)))
-        return
-    from llm_runtime.model_resolver import resolve_model
-
-    folder = str(resolve_model(args.model))
-    print(f"model {folder}, {args.tokens} new tokens per request, greedy")
-    print(f"{'N':>3} {'ours tok/s':>11} {'genai tok/s':>12} {'ratio':>6} {'ours TTFT p50':>14} {'genai TTFT p50':>15}")
-    for n in [int(x) for x in args.concurrency.split(",")]:
-        a, b = [], []
-        for _ in range(args.rounds):
-            a.append(run_child("ours", folder, n, args.tokens))
-            b.append(run_child("genai", folder, n, args.tokens))
-        ta = statistics.median(r["tok_s"] for r in a)
-        tb = statistics.median(r["tok_s"] for r in b)
-        fa = statistics.median(r["ttft_p50"] for r in a)
-        fb = statistics.median(r["ttft_p50"] for r in b)
-        print(f"{n:>3} {ta:>11.1f} {tb:>12.1f} {ta / tb:>6.2f} {fa:>13.2f}s {fb:>14.2f}s", flush=True)
+def scaling(folder: str, concurrency: list[int], tokens: int, rounds: int, compare: bool, out=print) -> list[dict]:
+    """One row per concurrency: medians of aggregate tokens/s and TTFT, ours and (optionally) genai's."""
+    out(f"{tokens} new tokens per request, greedy; one fresh process per measurement")
+    out(f"{'N':>3} {'ours tok/s':>11} {'ours TTFT p50':>14}" + (f" {'genai tok/s':>12} {'ratio':>6} {'genai TTFT p50':>15}" if compare else ""))
+    rows = []
+    for n in concurrency:
+        a = [run_child("ours", folder, n, tokens) for _ in range(rounds)]
+        row = {"n": n, "ours_tok_s": statistics.median(r["tok_s"] for r in a),
+               "ours_ttft_p50": statistics.median(r["ttft_p50"] for r in a)}
+        line = f"{n:>3} {row['ours_tok_s']:>11.1f} {row['ours_ttft_p50']:>13.2f}s"
+        if compare:
+            b = [run_child("genai", folder, n, tokens) for _ in range(rounds)]
+            row.update(genai_tok_s=statistics.median(r["tok_s"] for r in b),
+                       genai_ttft_p50=statistics.median(r["ttft_p50"] for r in b))
+            line += f" {row['genai_tok_s']:>12.1f} {row['ours_tok_s'] / row['genai_tok_s']:>6.2f} {row['genai_ttft_p50']:>14.2f}s"
+        out(line)
+        rows.append(row)
+    return rows
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # a measuring child: ENGINE FOLDER N TOKENS -> one JSON line
+    engine, folder, n, tokens = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    print(json.dumps((ours if engine == "ours" else genai)(folder, n, tokens)))
