@@ -1,4 +1,4 @@
 """Subcommands of `llm-runtime`, one module each (HELP, add_arguments, run)."""
-from . import bench, build, chat, generate
+from . import batch, bench, build, chat, generate
 
-COMMANDS = {"build": build, "generate": generate, "chat": chat, "bench": bench}
+COMMANDS = {"build": build, "generate": generate, "chat": chat, "batch": batch, "bench": bench}

@@ -19,6 +19,7 @@ class RequestHandle:
         self._queue: queue.SimpleQueue | asyncio.Queue = asyncio.Queue() if loop else queue.SimpleQueue()
         self.want_logprobs = want_logprobs
         self.done = False
+        self.cancelled = False
 
     # called from the engine thread
     def put(self, item: Chunk | BaseException) -> None:
@@ -33,6 +34,7 @@ class RequestHandle:
     def cancel(self) -> None:
         """Stop generating; the slot is freed by the engine at its next step."""
         if not self.done:
+            self.cancelled = True
             self._engine.cancel(self.id)
 
     def __iter__(self) -> Iterator[Chunk]:
