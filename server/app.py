@@ -20,7 +20,7 @@ from llm_runtime.sampling_params import ParameterError
 
 from .errors import APIError, bad_request
 from .metrics import Metrics
-from .schemas import ChatRequest, CompletionRequest, first_error
+from .schemas import ERROR_RESPONSES, ChatRequest, CompletionRequest, first_error
 from .streaming import fold, openai_chunks
 
 log = logging.getLogger(__name__)
@@ -132,11 +132,11 @@ def create_app(llm, served_model_name: str, api_keys: list[str] = (), cors_origi
                 h.cancel()
         yield "[DONE]"
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", responses=ERROR_RESPONSES)
     async def chat_completions(req: ChatRequest):
         return await generate(req, chat=True)
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", responses=ERROR_RESPONSES)
     async def completions(req: CompletionRequest):
         return await generate(req, chat=False)
 
@@ -145,13 +145,26 @@ def create_app(llm, served_model_name: str, api_keys: list[str] = (), cors_origi
         return {"object": "list", "data": [{"id": served_model_name, "object": "model", "created": int(time.time()),
                                             "owned_by": "llm-runtime"}]}
 
-    @app.get("/health")
+    @app.get("/health", responses={503: {"description": "loading, or the engine has failed"}})
     async def health():
         ok = llm.engine.stats().healthy
         return JSONResponse({"status": "ok" if ok else "unhealthy"}, status_code=200 if ok else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus():
         return PlainTextResponse(metrics.render(llm.engine.stats()), media_type="text/plain; version=0.0.4")
 
+    def openapi() -> dict:
+        """FastAPI's schema, less the 422 it documents by default: validation errors are 400 here."""
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            spec = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            for path in spec["paths"].values():
+                for op in path.values():
+                    op.get("responses", {}).pop("422", None)
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app

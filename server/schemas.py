@@ -15,6 +15,20 @@ log = logging.getLogger(__name__)
 MAX_STOP, MAX_STOP_LEN, MAX_BIAS, MAX_MESSAGES, MAX_TEXT = 4, 256, 300, 512, 1_000_000
 
 
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+ERROR_RESPONSES = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 429, 500)}
+
+
 class TextPart(BaseModel):
     type: Literal["text"]
     text: str = Field(max_length=MAX_TEXT)
