@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import threading
 from collections.abc import AsyncIterator, Iterator
 
 from ..completion import Chunk, Completion
@@ -10,12 +11,44 @@ from ..completion import Chunk, Completion
 _END = object()
 
 
+class _LoopMailbox:
+    """Hands items from the engine thread to one event loop, coalescing wakeups: one per burst, not per item."""
+
+    _by_loop: dict = {}
+    _lock = threading.Lock()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop, self.pending, self.scheduled = loop, [], False
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> "_LoopMailbox":
+        with cls._lock:
+            box = cls._by_loop.get(loop)
+            if box is None:
+                box = cls._by_loop[loop] = cls(loop)
+            return box
+
+    def post(self, q: asyncio.Queue, item) -> None:
+        with self._lock:
+            self.pending.append((q, item))
+            if self.scheduled:
+                return
+            self.scheduled = True
+        self.loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self.pending, self.scheduled = self.pending, [], False
+        for q, item in items:
+            q.put_nowait(item)
+
+
 class RequestHandle:
     """Chunks arrive from the engine thread; a finished stream ends with the chunk carrying finish_reason."""
 
     def __init__(self, engine, seq_id: int, loop: asyncio.AbstractEventLoop | None = None, want_logprobs: bool = False):
         self._engine, self.id = engine, seq_id
-        self._loop = loop
+        self._mailbox = _LoopMailbox.of(loop) if loop else None
         self._queue: queue.SimpleQueue | asyncio.Queue = asyncio.Queue() if loop else queue.SimpleQueue()
         self.want_logprobs = want_logprobs
         self.done = False
@@ -23,8 +56,8 @@ class RequestHandle:
 
     # called from the engine thread
     def put(self, item: Chunk | BaseException) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        if self._mailbox is not None:
+            self._mailbox.post(self._queue, item)
         else:
             self._queue.put(item)
 

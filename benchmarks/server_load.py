@@ -1,0 +1,130 @@
+"""Load test of `llm-runtime serve` on loopback, against the engine driven directly at the same concurrency.
+
+    python benchmarks/server_load.py [--model default] [--concurrency 1,4,16] [--tokens 128] [--requests-per-client 2]
+
+Reports requests/s, aggregate tokens/s, time-to-first-token and inter-token latency percentiles, and
+the server's share of the engine's direct throughput. Server and engine runs alternate in one run.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from llm_runtime.load_benchmark import prompts  # noqa: E402
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] if xs else float("nan")
+
+
+async def server_run(base: str, model: str, c: int, per_client: int, tokens: int) -> dict:
+    ttft, itl, count = [], [], 0
+    texts = prompts(c * per_client)
+
+    async def client(k: int, http: httpx.AsyncClient):
+        nonlocal count
+        for j in range(per_client):
+            body = {"model": model, "stream": True, "max_tokens": tokens, "ignore_eos": True, "temperature": 0,
+                    "stream_options": {"include_usage": True},
+                    "messages": [{"role": "user", "content": texts[k * per_client + j]}]}
+            start = last = time.perf_counter()
+            first = True
+            async with http.stream("POST", base + "/v1/chat/completions", json=body, timeout=600) as r:
+                async for line in r.aiter_lines():  # cheap matching: the client shares the CPU with the server
+                    if '"usage": {' in line:
+                        count += json.loads(line[6:])["usage"]["completion_tokens"]
+                    elif '"content": "' in line and '"content": ""' not in line:
+                        now = time.perf_counter()
+                        (ttft if first else itl).append(now - (start if first else last))
+                        first, last = False, now
+
+    start = time.perf_counter()
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=c + 4)) as http:
+        await asyncio.gather(*(client(k, http) for k in range(c)))
+    wall = time.perf_counter() - start
+    return {"req_s": c * per_client / wall, "tok_s": count / wall, "ttft_p50": pct(ttft, 50), "ttft_p90": pct(ttft, 90),
+            "itl_p50": pct(itl, 50), "itl_p90": pct(itl, 90), "itl_p99": pct(itl, 99)}
+
+
+def engine_run(llm, c: int, per_client: int, tokens: int) -> dict:
+    from llm_runtime import SamplingParams
+
+    params = SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True)
+    texts = prompts(c * per_client)
+    count, lock = [0], threading.Lock()
+
+    def client(k):
+        for j in range(per_client):
+            ids = llm.encode(llm.render_chat([{"role": "user", "content": texts[k * per_client + j]}]), special=False)
+            n = len(llm.submit(ids, params).result().token_ids)  # blocks: add only afterwards
+            with lock:
+                count[0] += n
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(c)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"tok_s": count[0] / (time.perf_counter() - start)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--concurrency", default="1,4,16")
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--requests-per-client", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating server/engine rounds; medians are reported")
+    args = ap.parse_args()
+    from llm_runtime import LLM
+    from llm_runtime.model_resolver import resolve_model
+
+    folder = str(resolve_model(args.model))
+    levels = [int(x) for x in args.concurrency.split(",")]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cli = str(Path(sys.executable).parent / "llm-runtime")
+    proc = subprocess.Popen([cli, "serve", "--model", folder, "--port", str(port), "--served-model-name", "bench",
+                             "--max-concurrency", str(max(levels))])
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(base + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        llm = LLM(folder, max_running=max(levels))
+        print(f"{'N':>3} {'req/s':>6} {'server tok/s':>13} {'engine tok/s':>13} {'share':>6} {'TTFT p50':>9} {'TTFT p90':>9} "
+              f"{'ITL p50':>8} {'ITL p90':>8} {'ITL p99':>8}")
+        for c in levels:
+            es, rs = [], []
+            for _ in range(args.rounds):
+                es.append(engine_run(llm, c, args.requests_per_client, args.tokens))
+                rs.append(asyncio.run(server_run(base, "bench", c, args.requests_per_client, args.tokens)))
+            e = {k: statistics.median(x[k] for x in es) for k in es[0]}
+            r = {k: statistics.median(x[k] for x in rs) for k in rs[0]}
+            print(f"{c:>3} {r['req_s']:>6.2f} {r['tok_s']:>13.1f} {e['tok_s']:>13.1f} {r['tok_s'] / e['tok_s']:>6.2f} "
+                  f"{r['ttft_p50']*1e3:>7.0f}ms {r['ttft_p90']*1e3:>7.0f}ms {r['itl_p50']*1e3:>6.1f}ms "
+                  f"{r['itl_p90']*1e3:>6.1f}ms {r['itl_p99']*1e3:>6.1f}ms", flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
