@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from arch_cases import CASES, prompt
+from arch_cases import prompt
 from graph_driver import PlainDecoder
 from model_builder.build import build
 from model_builder.precision import BuildOptions, Precision

@@ -1,6 +1,5 @@
 """`llm-runtime batch`: output shape, parity with LLM.generate, resume after kill -9, clean SIGTERM."""
 import json
-import os
 import signal
 import subprocess
 import sys
