@@ -2,7 +2,9 @@
 
 One buffer per layer and per key/value: [slots, kv_heads, capacity, head_dim]. Each sequence owns a
 slot (a row); a step binds the first `rows` slots, a contiguous prefix, so no copy happens per step.
-GroupQueryAttention writes each row's new keys/values in place at that row's own offset.
+GroupQueryAttention writes each row's new keys/values in place at that row's own offset. Layers with a
+window-sized cache (sliding-window layers) keep a fixed [slots, kv_heads, window + slack, head_dim] buffer
+that the op compacts in place; only the full-length layers grow.
 """
 from __future__ import annotations
 
@@ -15,14 +17,21 @@ class CacheFullError(MemoryError):
     """A request needs more cache memory than the configured cap allows."""
 
 
+WINDOW_SLACK = 64  # rows above the window on the host: the op compacts once per slack + 1 steps
+
+
 def round_up(n: int, multiple: int = 256) -> int:
     return max(multiple, -(-n // multiple) * multiple)
 
 
 class KVCache:
     def __init__(self, num_layers: int, kv_heads: int, head_dim: int, dtype, slots: int, capacity: int,
-                 device: str = "cpu", device_id: int = 0, max_bytes: int | None = None, max_capacity: int | None = None):
+                 device: str = "cpu", device_id: int = 0, max_bytes: int | None = None, max_capacity: int | None = None,
+                 windows: dict[int, int] | None = None):
         self.num_layers, self.kv_heads, self.head_dim = num_layers, kv_heads, head_dim
+        # layer -> rows of its window-sized buffer (CUDA's kernel needs exactly the window)
+        slack = WINDOW_SLACK if device == "cpu" else 0
+        self.window_rows = {layer: w + slack for layer, w in (windows or {}).items()}
         self.dtype = np.dtype(dtype)
         self.slots = slots
         self.max_bytes = max_bytes
@@ -37,30 +46,43 @@ class KVCache:
 
     @property
     def bytes_per_token(self) -> int:
-        """Cache bytes one token costs in one slot (all layers, keys and values)."""
-        return 2 * self.num_layers * self.kv_heads * self.head_dim * self.dtype.itemsize
+        """Cache bytes one more token of capacity costs in one slot (the full-length layers, keys and values)."""
+        return 2 * (self.num_layers - len(self.window_rows)) * self.kv_heads * self.head_dim * self.dtype.itemsize
+
+    @property
+    def window_bytes(self) -> int:
+        """Fixed bytes of the window-sized buffers, all slots."""
+        return 2 * sum(self.window_rows.values()) * self.slots * self.kv_heads * self.head_dim * self.dtype.itemsize
 
     @property
     def nbytes(self) -> int:
-        return self.bytes_per_token * self.slots * self.capacity
+        return self.bytes_per_token * self.slots * self.capacity + self.window_bytes
 
-    def shape(self, rows: int) -> tuple[int, int, int, int]:
-        return (rows, self.kv_heads, self.capacity, self.head_dim)
+    def rows_of(self, index: int) -> int:
+        """Sequence rows of buffer `index` (2 * layer + 0 for keys, + 1 for values)."""
+        return self.window_rows.get(index // 2, self.capacity)
+
+    def shape(self, rows: int, index: int = 0) -> tuple[int, int, int, int]:
+        return (rows, self.kv_heads, self.rows_of(index), self.head_dim)
 
     def _allocate(self, capacity: int) -> None:
         if self.max_capacity:
             capacity = min(capacity, self.max_capacity)
-        need = self.bytes_per_token * self.slots * capacity
+        need = self.bytes_per_token * self.slots * capacity + self.window_bytes
         if self.max_bytes is not None and need > self.max_bytes:
             raise CacheFullError(f"the KV cache would need {need / 2**20:.1f} MiB "
                                  f"({self.slots} slots x {capacity} tokens), over the cap of {self.max_bytes / 2**20:.1f} MiB")
-        full = (self.slots, self.kv_heads, capacity, self.head_dim)
         old, old_cap = self.buffers, self.capacity
-        self.buffers = [self.memory.allocate(full, self.dtype) for _ in range(2 * self.num_layers)]
-        if old:
-            for new, prev in zip(self.buffers, old):
-                self.memory.copy_prefix(new, prev, old_cap)
         self.capacity = capacity
+        self.buffers = []
+        for i in range(2 * self.num_layers):
+            if old and i // 2 in self.window_rows:
+                self.buffers.append(old[i])  # window-sized: never grows
+                continue
+            self.buffers.append(self.memory.allocate((self.slots, self.kv_heads, self.rows_of(i), self.head_dim),
+                                                     self.dtype))
+            if old:
+                self.memory.copy_prefix(self.buffers[i], old[i], old_cap)
         self.version += 1
 
     def ensure_capacity(self, tokens: int) -> None:

@@ -1,7 +1,10 @@
-"""Offline batch generation over JSONL: resumable, one output line per custom_id, nothing lost.
+"""Offline batch generation over JSONL: one output line per custom_id, durable as it completes, resumable.
 
-Input lines: {"custom_id", "prompt" | "messages", sampling fields...} or OpenAI Batch API request lines
-({"custom_id", "method", "url", "body"}). Output lines follow OpenAI's batch output shape.
+Input lines are `{"custom_id", "prompt" | "messages", sampling fields...}` or OpenAI Batch API request lines
+(`{"custom_id", "method", "url", "body"}`); output lines follow OpenAI's batch output shape. Fields that are
+neither the prompt nor a sampling field (model, user, stream, ...) are ignored. A line that cannot run becomes
+an error line under its custom_id (`line-N` when it has none); a repeated custom_id keeps its first line and
+the repeat is only reported (`BatchSummary.duplicates`), so the output has one line per unique custom_id.
 """
 from __future__ import annotations
 
@@ -11,201 +14,280 @@ import os
 import queue
 import threading
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .engine import QueueFullError
 from .openai_format import chat_completion, text_completion
-from .sampling_params import ParameterError, SamplingParams
+from .sampling_params import SamplingParams
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory lock on the output file
+    fcntl = None
 
 log = logging.getLogger(__name__)
 
-# request field -> SamplingParams field; everything else in a line is ignored
-SAMPLING_FIELDS = {"max_tokens": "max_tokens", "max_completion_tokens": "max_tokens", "temperature": "temperature",
-                   "top_p": "top_p", "top_k": "top_k", "min_p": "min_p", "seed": "seed", "stop": "stop",
-                   "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
-                   "repetition_penalty": "repetition_penalty", "logit_bias": "logit_bias", "min_tokens": "min_tokens",
-                   "ignore_eos": "ignore_eos"}
-URLS = {"/v1/chat/completions": "chat", "/v1/completions": "completion"}
-
-
-@dataclass
-class BatchRequest:
-    custom_id: str
-    kind: str  # "chat" | "completion"
-    payload: str | list  # prompt text or messages
-    params: SamplingParams
-
-
-@dataclass
-class BatchSummary:
-    done: int = 0  # lines written by this run
-    skipped: int = 0  # custom_ids already in the output
-    errors: int = 0
-    duplicates: list[str] = field(default_factory=list)
-    interrupted: bool = False
+# request field -> SamplingParams field (max_tokens, max_completion_tokens and logprobs are handled apart)
+SAMPLING_FIELDS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p", "seed": "seed",
+                   "stop": "stop", "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
+                   "repetition_penalty": "repetition_penalty", "logit_bias": "logit_bias",
+                   "min_tokens": "min_tokens", "ignore_eos": "ignore_eos", "top_logprobs": "top_logprobs"}
+ENDPOINTS = {"/v1/chat/completions": True, "/v1/completions": False}  # url -> is chat
 
 
 class LineError(ValueError):
+    """An input line that cannot run; reported as an error line under `custom_id`."""
+
     def __init__(self, custom_id: str, code: str, message: str):
         super().__init__(message)
         self.custom_id, self.code = custom_id, code
 
 
-def parse_line(text: str, line_no: int) -> BatchRequest:
-    """One input line -> a request; LineError (with the custom_id to report it under) otherwise."""
-    fallback = f"line-{line_no}"  # lines without a usable custom_id are reported under their line number
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise LineError(fallback, "invalid_json", f"line {line_no} is not valid JSON: {e.msg}") from None
-    if not isinstance(obj, dict):
-        raise LineError(fallback, "invalid_request", f"line {line_no} is not a JSON object")
-    cid = obj.get("custom_id")
-    if not isinstance(cid, str) or not cid:
-        raise LineError(fallback, "invalid_request", f"line {line_no} has no string custom_id")
-    body, kind = obj, None
-    if "body" in obj:
-        body, kind = obj["body"], URLS.get(obj.get("url"))
-        if kind is None or not isinstance(body, dict):
-            raise LineError(cid, "invalid_request", f"unsupported url {obj.get('url')!r} (use {', '.join(URLS)})")
-    if "messages" in body:
-        kind, payload = kind or "chat", body["messages"]
-    elif "prompt" in body:
-        kind, payload = kind or "completion", body["prompt"]
-        if not isinstance(payload, str):
-            raise LineError(cid, "invalid_request", "prompt must be a string")
-    else:
-        raise LineError(cid, "invalid_request", "the request has neither prompt nor messages")
-    fields = {SAMPLING_FIELDS[k]: v for k, v in body.items() if k in SAMPLING_FIELDS and v is not None}
-    if body.get("logprobs"):
-        fields.update(logprobs=True, top_logprobs=int(body.get("top_logprobs") or (body["logprobs"] if kind == "completion" else 0)))
-    try:
-        return BatchRequest(cid, kind, payload, SamplingParams(**fields))
-    except (ParameterError, TypeError, ValueError) as e:
-        raise LineError(cid, "invalid_request", str(e)) from None
+@dataclass(frozen=True)
+class BatchRequest:
+    custom_id: str
+    chat: bool
+    prompt: str | list  # text or token ids; chat messages when `chat`
+    params: SamplingParams
+    default_max_tokens: bool  # max_tokens not given: capped to the context left after the prompt
 
-
-def completed_ids(out: Path) -> set[str]:
-    """custom_ids already answered in `out`; a torn last line (a killed run) is cut off first."""
-    if not out.exists():
-        return set()
-    data = out.read_bytes()
-    good_end, ids = 0, set()
-    for line in data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n"):
+    @classmethod
+    def parse(cls, raw: bytes, line_no: int) -> BatchRequest:
+        """One input line -> a request, or LineError."""
         try:
-            ids.add(json.loads(line)["custom_id"])
-            good_end += len(line) + 1
-        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
-            break
-    if good_end < len(data):
-        log.warning("dropping a torn line at the end of %s", out)
-        with open(out, "r+b") as f:
-            f.truncate(good_end)
-    return ids
+            obj = json.loads(raw)
+        except ValueError as e:  # invalid JSON or invalid UTF-8
+            raise LineError(f"line-{line_no}", "invalid_json", f"line {line_no} is not valid JSON: {e}") from None
+        if not isinstance(obj, dict):
+            raise LineError(f"line-{line_no}", "invalid_request", f"line {line_no} is not a JSON object")
+        cid = obj.get("custom_id")
+        if not isinstance(cid, str) or not cid:
+            raise LineError(f"line-{line_no}", "invalid_request", f"line {line_no} has no custom_id (a non-empty string)")
+        body, chat = _body(obj, cid)
+        prompt = body["messages"] if chat else _prompt(body["prompt"], cid)
+        if body.get("n") not in (None, 1):
+            raise LineError(cid, "invalid_request", "n must be 1 in a batch job; give each sample its own custom_id")
+        fields = {SAMPLING_FIELDS[k]: v for k, v in body.items() if k in SAMPLING_FIELDS and v is not None}
+        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        if max_tokens is not None:
+            fields["max_tokens"] = max_tokens
+        logprobs = body.get("logprobs")
+        if isinstance(logprobs, int) and not isinstance(logprobs, bool):  # legacy completions: logprobs=N alternatives
+            fields.update(logprobs=True, top_logprobs=logprobs)
+        elif logprobs is not None:
+            fields["logprobs"] = logprobs
+        try:
+            return cls(cid, chat, prompt, SamplingParams(**fields), max_tokens is None)
+        except (ValueError, TypeError) as e:
+            raise LineError(cid, "invalid_request", str(e)) from None
 
 
-class BatchWriter:
-    """Appends one JSON line per result and makes it durable before the next."""
+def _body(obj: dict, cid: str) -> tuple[dict, bool]:
+    """The request body and whether it is a chat request, for both input forms."""
+    if "body" in obj or "url" in obj:  # an OpenAI Batch API request line
+        url, body = obj.get("url"), obj.get("body")
+        if url not in ENDPOINTS:
+            raise LineError(cid, "invalid_request", f"unsupported url {url!r} (use {' or '.join(ENDPOINTS)})")
+        if obj.get("method", "POST") != "POST":
+            raise LineError(cid, "invalid_request", f"unsupported method {obj.get('method')!r} (use POST)")
+        if not isinstance(body, dict):
+            raise LineError(cid, "invalid_request", "body must be a JSON object")
+        chat, key = ENDPOINTS[url], "messages" if ENDPOINTS[url] else "prompt"
+        if key not in body:
+            raise LineError(cid, "invalid_request", f"a {url} body needs {key}")
+        return body, chat
+    if "prompt" in obj and "messages" in obj:
+        raise LineError(cid, "invalid_request", "the request has both prompt and messages; give one")
+    if "prompt" not in obj and "messages" not in obj:
+        raise LineError(cid, "invalid_request", "the request has neither prompt nor messages")
+    return obj, "messages" in obj
 
-    def __init__(self, out: Path, model: str):
-        self.f = open(out, "a", encoding="utf-8")
-        self.model = model
+
+def _prompt(prompt, cid: str) -> str | list[int]:
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]  # OpenAI's list form, holding one prompt
+    if isinstance(prompt, str) or (isinstance(prompt, list) and prompt
+                                   and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt)):
+        return prompt
+    raise LineError(cid, "invalid_request", "prompt must be a string or a list of token ids (one prompt per line)")
+
+
+class BatchOutput:
+    """The output JSONL, opened for appending under an exclusive lock. Each line is flushed and fsync'd
+    before the next, so a kill loses at most the line being written, which the next open cuts off."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.f = open(path, "ab")
+        if fcntl is not None:
+            try:
+                fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                self.f.close()
+                raise ValueError(f"{path} is being written by another batch job") from None
+        try:
+            self.answered = self._scan()  # custom_ids already in the file
+        except ValueError:
+            self.f.close()
+            raise
+
+    def _scan(self) -> set[str]:
+        """Read the ids answered so far; a torn last line (no newline, or not a result) is truncated away."""
+        ids, good_end, torn_at = set(), 0, None
+        with open(self.path, "rb") as f:
+            for line_no, line in enumerate(f, 1):
+                cid = _answered_id(line) if line.endswith(b"\n") else None
+                if torn_at is not None and line.strip():
+                    raise ValueError(f"{self.path} line {torn_at} is not a batch result line; fix or remove it")
+                if cid is not None:
+                    ids.add(cid)
+                    good_end += len(line)
+                elif line.strip():
+                    torn_at = line_no
+                else:
+                    good_end += len(line) if torn_at is None else 0
+        if torn_at is not None:
+            log.warning("%s: dropping the torn line %d left by an interrupted run", self.path, torn_at)
+            self.f.truncate(good_end)
+        return ids
+
+    def append(self, custom_id: str, response: dict | None = None, error: dict | None = None) -> None:
+        line = {"id": f"batch_req_{uuid.uuid4().hex[:24]}", "custom_id": custom_id, "response": response,
+                "error": error}
+        self.f.write(json.dumps(line, ensure_ascii=False).encode() + b"\n")
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.answered.add(custom_id)
 
     def close(self) -> None:
         self.f.close()
 
-    def _write(self, obj: dict) -> None:
-        self.f.write(json.dumps(obj, ensure_ascii=False) + "\n")
-        self.f.flush()
-        os.fsync(self.f.fileno())
 
-    def result(self, req: BatchRequest, completion) -> None:
-        body = (chat_completion if req.kind == "chat" else text_completion)(completion, self.model)
-        self._write({"id": f"batch_req_{uuid.uuid4().hex[:24]}", "custom_id": req.custom_id,
-                     "response": {"status_code": 200, "request_id": body["id"], "body": body}, "error": None})
-
-    def error(self, custom_id: str, code: str, message: str) -> None:
-        self._write({"id": f"batch_req_{uuid.uuid4().hex[:24]}", "custom_id": custom_id, "response": None,
-                     "error": {"code": code, "message": message}})
-
-
-def run_batch(llm, src: Path, out: Path, max_concurrency: int, stop: threading.Event, progress=None) -> BatchSummary:
-    """Run every not-yet-answered line of `src` through the engine, at most `max_concurrency` at once."""
-    summary, done = BatchSummary(), completed_ids(out)
-    seen: set[str] = set()
-    results: queue.Queue = queue.Queue()
-    in_flight: dict[str, tuple] = {}
-    writer = BatchWriter(out, llm.folder.path.name)
-
-    def wait(req, handle):
-        try:
-            results.put((req, handle.result(), None))
-        except Exception as e:  # a failed request becomes an error line
-            results.put((req, None, e))
-
-    def collect() -> None:
-        req, completion, err = results.get()
-        handle = in_flight.pop(req.custom_id)[0]
-        if handle.cancelled:
-            return  # cut short by an interruption: redone by the next run
-        if err is not None:
-            writer.error(req.custom_id, "generation_failed", str(err))
-            summary.errors += 1
-        else:
-            writer.result(req, completion)
-        summary.done += 1
-        if progress:
-            progress(completion.usage.completion_tokens if completion else 0)
-
+def _answered_id(line: bytes) -> str | None:
     try:
-        with open(src, encoding="utf-8") as lines:
-            for line_no, text in enumerate(lines, 1):
-                if stop.is_set():
+        obj = json.loads(line)
+    except ValueError:
+        return None
+    cid = obj.get("custom_id") if isinstance(obj, dict) else None
+    return cid if isinstance(cid, str) else None
+
+
+@dataclass
+class BatchSummary:
+    written: int = 0  # lines appended by this run
+    skipped: int = 0  # lines whose custom_id was already answered
+    errors: int = 0  # error lines among `written`
+    duplicates: list[str] = field(default_factory=list)  # repeated custom_ids, not answered twice
+    interrupted: bool = False
+
+
+class BatchJob:
+    """Runs every unanswered input line through the engine with at most `max_concurrency` requests in flight,
+    appending each result in completion order. Setting `stop` stops submitting and cancels what is in flight;
+    cancelled requests are not written, so the next run redoes them. `on_line()` is called per input line
+    settled by this run (written or duplicate)."""
+
+    def __init__(self, llm, src: Path, output: BatchOutput, model_name: str, max_concurrency: int,
+                 stop: threading.Event | None = None, on_line=None):
+        self.llm, self.src, self.output, self.model_name = llm, src, output, model_name
+        self.max_concurrency = max_concurrency
+        self.stop = stop or threading.Event()
+        self.on_line = on_line or (lambda: None)
+        self.summary = BatchSummary()
+        self._seen: set[str] = set()
+        self._in_flight: dict[str, object] = {}  # custom_id -> RequestHandle
+        self._results: queue.SimpleQueue = queue.SimpleQueue()  # (request, handle, Completion | Exception)
+        self._cancelled = False
+
+    def run(self) -> BatchSummary:
+        with open(self.src, "rb") as lines:
+            for line_no, raw in enumerate(lines, 1):
+                if self.stop.is_set():
                     break
-                if not text.strip():
-                    continue
+                if raw.strip() and (req := self._admit(raw, line_no)) is not None:
+                    self._submit(req)
+        while self._in_flight:
+            self._collect()
+        self.summary.interrupted = self.stop.is_set()
+        return self.summary
+
+    def _admit(self, raw: bytes, line_no: int) -> BatchRequest | None:
+        """The line's request if it must run; error, duplicate and already-answered lines are settled here."""
+        try:
+            req, error = BatchRequest.parse(raw, line_no), None
+        except LineError as e:
+            req, error = None, e
+        cid = req.custom_id if req else error.custom_id
+        if cid in self._seen:
+            log.warning("line %d: duplicate custom_id %r ignored (its first line is answered)", line_no, cid)
+            self.summary.duplicates.append(cid)
+            self.on_line()
+        elif cid in self.output.answered:
+            self.summary.skipped += 1
+        elif error is not None:
+            self._write_error(cid, error.code, str(error))
+        self._seen.add(cid)
+        return req if req and cid not in self.output.answered and self.summary.duplicates[-1:] != [cid] else None
+
+    def _submit(self, req: BatchRequest) -> None:
+        while len(self._in_flight) >= self.max_concurrency and not self.stop.is_set():
+            self._collect()
+        if self.stop.is_set():
+            return
+        try:
+            ids = self._prompt_ids(req)
+            params = req.params
+            if req.default_max_tokens:
+                room = self.llm.folder.context_length - len(ids)
+                params = replace(params, max_tokens=max(1, min(params.max_tokens, room)))
+            while True:
                 try:
-                    req = parse_line(text, line_no)
-                except LineError as e:
-                    if e.custom_id not in done and e.custom_id not in seen:
-                        seen.add(e.custom_id)
-                        writer.error(e.custom_id, e.code, str(e))
-                        summary.errors += 1
-                        summary.done += 1
-                        if progress:
-                            progress(0)
-                    continue
-                if req.custom_id in seen:
-                    summary.duplicates.append(req.custom_id)
-                    log.warning("line %d: duplicate custom_id %r ignored", line_no, req.custom_id)
-                    continue
-                seen.add(req.custom_id)
-                if req.custom_id in done:
-                    summary.skipped += 1
-                    continue
-                while len(in_flight) >= max_concurrency:
-                    collect()
-                try:
-                    handle = llm.submit(req.payload if req.kind == "completion" else _chat_ids(llm, req.payload),
-                                        req.params)
-                except ValueError as e:
-                    writer.error(req.custom_id, getattr(e, "code", "invalid_request"), str(e))
-                    summary.errors += 1
-                    summary.done += 1
-                    continue
-                thread = threading.Thread(target=wait, args=(req, handle), daemon=True)
-                in_flight[req.custom_id] = (handle, thread)
-                thread.start()
-        if stop.is_set():
-            for handle, _ in in_flight.values():
+                    handle = self.llm.submit(ids, params)
+                    break
+                except QueueFullError:  # only when more than max_waiting are in flight: wait for one to end
+                    self._collect()
+        except ValueError as e:  # ParameterError (prompt too long, bad token ids) or a chat template error
+            self._write_error(req.custom_id, "invalid_request", str(e))
+            return
+        self._in_flight[req.custom_id] = handle
+        threading.Thread(target=self._wait, args=(req, handle), daemon=True).start()
+
+    def _prompt_ids(self, req: BatchRequest) -> list[int]:
+        if req.chat:
+            return self.llm.encode(self.llm.render_chat(req.prompt), special=False)
+        return self.llm.encode(req.prompt) if isinstance(req.prompt, str) else req.prompt
+
+    def _wait(self, req: BatchRequest, handle) -> None:
+        try:
+            result = handle.result()
+        except Exception as e:  # an engine failure: the request becomes an error line
+            result = e
+        self._results.put((req, handle, result))
+
+    def _collect(self) -> None:
+        """Write the next finished request, waking every 0.1 s to cancel everything once `stop` is set."""
+        if self.stop.is_set() and not self._cancelled:
+            self._cancelled = True
+            for handle in self._in_flight.values():
                 handle.cancel()
-        while in_flight:
-            collect()
-    finally:
-        writer.close()
-    summary.interrupted = stop.is_set()
-    return summary
+        try:
+            req, handle, result = self._results.get(timeout=0.1)
+        except queue.Empty:
+            return
+        del self._in_flight[req.custom_id]
+        if handle.cancelled:
+            return  # cut short by a stop: not an answer
+        if isinstance(result, Exception):
+            self._write_error(req.custom_id, "generation_failed", str(result))
+            return
+        body = (chat_completion if req.chat else text_completion)(result, self.model_name)
+        self.output.append(req.custom_id, {"status_code": 200, "request_id": body["id"], "body": body})
+        self.summary.written += 1
+        self.on_line()
 
-
-def _chat_ids(llm, messages) -> list[int]:
-    return llm.encode(llm.render_chat(messages), special=False)
+    def _write_error(self, custom_id: str, code: str, message: str) -> None:
+        self.output.append(custom_id, error={"code": code, "message": message})
+        self.summary.written += 1
+        self.summary.errors += 1
+        self.on_line()

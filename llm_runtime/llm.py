@@ -42,7 +42,8 @@ class LLM:
         self.runner = ModelRunner(self.folder, session)
         c = self.folder.contract
         self.cache = KVCache(c.num_layers, c.num_kv_heads, c.head_dim, np.dtype(c.kv_dtype), slots=1, capacity=256,
-                             device=cap.cache_device, max_bytes=max_cache_bytes, max_capacity=self.folder.context_length)
+                             device=cap.cache_device, max_bytes=max_cache_bytes, max_capacity=self.folder.context_length,
+                             windows=dict(c.window_cache))
         self.tokenizer = self.folder.tokenizer
         self.template = (ChatTemplate.from_folder(self.folder.path)
                          or ChatTemplate.fallback("chatml", eos_token=self.folder.special_token("eos_token") or ""))
@@ -58,7 +59,7 @@ class LLM:
             a, c = self._engine_args, self.folder.contract
             cache = KVCache(c.num_layers, c.num_kv_heads, c.head_dim, np.dtype(c.kv_dtype), slots=a["max_running"],
                             capacity=256, device=a["cache_device"], max_bytes=a["max_cache_bytes"],
-                            max_capacity=self.folder.context_length)
+                            max_capacity=self.folder.context_length, windows=dict(c.window_cache))
             runner = ModelRunner(self.folder, self.runner.session)
             self._engine = Engine(runner, cache, a["max_running"], a["max_waiting"], a["token_budget"], lock=self._lock)
         return self._engine

@@ -56,10 +56,10 @@ class ModelRunner:
         key = (cache, cache.version, rows)  # the cache object itself: an id() could be reused after it is freed
         if self._bound is not None and self._bound[0] is cache and self._bound[1:] == key[1:]:
             return
-        dev, dev_id, dtype, shape = cache.memory.device_type, cache.memory.device_id, cache.dtype, cache.shape(rows)
+        dev, dev_id, dtype = cache.memory.device_type, cache.memory.device_id, cache.dtype
         for layer in range(self.contract.num_layers):
             for j, (past, present) in enumerate(zip(self.contract.past_names(layer), self.contract.present_names(layer))):
-                ptr = cache.pointer(2 * layer + j)
+                ptr, shape = cache.pointer(2 * layer + j), cache.shape(rows, 2 * layer + j)
                 self.binding.bind_input(past, dev, dev_id, dtype, shape, ptr)
                 self.binding.bind_output(present, dev, dev_id, dtype, shape, ptr)
         self._bound = key

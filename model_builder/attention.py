@@ -41,6 +41,7 @@ def attention(e: DecoderEmitter, i: int, x: str, lengths: AttentionLengths,
     attrs = {}
     if cfg.window(i):  # both count the query itself: measured against transformers past the window
         attrs["local_window_size"] = cfg.window(i)
+        attrs["sliding_window_cache"] = 1  # this layer's cache stays window-sized; the op evicts in place
     if cfg.attn_softcap:
         attrs["softcap"] = cfg.attn_softcap
     attn, _, _ = g.node("GroupQueryAttention", inputs + [lengths.query_seqlens],

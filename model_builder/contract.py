@@ -12,7 +12,9 @@ Version 1 (onnxruntime-genai's decoder contract plus two optional inputs):
   logits                      float32 [batch, seq, vocab], or [1, n, vocab] when logits_indices is given
   present.{i}.key / .value    kv    [batch, kv_heads, total_seq, head_dim]
 The optional inputs are graph inputs with default initializers, so runtimes that do not know them
-(onnxruntime-genai) run the graph unchanged.
+(onnxruntime-genai) run the graph unchanged. Sliding-window layers may keep window-sized caches
+(`window_cache` in the manifest): their past/present buffers hold at least `window` rows, never the whole
+sequence; a shared full-length buffer works too.
 """
 from __future__ import annotations
 
@@ -47,6 +49,11 @@ class GraphContract:
     present_key: str = PRESENT_KEY
     present_value: str = PRESENT_VALUE
     version: int = CONTRACT_VERSION
+    window_cache: tuple[tuple[int, int], ...] = ()  # (layer, window): past/present buffers of window size
+
+    def window(self, layer: int) -> int | None:
+        """The window of a layer whose cache is window-sized (GroupQueryAttention's sliding_window_cache)."""
+        return dict(self.window_cache).get(layer)
 
     def past_names(self, layer: int) -> tuple[str, str]:
         return self.past_key % layer, self.past_value % layer
@@ -71,8 +78,9 @@ class GraphContract:
         }
 
     @classmethod
-    def from_genai_config(cls, genai: dict, kv_dtype: str) -> "GraphContract":
-        """Read the contract from any genai_config.json, ours or onnxruntime-genai's builder's."""
+    def from_genai_config(cls, genai: dict, kv_dtype: str, window_cache: dict | None = None) -> "GraphContract":
+        """Read the contract from any genai_config.json, ours or onnxruntime-genai's builder's;
+        `window_cache` ({layer: window}) comes from our manifest."""
         dec = genai["model"]["decoder"]
         ins, outs = dec.get("inputs", {}), dec.get("outputs", {})
         return cls(
@@ -87,4 +95,5 @@ class GraphContract:
             past_value=ins.get("past_value_names", PAST_VALUE),
             present_key=outs.get("present_key_names", PRESENT_KEY),
             present_value=outs.get("present_value_names", PRESENT_VALUE),
+            window_cache=tuple(sorted((int(k), int(v)) for k, v in (window_cache or {}).items())),
         )

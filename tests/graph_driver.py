@@ -10,11 +10,16 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from kv_cache.kv_cache import WINDOW_SLACK
+
 
 class PlainDecoder:
     def __init__(self, folder: Path):
         folder = Path(folder)
         dec = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]
+        manifest = folder / "llm_runtime.json"
+        windows = json.loads(manifest.read_text()).get("window_cache", {}) if manifest.exists() else {}
+        self.window_rows = {int(k): v + WINDOW_SLACK for k, v in windows.items()}
         self.layers, self.kv_heads, self.head_dim = dec["num_hidden_layers"], dec["num_key_value_heads"], dec["head_size"]
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
@@ -22,7 +27,9 @@ class PlainDecoder:
         self.dtype = np.float16 if "float16" in self.session.get_inputs()[2].type else np.float32
 
     def empty_past(self, batch: int) -> list[np.ndarray]:
-        return [np.zeros((batch, self.kv_heads, 0, self.head_dim), self.dtype) for _ in range(2 * self.layers)]
+        """Growing past tensors start empty; window-sized ones have their fixed size from the start."""
+        return [np.zeros((batch, self.kv_heads, self.window_rows.get(i // 2, 0), self.head_dim), self.dtype)
+                for i in range(2 * self.layers)]
 
     # ids [B, S], mask [B, T], past 2L x [B, kvh, P, hd] -> logits [B, S, V], present
     def step(self, ids: np.ndarray, mask: np.ndarray, past: list[np.ndarray], **extra):

@@ -78,6 +78,26 @@ def test_greedy_32_tokens_match_transformers(case, tiny_hf, tiny_build):
     assert dec.greedy(ids, 32) == transformers_greedy(model, case, ids, 32)
 
 
+WINDOW_CASES = ["qwen2-tied-window", "mistral-window", "phi3-window", "gemma2-window", "gemma3-pattern2"]
+
+
+@pytest.mark.parametrize("case", WINDOW_CASES)
+def test_window_sized_caches_through_eviction(case, tiny_hf, tiny_build):
+    """Sliding layers keep window + slack rows; 140 tokens overflow them twice, and tokens still match."""
+    from llm_runtime import LLM, SamplingParams
+
+    folder = tiny_build(case)
+    dec, llm = PlainDecoder(folder), LLM(folder)
+    assert dec.window_rows and llm.folder.contract.window_cache
+    ids, steps = prompt(case)[0], 120
+    want = transformers_greedy(reference(tiny_hf(case)), case, ids, steps)
+    assert dec.greedy(ids, steps) == want
+    chunks = llm.stream_ids(ids, SamplingParams(max_tokens=steps, temperature=0, ignore_eos=True))
+    assert [t for c in chunks for t in c.token_ids] == want
+    for layer, _ in llm.folder.contract.window_cache:
+        assert llm.cache.key(layer).shape[2] == dec.window_rows[layer] < len(ids) + steps
+
+
 @torch.no_grad()
 def transformers_greedy(model, case: str, ids: list[int], steps: int) -> list[int]:
     """`generate`'s greedy tokens, or for FORWARD_REFERENCE cases its forward, one token per call on its cache."""

@@ -70,7 +70,7 @@ def at_accuracy_level(folder: Path, level: int, out: Path) -> Path:
             if node.op_type == "MatMulNBits" and attr.name == "accuracy_level":
                 attr.i = level
     onnx.save(model, str(out / "model.onnx"))
-    for name in ("model.onnx.data", "genai_config.json"):
+    for name in ("model.onnx.data", "genai_config.json", "llm_runtime.json"):
         shutil.copyfile(folder / name, out / name)  # onnxruntime refuses external data outside the folder
     return out
 

@@ -66,7 +66,8 @@ class Scheduler:
     def _admit(self, seq: Sequence) -> bool:
         """Give `seq` a slot if the cache can hold it next to the running sequences."""
         need = round_up(max([seq.max_length] + [s.max_length for s in self.running]))
-        if self.cache.max_bytes is not None and need * self.cache.slots * self.cache.bytes_per_token > self.cache.max_bytes:
+        cost = need * self.cache.slots * self.cache.bytes_per_token + self.cache.window_bytes
+        if self.cache.max_bytes is not None and cost > self.cache.max_bytes:
             return False
         self.cache.ensure_capacity(need)
         seq.slot = self.cache.allocate_slot()
