@@ -137,16 +137,18 @@ class BatchOutput:
         ids, good_end, torn_at = set(), 0, None
         with open(self.path, "rb") as f:
             for line_no, line in enumerate(f, 1):
-                cid = _answered_id(line) if line.endswith(b"\n") else None
-                if torn_at is not None and line.strip():
+                complete = line.endswith(b"\n")
+                if complete and not line.strip():
+                    good_end += 0 if torn_at else len(line)
+                    continue
+                if torn_at is not None:
                     raise ValueError(f"{self.path} line {torn_at} is not a batch result line; fix or remove it")
-                if cid is not None:
-                    ids.add(cid)
-                    good_end += len(line)
-                elif line.strip():
+                cid = _answered_id(line) if complete else None
+                if cid is None:
                     torn_at = line_no
-                else:
-                    good_end += len(line) if torn_at is None else 0
+                    continue
+                ids.add(cid)
+                good_end += len(line)
         if torn_at is not None:
             log.warning("%s: dropping the torn line %d left by an interrupted run", self.path, torn_at)
             self.f.truncate(good_end)
@@ -223,12 +225,15 @@ class BatchJob:
             log.warning("line %d: duplicate custom_id %r ignored (its first line is answered)", line_no, cid)
             self.summary.duplicates.append(cid)
             self.on_line()
-        elif cid in self.output.answered:
-            self.summary.skipped += 1
-        elif error is not None:
-            self._write_error(cid, error.code, str(error))
+            return None
         self._seen.add(cid)
-        return req if req and cid not in self.output.answered and self.summary.duplicates[-1:] != [cid] else None
+        if cid in self.output.answered:
+            self.summary.skipped += 1
+            return None
+        if error is not None:
+            self._write_error(cid, error.code, str(error))
+            return None
+        return req
 
     def _submit(self, req: BatchRequest) -> None:
         while len(self._in_flight) >= self.max_concurrency and not self.stop.is_set():
@@ -247,6 +252,8 @@ class BatchJob:
                     break
                 except QueueFullError:  # only when more than max_waiting are in flight: wait for one to end
                     self._collect()
+                    if self.stop.is_set():
+                        return
         except ValueError as e:  # ParameterError (prompt too long, bad token ids) or a chat template error
             self._write_error(req.custom_id, "invalid_request", str(e))
             return

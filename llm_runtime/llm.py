@@ -98,8 +98,8 @@ class LLM:
             return Completion.fold(self.stream(prompts, params), want)
         if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) for p in prompts):
             raise ParameterError("prompt", "prompts must be a string or a list of strings")
-        handles = [self.submit(p, params) for p in prompts]  # all in flight at once, batched by the engine
-        return [h.result() for h in handles]
+        handles = self.engine.submit_all([self.encode(p) for p in prompts], params or SamplingParams())
+        return [h.result() for h in handles]  # all in flight at once, batched by the engine
 
     def chat_stream(self, messages: list[dict], params: SamplingParams | None = None) -> Iterator[Chunk]:
         return self.stream_ids(self.encode(self.render_chat(messages), special=False), params)

@@ -5,61 +5,94 @@ import signal
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-
-from tqdm import tqdm
 
 from .sampling_args import add_model_arguments
 
-HELP = "generate for every line of a JSONL file (resumable; OpenAI batch output format)"
+HELP = "generate for every line of a JSONL file (OpenAI batch output; re-running resumes)"
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 def add_arguments(p) -> None:
     p.add_argument("input", type=Path, help="JSONL requests: {custom_id, prompt|messages, ...} or OpenAI batch lines")
     p.add_argument("-o", "--output", required=True, type=Path, help="JSONL results, appended; re-running resumes")
-    p.add_argument("--max-concurrency", type=int, default=16, help="requests in flight at once")
+    p.add_argument("--max-concurrency", type=int, default=16, help="requests in flight at once (default 16)")
     add_model_arguments(p)
 
 
 def run(args) -> int:
-    from ..batch_job import run_batch
+    from tqdm import tqdm
+
+    from ..batch_job import BatchJob, BatchOutput
     from ..llm import LLM
 
     if not args.input.is_file():
         raise FileNotFoundError(f"input file not found: {args.input}")
     if args.max_concurrency < 1:
-        raise ValueError("--max-concurrency must be >= 1")
+        raise ValueError(f"--max-concurrency must be >= 1, got {args.max_concurrency}")
     try:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.open("a").close()
+        output = BatchOutput(args.output)  # locks the file and cuts off a torn last line
     except OSError as e:
-        raise FileNotFoundError(f"cannot write {args.output}: {e.strerror}") from None
-    total = sum(1 for line in args.input.open(encoding="utf-8") if line.strip())
-    llm = LLM(args.model, provider=args.provider, threads=args.threads, max_running=args.max_concurrency)
-    stop, got = threading.Event(), []
+        raise FileNotFoundError(f"cannot write {args.output}: {e.strerror or e}") from None
+    try:
+        llm = LLM(args.model, provider=args.provider, threads=args.threads, max_running=args.max_concurrency)
+        model_name = "default" if args.model == "default" else llm.folder.path.name
+        total = _count_lines(args.input)
+        before = len(output.answered)
+        bar = tqdm(total=total, initial=min(before, total), unit="req", desc="batch", file=sys.stderr, dynamic_ncols=True)
+        start, generated = time.perf_counter(), llm.engine.stats().generated_tokens
 
-    def on_signal(signum, _frame):
+        def on_line() -> None:
+            rate = (llm.engine.stats().generated_tokens - generated) / (time.perf_counter() - start)
+            bar.set_postfix_str(f"{rate:.0f} tok/s", refresh=False)
+            bar.update()
+
+        stop = threading.Event()
+        with _stop_on_signals(stop) as signals:
+            job = BatchJob(llm, args.input, output, model_name, args.max_concurrency, stop, on_line)
+            summary = job.run()
+        bar.close()
+    finally:
+        output.close()
+    if summary.duplicates:
+        shown = ", ".join(summary.duplicates[:5]) + (", ..." if len(summary.duplicates) > 5 else "")
+        print(f"warning: {len(summary.duplicates)} duplicate custom_id line(s) ignored: {shown}", file=sys.stderr)
+    counts = (f"{before + summary.written} done ({summary.written} written, {before} already done, "
+              f"{summary.errors} errors) in {args.output}")
+    if summary.interrupted:
+        print(f"stopped: {counts}; run the same command again to resume", file=sys.stderr)
+        return EXIT_CODES.get(signals[0], 130) if signals else 130
+    print(counts, file=sys.stderr)
+    return 0
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event):
+    """SIGINT / SIGTERM set `stop` (the signals received are yielded); a second one acts as it normally would."""
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+
+    def handler(signum, _frame):
         got.append(signum)
         stop.set()
+        _restore(previous)
 
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, on_signal)
-    bar = tqdm(total=total, unit="req", desc="batch", file=sys.stderr)
-    start, tokens = time.perf_counter(), [0]
+    previous = {s: signal.signal(s, handler) for s in EXIT_CODES}
+    try:
+        yield got
+    finally:
+        _restore(previous)
 
-    def progress(n: int) -> None:
-        tokens[0] += n
-        bar.set_postfix_str(f"{tokens[0] / (time.perf_counter() - start):.0f} tok/s")
-        bar.update()
 
-    summary = run_batch(llm, args.input, args.output, args.max_concurrency, stop, progress)
-    bar.close()
-    if summary.duplicates:
-        print(f"warning: {len(summary.duplicates)} duplicate custom_id(s) ignored: "
-              f"{', '.join(summary.duplicates[:5])}", file=sys.stderr)
-    print(f"{summary.done} written, {summary.skipped} already done, {summary.errors} errors -> {args.output}",
-          file=sys.stderr)
-    if summary.interrupted:
-        print("stopped early; run the same command again to finish the rest", file=sys.stderr)
-        return 143 if got and got[0] == signal.SIGTERM else 130
-    return 0
+def _restore(handlers: dict) -> None:
+    for s, h in handlers.items():
+        signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())

@@ -17,7 +17,7 @@ from ..request_sampler import RequestSampler
 from ..runner import ModelRunner, Step
 from ..sampling_params import SamplingParams
 from .handle import RequestHandle
-from .scheduler import Scheduled, Scheduler
+from .scheduler import QueueFullError, Scheduled, Scheduler
 from .sequence import Sequence
 
 log = logging.getLogger(__name__)
@@ -61,17 +61,28 @@ class Engine:
 
     def submit(self, prompt_ids: list[int], params: SamplingParams, loop=None) -> RequestHandle:
         """Queue a request; raises ParameterError for bad input and QueueFullError when the queue is full."""
+        return self.submit_all([prompt_ids], params, loop)[0]
+
+    def submit_all(self, prompts: list[list[int]], params: SamplingParams, loop=None) -> list[RequestHandle]:
+        """Queue several requests at once: the same step sees them all (all or none are queued)."""
+        seqs = [self._sequence(ids, params, loop) for ids in prompts]
+        with self._lock:
+            if len(self.scheduler.waiting) + len(seqs) > self.scheduler.max_waiting:
+                raise QueueFullError(f"the waiting queue is full ({self.scheduler.max_waiting} requests)")
+            for seq in seqs:
+                self.scheduler.add(seq)
+                self._sequences[seq.id] = seq
+        self._wake.set()
+        return [seq.handle for seq in seqs]
+
+    def _sequence(self, prompt_ids: list[int], params: SamplingParams, loop) -> Sequence:
         check_prompt(prompt_ids, params, self.folder.context_length, self.folder.vocab_size)
         eos = self.folder.eos_token_ids
         seq = Sequence(list(prompt_ids), params)
         seq.out = OutputStream(self.folder.tokenizer, seq.prompt_ids, params, eos)
         seq.sampler = RequestSampler(params, seq.prompt_ids, eos, seq.out.token_text)
         seq.handle = RequestHandle(self, seq.id, loop, params.logprobs)
-        with self._lock:
-            self.scheduler.add(seq)  # QueueFullError propagates to the caller
-            self._sequences[seq.id] = seq
-        self._wake.set()
-        return seq.handle
+        return seq
 
     def cancel(self, seq_id: int) -> None:
         self._inbox.put(seq_id)
