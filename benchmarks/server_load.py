@@ -29,30 +29,46 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] if xs else float("nan")
 
 
+async def stream_request(host: str, port: int, body: bytes) -> tuple[list[float], int]:
+    """One streamed request over a raw connection (a light client: it shares the CPU with the server).
+    Returns the arrival times of content chunks and the completion tokens from the usage chunk."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    await writer.drain()
+    times, tokens = [], 0
+    while line := await reader.readline():
+        if line.startswith(b"data: {"):
+            if b'"usage": {' in line:
+                tokens = json.loads(line[6:])["usage"]["completion_tokens"]
+            elif b'"content": "' in line and b'"content": ""' not in line:
+                times.append(time.perf_counter())
+        elif line.startswith(b"data: [DONE]"):
+            break
+    writer.close()
+    return times, tokens
+
+
 async def server_run(base: str, model: str, c: int, per_client: int, tokens: int) -> dict:
+    host, port = base.split("//")[1].split(":")
     ttft, itl, count = [], [], 0
     texts = prompts(c * per_client)
 
-    async def client(k: int, http: httpx.AsyncClient):
+    async def client(k: int):
         nonlocal count
         for j in range(per_client):
-            body = {"model": model, "stream": True, "max_tokens": tokens, "ignore_eos": True, "temperature": 0,
-                    "stream_options": {"include_usage": True},
-                    "messages": [{"role": "user", "content": texts[k * per_client + j]}]}
-            start = last = time.perf_counter()
-            first = True
-            async with http.stream("POST", base + "/v1/chat/completions", json=body, timeout=600) as r:
-                async for line in r.aiter_lines():  # cheap matching: the client shares the CPU with the server
-                    if '"usage": {' in line:
-                        count += json.loads(line[6:])["usage"]["completion_tokens"]
-                    elif '"content": "' in line and '"content": ""' not in line:
-                        now = time.perf_counter()
-                        (ttft if first else itl).append(now - (start if first else last))
-                        first, last = False, now
+            body = json.dumps({"model": model, "stream": True, "max_tokens": tokens, "ignore_eos": True,
+                               "temperature": 0, "stream_options": {"include_usage": True},
+                               "messages": [{"role": "user", "content": texts[k * per_client + j]}]}).encode()
+            start = time.perf_counter()
+            times, n = await stream_request(host, int(port), body)
+            count += n
+            if times:
+                ttft.append(times[0] - start)
+                itl.extend(b - a for a, b in zip(times, times[1:]))
 
     start = time.perf_counter()
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=c + 4)) as http:
-        await asyncio.gather(*(client(k, http) for k in range(c)))
+    await asyncio.gather(*(client(k) for k in range(c)))
     wall = time.perf_counter() - start
     return {"req_s": c * per_client / wall, "tok_s": count / wall, "ttft_p50": pct(ttft, 50), "ttft_p90": pct(ttft, 90),
             "itl_p50": pct(itl, 50), "itl_p90": pct(itl, 90), "itl_p99": pct(itl, 99)}
