@@ -63,7 +63,8 @@ class BatchRequest:
             raise LineError(f"line-{line_no}", "invalid_request", f"line {line_no} is not a JSON object")
         cid = obj.get("custom_id")
         if not isinstance(cid, str) or not cid:
-            raise LineError(f"line-{line_no}", "invalid_request", f"line {line_no} has no custom_id (a non-empty string)")
+            raise LineError(f"line-{line_no}", "invalid_request",
+                            f"line {line_no} has no custom_id (a non-empty string)")
         body, chat = _body(obj, cid)
         prompt = body["messages"] if chat else _prompt(body["prompt"], cid)
         if body.get("n") not in (None, 1):
@@ -157,7 +158,7 @@ class BatchOutput:
     def append(self, custom_id: str, response: dict | None = None, error: dict | None = None) -> None:
         line = {"id": f"batch_req_{uuid.uuid4().hex[:24]}", "custom_id": custom_id, "response": response,
                 "error": error}
-        self.f.write(json.dumps(line, ensure_ascii=False).encode() + b"\n")
+        self.f.write(json.dumps(line).encode() + b"\n")  # ASCII: no U+2028 or lone surrogate to split or fail on
         self.f.flush()
         os.fsync(self.f.fileno())
         self.answered.add(custom_id)
@@ -222,7 +223,7 @@ class BatchJob:
             req, error = None, e
         cid = req.custom_id if req else error.custom_id
         if cid in self._seen:
-            log.warning("line %d: duplicate custom_id %r ignored (its first line is answered)", line_no, cid)
+            log.info("line %d: duplicate custom_id %r ignored (its first line is answered)", line_no, cid)
             self.summary.duplicates.append(cid)
             self.on_line()
             return None

@@ -102,13 +102,16 @@ class ModelRunner:
         if self.has_query_seqlens:
             self._feed(C.QUERY_SEQLENS, step.query_lens)
         if self.has_logits_indices:
-            self._feed(C.LOGITS_INDICES, step.logits_at)
-            shape = (1, len(step.logits_at), self.vocab)
+            # the graph reads an empty logits_indices as "every position": a step that samples nothing
+            # (a prompt chunk short of the prompt's end) computes one row instead, unused
+            at = step.logits_at if len(step.logits_at) else np.zeros(1, np.int64)
+            self._feed(C.LOGITS_INDICES, at)
+            shape = (1, len(at), self.vocab)
         else:
             shape = (rows, width, self.vocab)
         logits = self._output(self.contract.logits, shape)
         self.session.run_with_iobinding(self.binding)
         cache.lengths[:rows] = np.where(step.query_lens > 0, step.totals, cache.lengths[:rows])
         if self.has_logits_indices:
-            return logits[0]
+            return logits[0][:len(step.logits_at)]
         return logits.reshape(rows * width, self.vocab)[step.logits_at]
