@@ -8,6 +8,8 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class Histogram:
+    """Cumulative buckets in seconds, as Prometheus expects."""
+
     def __init__(self):
         self.counts = [0] * (len(BUCKETS) + 1)
         self.total = 0.0
@@ -28,6 +30,8 @@ class Histogram:
 
 
 class Metrics:
+    """Server counters and latency histograms; the engine's gauges are read at scrape time."""
+
     def __init__(self):
         self.lock = threading.Lock()
         self.requests: dict[tuple[str, int], int] = {}
@@ -38,6 +42,7 @@ class Metrics:
             self.requests[(endpoint, status)] = self.requests.get((endpoint, status), 0) + 1
 
     def token_times(self, seconds: float, first: bool, count: int) -> None:
+        """A chunk of `count` tokens arrived `seconds` after the request (first) or the previous chunk."""
         if count:
             with self.lock:
                 (self.ttft if first else self.itl).observe(seconds)
@@ -45,12 +50,15 @@ class Metrics:
     def render(self, stats) -> str:
         lines = ["# TYPE llm_requests_total counter"]
         with self.lock:
-            lines += [f'llm_requests_total{{endpoint="{e}",status="{s}"}} {n}' for (e, s), n in sorted(self.requests.items())]
-            lines += self.ttft.lines("llm_time_to_first_token_seconds") + self.itl.lines("llm_inter_token_latency_seconds")
-        gauges = {"llm_running_sequences": stats.running, "llm_waiting_sequences": stats.waiting,
-                  "llm_cache_bytes": stats.cache_bytes, "llm_cache_used_tokens": stats.cache_used_tokens}
-        counters = {"llm_prompt_tokens_total": stats.prompt_tokens, "llm_generation_tokens_total": stats.generated_tokens,
-                    "llm_engine_steps_total": stats.steps}
-        lines += [x for k, v in gauges.items() for x in (f"# TYPE {k} gauge", f"{k} {v}")]
-        lines += [x for k, v in counters.items() for x in (f"# TYPE {k} counter", f"{k} {v}")]
+            lines += [f'llm_requests_total{{endpoint="{e}",status="{s}"}} {n}'
+                      for (e, s), n in sorted(self.requests.items())]
+            lines += self.ttft.lines("llm_time_to_first_token_seconds")
+            lines += self.itl.lines("llm_inter_token_latency_seconds")
+        if stats is not None:  # None while the model loads
+            gauges = {"llm_running_sequences": stats.running, "llm_waiting_sequences": stats.waiting,
+                      "llm_cache_bytes": stats.cache_bytes, "llm_cache_used_tokens": stats.cache_used_tokens}
+            counters = {"llm_prompt_tokens_total": stats.prompt_tokens,
+                        "llm_generation_tokens_total": stats.generated_tokens, "llm_engine_steps_total": stats.steps}
+            lines += [x for k, v in gauges.items() for x in (f"# TYPE {k} gauge", f"{k} {v}")]
+            lines += [x for k, v in counters.items() for x in (f"# TYPE {k} counter", f"{k} {v}")]
         return "\n".join(lines) + "\n"
