@@ -39,9 +39,10 @@ async def stream_request(host: str, port: int, body: bytes) -> tuple[list[float]
     times, tokens = [], 0
     while line := await reader.readline():
         if line.startswith(b"data: {"):
-            if b'"usage": {' in line:
-                tokens = json.loads(line[6:])["usage"]["completion_tokens"]
-            elif b'"content": "' in line and b'"content": ""' not in line:
+            event = json.loads(line[6:])
+            if event.get("usage"):
+                tokens = event["usage"]["completion_tokens"]
+            elif event["choices"] and event["choices"][0]["delta"].get("content"):
                 times.append(time.perf_counter())
         elif line.startswith(b"data: [DONE]"):
             break
@@ -125,8 +126,10 @@ def main() -> None:
             except httpx.HTTPError:
                 time.sleep(0.1)
         llm = LLM(folder, max_running=max(levels))
-        print(f"{'N':>3} {'req/s':>6} {'server tok/s':>13} {'engine tok/s':>13} {'share':>6} {'TTFT p50':>9} {'TTFT p90':>9} "
-              f"{'ITL p50':>8} {'ITL p90':>8} {'ITL p99':>8}")
+        engine_run(llm, 1, 1, 8)  # warm both up (first-run allocations)
+        asyncio.run(server_run(base, "bench", 1, 1, 8))
+        print(f"{'N':>3} {'req/s':>6} {'server tok/s':>13} {'engine tok/s':>13} {'share':>6} {'TTFT p50':>9} "
+              f"{'TTFT p90':>9} {'ITL p50':>8} {'ITL p90':>8} {'ITL p99':>8}")
         for c in levels:
             es, rs = [], []
             for _ in range(args.rounds):

@@ -41,7 +41,8 @@ def run(args) -> int:
         model_name = "default" if args.model == "default" else llm.folder.path.name
         total = _count_lines(args.input)
         before = len(output.answered)
-        bar = tqdm(total=total, initial=min(before, total), unit="req", desc="batch", file=sys.stderr, dynamic_ncols=True)
+        bar = tqdm(total=total, initial=min(before, total), unit="req", desc="batch", file=sys.stderr,
+                   dynamic_ncols=True)
         start, generated = time.perf_counter(), llm.engine.stats().generated_tokens
 
         def on_line() -> None:
