@@ -47,7 +47,8 @@ class SamplingParams:
         _int_in("top_k", self.top_k, lo=0)
         _real_in("top_p", self.top_p, lo=0.0, hi=1.0, lo_open=True)
         _real_in("min_p", self.min_p, lo=0.0, hi=1.0)
-        _real_in("repetition_penalty", self.repetition_penalty, lo=0.0, lo_open=True)
+        # bounded: a penalty near 0 (or huge) pushes logits to inf and the distribution to NaN
+        _real_in("repetition_penalty", self.repetition_penalty, lo=0.01, hi=100.0)
         _real_in("presence_penalty", self.presence_penalty, lo=-2.0, hi=2.0)
         _real_in("frequency_penalty", self.frequency_penalty, lo=-2.0, hi=2.0)
         object.__setattr__(self, "logit_bias", _logit_bias(self.logit_bias))

@@ -110,3 +110,18 @@ def test_default_model_int4_batched_equals_alone(smollm_build):
     alone = [[t for c in llm.stream_ids(i, params) for t in c.token_ids] for i in ids]
     batched = [h.result().token_ids for h in llm.engine.submit_all(ids, params)]
     assert batched == alone
+
+
+def test_a_stream_abandoned_midway_frees_its_slot(llm):
+    handle = llm.submit("Once upon a time", SamplingParams(max_tokens=200, ignore_eos=True))
+    for n, _ in enumerate(handle):
+        if n == 2:
+            break
+    handle = None  # the generator is closed here, which cancels the request
+    import gc
+    gc.collect()
+    for _ in range(200):
+        if llm.engine.stats().running == 0:
+            break
+        threading.Event().wait(0.01)
+    assert llm.engine.stats().running == 0 and llm.engine.cache.free_slots == llm.engine.cache.slots

@@ -269,7 +269,7 @@ def test_stop_is_normalised_to_a_tuple():
     ("top_k", -1), ("top_k", 1.5),
     ("top_p", 0.0), ("top_p", 1.01), ("top_p", float("nan")),
     ("min_p", -0.1), ("min_p", 1.5),
-    ("repetition_penalty", 0.0), ("repetition_penalty", -1.0),
+    ("repetition_penalty", 0.0), ("repetition_penalty", -1.0), ("repetition_penalty", 1e-38),
     ("presence_penalty", 2.5), ("presence_penalty", -2.1),
     ("frequency_penalty", 3.0), ("frequency_penalty", -3.0),
     ("logit_bias", {1: 101}), ("logit_bias", {1: -100.5}), ("logit_bias", {-1: 1.0}), ("logit_bias", {"x": 1.0}),

@@ -99,6 +99,17 @@ class Engine:
         self._thread.join(timeout=10)
 
     def _loop(self) -> None:
+        try:
+            self._serve()
+        except BaseException:  # a dead loop must not look healthy: /health turns 503, waiting callers are told
+            log.exception("engine loop died")
+            self.healthy = False
+            for seq in list(self._sequences.values()):
+                seq.handle.put(EngineError("the engine stopped"))
+                seq.handle.close()
+            raise
+
+    def _serve(self) -> None:
         while not self._stop:
             self._wake.wait(timeout=0.5)
             self._wake.clear()
@@ -135,7 +146,12 @@ class Engine:
                 self.prompt_tokens += len(item.tokens)
             seq.cached += len(item.tokens)
             if samples:
-                self._emit(seq, *seq.sampler.pick(next(rows)))
+                row = next(rows)
+                try:
+                    self._emit(seq, *seq.sampler.pick(row))
+                except Exception as e:  # one request's sampling failure ends that request, not the engine
+                    log.exception("request %d failed", seq.id)
+                    self._finish(seq, EngineError(f"generation failed: {e}"))
 
     def _emit(self, seq: Sequence, token: int, logprob) -> None:
         self.generated += 1

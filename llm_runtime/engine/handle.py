@@ -74,19 +74,25 @@ class RequestHandle:
         try:
             while (item := self._queue.get()) is not _END:
                 if isinstance(item, BaseException):
+                    self.done = True
                     raise item
                 yield item
-        finally:
-            self.done = True
+        except GeneratorExit:  # the caller stopped reading: stop generating and free the slot
+            self.cancel()
+            raise
+        self.done = True
 
     async def __aiter__(self) -> AsyncIterator[Chunk]:
         try:
             while (item := await self._queue.get()) is not _END:
                 if isinstance(item, BaseException):
+                    self.done = True
                     raise item
                 yield item
-        finally:
-            self.done = True
+        except (GeneratorExit, asyncio.CancelledError):
+            self.cancel()
+            raise
+        self.done = True
 
     def result(self) -> Completion:
         return Completion.fold(self, self.want_logprobs)
