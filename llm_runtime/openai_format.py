@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from .completion import Completion, TokenLogprob
+from .completion import Completion
 
 
 def new_id(prefix: str) -> str:
@@ -16,12 +16,28 @@ def usage(c: Completion) -> dict:
     return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens}
 
 
-def chat_logprobs(lps: list[TokenLogprob] | None) -> dict | None:
+def _lp(v: float) -> float:
+    return max(v, -9999.0)  # JSON has no -Infinity
+
+
+def chat_logprobs(lps) -> dict | None:
+    """Chat-style logprobs for a sequence of TokenLogprob (None when none were asked for)."""
     if lps is None:
         return None
-    return {"content": [{"token": lp.token, "logprob": lp.logprob, "bytes": list(lp.token.encode()),
-                         "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode())} for _, t, v in lp.top]}
+
+    def entry(token: str, logprob: float) -> dict:
+        return {"token": token, "logprob": _lp(logprob), "bytes": list(token.encode(errors="replace"))}
+
+    return {"content": [{**entry(lp.token, lp.logprob), "top_logprobs": [entry(t, v) for _, t, v in lp.top]}
                         for lp in lps]}
+
+
+def text_logprobs(lps) -> dict | None:
+    """Completions-style logprobs for a sequence of TokenLogprob (None when none were asked for)."""
+    if lps is None:
+        return None
+    return {"tokens": [lp.token for lp in lps], "token_logprobs": [_lp(lp.logprob) for lp in lps],
+            "top_logprobs": [{t: _lp(v) for _, t, v in lp.top} for lp in lps], "text_offset": []}
 
 
 def chat_completion(c: Completion, model: str) -> dict:
@@ -32,10 +48,7 @@ def chat_completion(c: Completion, model: str) -> dict:
 
 
 def text_completion(c: Completion, model: str) -> dict:
-    lps = None
-    if c.logprobs is not None:
-        lps = {"tokens": [lp.token for lp in c.logprobs], "token_logprobs": [lp.logprob for lp in c.logprobs],
-               "top_logprobs": [{t: v for _, t, v in lp.top} for lp in c.logprobs], "text_offset": []}
     return {"id": new_id("cmpl"), "object": "text_completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "text": c.text, "finish_reason": c.finish_reason, "logprobs": lps}],
+            "choices": [{"index": 0, "text": c.text, "finish_reason": c.finish_reason,
+                         "logprobs": text_logprobs(c.logprobs)}],
             "usage": usage(c)}

@@ -5,27 +5,10 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-from llm_runtime.completion import Chunk, TokenLogprob
-from llm_runtime.openai_format import new_id
+from llm_runtime.completion import Chunk
+from llm_runtime.openai_format import chat_logprobs, new_id, text_logprobs
 
 from .metrics import Metrics
-
-
-def _lp(v: float) -> float:
-    return max(v, -9999.0)  # JSON has no -Infinity
-
-
-def _chat_logprobs(lps: tuple[TokenLogprob, ...]) -> dict:
-    def entry(token: str, logprob: float) -> dict:
-        return {"token": token, "logprob": _lp(logprob), "bytes": list(token.encode(errors="replace"))}
-
-    return {"content": [{**entry(lp.token, lp.logprob), "top_logprobs": [entry(t, v) for _, t, v in lp.top]}
-                        for lp in lps]}
-
-
-def _text_logprobs(lps: tuple[TokenLogprob, ...]) -> dict:
-    return {"tokens": [lp.token for lp in lps], "token_logprobs": [_lp(lp.logprob) for lp in lps],
-            "top_logprobs": [{t: _lp(v) for _, t, v in lp.top} for lp in lps], "text_offset": []}
 
 
 async def merged(handles) -> AsyncIterator[tuple[int, Chunk]]:
@@ -83,10 +66,10 @@ async def openai_chunks(handles, chat: bool, model: str, include_usage: bool, me
             continue  # text held back (a partial character or a possible stop string)
         if chat:
             delta = {"content": chunk.text} if chunk.text or not chunk.finish_reason else {}
-            lps = _chat_logprobs(chunk.logprobs) if chunk.logprobs else None
+            lps = chat_logprobs(chunk.logprobs) if chunk.logprobs else None
             choice = {"index": i, "delta": delta, "logprobs": lps, "finish_reason": chunk.finish_reason}
         else:
-            lps = _text_logprobs(chunk.logprobs) if chunk.logprobs else None
+            lps = text_logprobs(chunk.logprobs) if chunk.logprobs else None
             choice = {"index": i, "text": chunk.text, "logprobs": lps, "finish_reason": chunk.finish_reason}
         yield {**base, "choices": [choice]}
     if include_usage:
