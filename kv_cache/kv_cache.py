@@ -27,7 +27,7 @@ def round_up(n: int, multiple: int = 256) -> int:
 class KVCache:
     def __init__(self, num_layers: int, kv_heads: int, head_dim: int, dtype, slots: int, capacity: int,
                  device: str = "cpu", device_id: int = 0, max_bytes: int | None = None, max_capacity: int | None = None,
-                 windows: dict[int, int] | None = None):
+                 windows: dict[int, int] | None = None, memory: HostMemory | DeviceMemory | None = None):
         self.num_layers, self.kv_heads, self.head_dim = num_layers, kv_heads, head_dim
         # layer -> rows of its window-sized buffer (CUDA's kernel needs exactly the window)
         slack = WINDOW_SLACK if device == "cpu" else 0
@@ -36,7 +36,7 @@ class KVCache:
         self.slots = slots
         self.max_bytes = max_bytes
         self.max_capacity = max_capacity
-        self.memory = HostMemory() if device == "cpu" else DeviceMemory(device, device_id)
+        self.memory = memory or (HostMemory() if device == "cpu" else DeviceMemory(device, device_id))
         self.lengths = np.zeros(slots, np.int64)  # tokens held per slot
         self._free = list(range(slots - 1, -1, -1))  # lowest slot first keeps the bound prefix short
         self.version = 0  # bumped on every reallocation, so bindings know to refresh

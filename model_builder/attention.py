@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 class AttentionLengths(NamedTuple):
     seqlens_k: str  # int32 [B]: tokens in each row's cache after this step, minus one
     total: str  # int32 []: the batch's total sequence length
-    query_seqlens: str  # int32 [B]: valid tokens of each row in this step
+    query_seqlens: str  # int32 [B]: valid tokens of each row in this step; "" in a graph without it
 
 
 # hidden [B, S, H] -> attention output [B, S, H]; the layer's cache is read and written in place
@@ -38,13 +38,15 @@ def attention(e: DecoderEmitter, i: int, x: str, lengths: AttentionLengths,
     present_k, present_v = e.contract.present_names(i)
     cos, sin = rotary[cfg.layer_rope(i)]
     inputs = qkv_inputs + [past_k, past_v, lengths.seqlens_k, lengths.total, cos, sin] + [""] * 7
+    # without query_seqlens, stop after sin_cache: onnxruntime < 1.32 knows fewer optional inputs
+    inputs = inputs + [lengths.query_seqlens] if lengths.query_seqlens else inputs[:9]
     attrs = {}
     if cfg.window(i):  # both count the query itself: measured against transformers past the window
         attrs["local_window_size"] = cfg.window(i)
         attrs["sliding_window_cache"] = 1  # this layer's cache stays window-sized; the op evicts in place
     if cfg.attn_softcap:
         attrs["softcap"] = cfg.attn_softcap
-    attn, _, _ = g.node("GroupQueryAttention", inputs + [lengths.query_seqlens],
+    attn, _, _ = g.node("GroupQueryAttention", inputs,
                         [f"{p}/GroupQueryAttention/output_0", present_k, present_v],
                         f"{p}/GroupQueryAttention", MS_DOMAIN, num_heads=cfg.num_heads,
                         kv_num_heads=cfg.num_kv_heads, do_rotary=1,

@@ -136,6 +136,7 @@ def _write_folder(folder: Path, src: WeightSource, cfg, arch, opts: BuildOptions
         "block_size": opts.block_size if opts.bits else None,
         "symmetric": opts.symmetric if opts.bits else None,
         "lm_head_bits": opts.head_bits,
+        "query_seqlens": opts.query_seqlens,
         "window_cache": {str(i): cfg.window(i) for i in range(cfg.num_layers) if cfg.window(i)},
     })
 

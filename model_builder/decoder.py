@@ -90,14 +90,16 @@ class DecoderEmitter:
         query_seqlens (default [-1]) -> Less 0 ? min(S, seqlens_k + 1) : query_seqlens -> query_seqlens
         """
         g, p = self.g, "/model/attn_mask"
-        qs_in = g.input(C.QUERY_SEQLENS, TensorProto.INT64, ["batch_size_or_1"])
-        g.initializer(C.QUERY_SEQLENS, np.array([-1], dtype=np.int64))
         summed = g.op("ReduceSum", [mask, g.constant(f"{p}/axes", np.array([1], np.int64))], f"{p}/ReduceSum", keepdims=0)
         total_tokens = g.op("Cast", [summed], f"{p}/Cast_tokens", to=TensorProto.INT32)
         seqlens_k = g.op("Sub", [total_tokens, g.constant(f"{p}/one", np.int32(1))], f"{p}/Sub")
         mask_shape = g.op("Shape", [mask], f"{p}/Shape")
         total = g.op("Cast", [g.op("Gather", [mask_shape, g.constant(f"{p}/idx1", np.int64(1))], f"{p}/Gather", axis=0)],
                      f"{p}/Cast_total", to=TensorProto.INT32)
+        if not self.opts.query_seqlens:
+            return AttentionLengths(seqlens_k, total, "")
+        qs_in = g.input(C.QUERY_SEQLENS, TensorProto.INT64, ["batch_size_or_1"])
+        g.initializer(C.QUERY_SEQLENS, np.array([-1], dtype=np.int64))
         seq = g.op("Gather", [g.op("Shape", [ids], f"{p}/Shape_ids"), g.constant(f"{p}/idx1b", np.int64(1))],
                    f"{p}/Gather_seq", axis=0)
         derived = g.op("Min", [total_tokens, g.op("Cast", [seq], f"{p}/Cast_seq", to=TensorProto.INT32)], f"{p}/Min")

@@ -47,6 +47,7 @@ class BuildOptions:
     block_size: int = 32
     symmetric: bool = True  # False: packed uint8 zero points
     lm_head_bits: int | None = None  # None: same as the weights; 8 keeps the lm_head at int8
+    query_seqlens: bool = True  # the batching input; False for onnxruntime < 1.32 (one sequence per call)
 
     def __post_init__(self):
         if (self.precision, self.provider) not in IO_DTYPE:

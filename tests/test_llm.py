@@ -229,6 +229,21 @@ def test_generate_list_of_prompts(smol):
     assert [d.token_ids for d in done] == [smol.generate(p, params).token_ids for p in prompts]
 
 
+# ---- graphs without the batching input (onnxruntime < 1.32) ----
+
+def test_graph_without_query_seqlens(tiny, tiny_build):
+    import onnx
+    folder = tiny_build("llama-gqa2", query_seqlens=False)
+    graph = onnx.load(folder / "model.onnx", load_external_data=False).graph
+    assert "query_seqlens" not in {i.name for i in graph.input}
+    assert {len(n.input) for n in graph.node if n.op_type == "GroupQueryAttention"} == {9}
+    llm = LLM(folder)
+    assert not llm.runner.has_query_seqlens
+    prompts = [TINY_PROMPT, "Another prompt, a little longer than the first one."]
+    want = [tiny.generate(p, GREEDY_64).token_ids for p in prompts]
+    assert [c.token_ids for c in llm.generate(prompts, GREEDY_64)] == want  # one prompt at a time
+
+
 # ---- bad input ----
 
 def raises_param(param: str, fn):

@@ -4,6 +4,7 @@ import pytest
 
 from graph_driver import PlainDecoder
 from kv_cache import KVCache
+from kv_cache.memory import DeviceMemory
 from llm_runtime.model_folder import ModelFolder
 from llm_runtime.providers import Provider
 from llm_runtime.runner import ModelRunner, Step, decode_inputs, prefill_inputs
@@ -55,6 +56,20 @@ def test_greedy_matches_plain_decoder_while_the_cache_grows(folder, session):
     assert out == PlainDecoder(folder.path).greedy(A, 40)
     assert len(versions) == 2 and cache.capacity == 256
     assert cache.lengths[0] == len(A) + 39
+
+
+def test_device_memory_cache_binds_like_host_memory(folder, session):
+    """The accelerator path (OrtValue buffers bound by data_ptr, growth staged through the host), run with
+    onnxruntime's CPU device: same greedy tokens as the host cache, across a reallocation."""
+    c = folder.contract
+    cache = KVCache(c.num_layers, c.num_kv_heads, c.head_dim, np.dtype(c.kv_dtype), slots=1, capacity=16,
+                    max_capacity=folder.context_length, memory=DeviceMemory("cpu"))
+    runner = ModelRunner(folder, session)
+    out = [int(runner.run(prefill_inputs(A), cache)[-1].argmax())]
+    for _ in range(29):
+        out.append(int(runner.run(decode_inputs(np.array([out[-1]]), np.array([len(A) + len(out)])), cache)[0].argmax()))
+    assert out == PlainDecoder(folder.path).greedy(A, 30)
+    assert cache.version == 2 and cache.buffers[0].device_name() == "cpu"
 
 
 def test_two_rows_match_single_rows(folder, session):

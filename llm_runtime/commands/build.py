@@ -18,13 +18,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--block-size", type=int, default=32, help="quantization block size (int4/int8)")
     p.add_argument("--zero-points", action="store_true", help="asymmetric quantization with packed zero points")
     p.add_argument("--lm-head-bits", type=int, choices=[4, 8], help="keep the lm_head at 8 bits in an int4 build")
+    p.add_argument("--no-query-seqlens", action="store_true",
+                   help="leave out the batching input, for onnxruntime older than 1.32 (one sequence per call)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output folder")
     p.add_argument("--verify", action="store_true", help="compare logits with transformers (needs torch)")
 
 
 def run(args) -> int:
     opts = BuildOptions(precision=Precision(args.precision), provider=Provider(args.provider),
-                        block_size=args.block_size, symmetric=not args.zero_points, lm_head_bits=args.lm_head_bits)
+                        block_size=args.block_size, symmetric=not args.zero_points, lm_head_bits=args.lm_head_bits,
+                        query_seqlens=not args.no_query_seqlens)
     result = build(args.source, args.output, opts, force=args.force)
     print(f"built {result.folder} in {result.seconds:.1f} s")
     if args.verify:
