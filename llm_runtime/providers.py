@@ -69,3 +69,9 @@ def session_providers(provider: Provider, options: dict | None = None) -> list:
     """The providers list for InferenceSession: the chosen one (with options) then CPU as fallback."""
     first = (CAPABILITIES[provider].ort_name, options or {})
     return [first] if provider is Provider.CPU else [first, "CPUExecutionProvider"]
+
+
+def session_device(session) -> str:
+    """Where a session's KV cache must live: the cache device of the session's first provider."""
+    first = session.get_providers()[0]
+    return next((c.cache_device for c in CAPABILITIES.values() if c.ort_name == first), "cpu")

@@ -9,6 +9,7 @@ from kv_cache import KVCache
 from model_builder import contract as C
 
 from .model_folder import ModelFolder
+from .providers import session_device
 
 
 @dataclass
@@ -37,7 +38,7 @@ def decode_inputs(tokens: np.ndarray, totals: np.ndarray) -> Step:
 class ModelRunner:
     """Owns the session and its IO binding; the KV cache is bound once and rebound only when it changes."""
 
-    def __init__(self, folder: ModelFolder, session, cache_device: str = "cpu"):
+    def __init__(self, folder: ModelFolder, session):
         self.folder, self.session = folder, session
         self.contract = folder.contract
         # optional inputs with defaults are listed as overridable initializers, not as inputs
@@ -46,7 +47,10 @@ class ModelRunner:
         self.has_logits_indices = C.LOGITS_INDICES in names
         self.vocab = folder.vocab_size
         self.binding = session.io_binding()
-        self.cache_device = cache_device
+        # an accelerator session copies a host input to the device when it is bound, not when it runs: there a
+        # refilled host buffer must be bound again, and the cache must live on the device
+        self.device = session_device(session)
+        self.copies_at_bind = self.device != "cpu"
         self._bound: tuple | None = None
         self._host: dict[str, np.ndarray] = {}  # host buffers bound by pointer, kept alive and reused
         self._ones = np.ones(256, np.int64)
@@ -57,6 +61,8 @@ class ModelRunner:
         if self._bound is not None and self._bound[0] is cache and self._bound[1:] == key[1:]:
             return
         dev, dev_id, dtype = cache.memory.device_type, cache.memory.device_id, cache.dtype
+        if dev != self.device:
+            raise ValueError(f"this session needs the KV cache in {self.device} memory, not {dev}")
         for layer in range(self.contract.num_layers):
             for j, (past, present) in enumerate(zip(self.contract.past_names(layer), self.contract.present_names(layer))):
                 ptr, shape = cache.pointer(2 * layer + j), cache.shape(rows, 2 * layer + j)
@@ -65,13 +71,15 @@ class ModelRunner:
         self._bound = key
 
     def _feed(self, name: str, values: np.ndarray) -> None:
-        """Bind a host input; a same-shaped buffer is refilled in place, so its binding stands."""
+        """Bind a host input; a same-shaped buffer is refilled in place, so on the CPU its binding stands."""
         buf = self._host.get(name)
         if buf is None or buf.shape != values.shape or buf.dtype != values.dtype:
             buf = self._host[name] = np.array(values, order="C")
-            self.binding.bind_input(name, "cpu", 0, buf.dtype, list(buf.shape), buf.ctypes.data)
         else:
             np.copyto(buf, values)
+            if not self.copies_at_bind:
+                return
+        self.binding.bind_input(name, "cpu", 0, buf.dtype, list(buf.shape), buf.ctypes.data)
 
     def _output(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         """A host output buffer of `shape`, rebound only when the shape changes."""

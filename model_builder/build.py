@@ -57,7 +57,7 @@ def open_source(source: str | Path) -> WeightSource:
 
 
 def default_build_dir(opts: BuildOptions) -> Path:
-    return home() / "models" / f"smollm2-135m-instruct-{opts.precision.value}-{opts.provider.value}"
+    return home() / "models" / f"smollm2-135m-instruct-{opts.tag}"
 
 
 def is_built(folder: Path) -> bool:

@@ -60,6 +60,11 @@ class BuildOptions:
             raise SourceError(f"lm_head bits must be 4 or 8, got {self.lm_head_bits}")
 
     @property
+    def tag(self) -> str:
+        """A folder-name suffix that tells builds with different options apart."""
+        return f"{self.precision.value}-{self.provider.value}" + ("" if self.query_seqlens else "-single")
+
+    @property
     def io_dtype(self) -> type:
         return IO_DTYPE[(self.precision, self.provider)]
 

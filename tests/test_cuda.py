@@ -130,3 +130,13 @@ def test_heavy_ops_run_on_the_device(precision, built, tmp_path):
     assert heavy <= placed.keys() or PROVIDER is not Provider.CUDA
     copies = [e for e in events if e.get("cat") == "Node" and e.get("args", {}).get("op_name", "").startswith("Memcpy")]
     assert len(copies) <= 2 * 6  # two runs, a handful each: never two per layer
+
+
+@pytest.mark.skipif(DEVICE == "cpu", reason="only an accelerator session refuses a host cache")
+def test_a_host_cache_is_refused(built):
+    """A host buffer bound to a device session is copied once, at bind time: the runner refuses it."""
+    llm = LLM(built("llama-gqa2", FLOAT), provider=PROVIDER.value)
+    c = llm.folder.contract
+    cache = KVCache(c.num_layers, c.num_kv_heads, c.head_dim, np.dtype(c.kv_dtype), slots=1, capacity=16)
+    with pytest.raises(ValueError, match=f"{DEVICE} memory"):
+        ModelRunner(llm.folder, llm.runner.session).run(prefill_inputs([5, 17, 33]), cache)

@@ -45,7 +45,8 @@ class Engine:
     def __init__(self, runner: ModelRunner, cache: KVCache, max_running: int = 16, max_waiting: int = 1024,
                  token_budget: int = 256, chunk_size: int = 128, lock: threading.Lock | None = None):
         if not runner.has_query_seqlens:
-            raise ValueError("this graph has no query_seqlens input, which batching needs; rebuild it with `llm-runtime build`")
+            raise ValueError("this graph has no query_seqlens input, which batching needs: rebuild it with "
+                             "`llm-runtime build` (without --no-query-seqlens; onnxruntime 1.32 or newer runs it)")
         self.runner, self.cache = runner, cache
         self.folder = runner.folder
         self.scheduler = Scheduler(cache, max_running, max_waiting, token_budget, chunk_size)
