@@ -1,7 +1,8 @@
 """Preallocated key/value buffers bound as both past input and present output.
 
 One buffer per layer and per key/value: [slots, kv_heads, capacity, head_dim]. Each sequence owns a
-slot (a row); a step binds the first `rows` slots, a contiguous prefix, so no copy happens per step.
+slot (a row); a step binds a run of consecutive slots (contiguous: the slot is the outermost axis), so no copy
+happens per step.
 GroupQueryAttention writes each row's new keys/values in place at that row's own offset. Layers with a
 window-sized cache (sliding-window layers) keep a fixed [slots, kv_heads, window + slack, head_dim] buffer
 that the op compacts in place; only the full-length layers grow.
@@ -114,5 +115,6 @@ class KVCache:
     def value(self, layer: int):
         return self.buffers[2 * layer + 1]
 
-    def pointer(self, index: int) -> int:
-        return self.memory.pointer(self.buffers[index])
+    def pointer(self, index: int, slot: int = 0) -> int:
+        """Address of buffer `index` from `slot` on: the slot is the outermost axis, so any run of slots is contiguous."""
+        return self.memory.pointer(self.buffers[index]) + slot * self.kv_heads * self.rows_of(index) * self.head_dim * self.dtype.itemsize

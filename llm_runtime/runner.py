@@ -14,19 +14,20 @@ from .providers import session_device
 
 @dataclass
 class Step:
-    """One graph call over the first `rows` cache slots, each row right-padded to `S` tokens."""
+    """One graph call over `rows` consecutive cache slots from `first_slot`, each row right-padded to `S` tokens."""
 
     input_ids: np.ndarray  # int64 [rows, S]
     totals: np.ndarray  # int64 [rows]: tokens in each row's cache after this step
     query_lens: np.ndarray  # int64 [rows]: valid tokens of each row in this step (0: idle row)
     logits_at: np.ndarray  # int64 [n]: flat positions (row * S + col) whose logits are wanted
+    first_slot: int = 0
 
 
-def prefill_inputs(prompt: list[int], cached: int = 0) -> Step:
-    """A single sequence's prompt (or the rest of it, after `cached` tokens) in one call; logits of the last token."""
+def prefill_inputs(prompt: list[int], cached: int = 0, slot: int = 0) -> Step:
+    """A single sequence's prompt (or the part after `cached` tokens) in one call; logits of the last token."""
     ids = np.asarray([prompt], dtype=np.int64)  # [1, S]
     n = ids.shape[1]
-    return Step(ids, np.array([cached + n]), np.array([n]), np.array([n - 1]))
+    return Step(ids, np.array([cached + n]), np.array([n]), np.array([n - 1]), slot)
 
 
 def decode_inputs(tokens: np.ndarray, totals: np.ndarray) -> Step:
@@ -56,8 +57,8 @@ class ModelRunner:
         self._ones = np.ones(256, np.int64)
         self._keep: np.ndarray | None = None  # the bound attention mask must outlive the run
 
-    def _bind_cache(self, cache: KVCache, rows: int) -> None:
-        key = (cache, cache.version, rows)  # the cache object itself: an id() could be reused after it is freed
+    def _bind_cache(self, cache: KVCache, first: int, rows: int) -> None:
+        key = (cache, cache.version, first, rows)  # the cache object itself: an id() could be reused after it is freed
         if self._bound is not None and self._bound[0] is cache and self._bound[1:] == key[1:]:
             return
         dev, dev_id, dtype = cache.memory.device_type, cache.memory.device_id, cache.dtype
@@ -65,7 +66,7 @@ class ModelRunner:
             raise ValueError(f"this session needs the KV cache in {self.device} memory, not {dev}")
         for layer in range(self.contract.num_layers):
             for j, (past, present) in enumerate(zip(self.contract.past_names(layer), self.contract.present_names(layer))):
-                ptr, shape = cache.pointer(2 * layer + j), cache.shape(rows, 2 * layer + j)
+                ptr, shape = cache.pointer(2 * layer + j, first), cache.shape(rows, 2 * layer + j)
                 self.binding.bind_input(past, dev, dev_id, dtype, shape, ptr)
                 self.binding.bind_output(present, dev, dev_id, dtype, shape, ptr)
         self._bound = key
@@ -100,9 +101,10 @@ class ModelRunner:
     def run(self, step: Step, cache: KVCache) -> np.ndarray:
         """Run one step; returns logits float32 [n, vocab] for `step.logits_at`, valid until the next run."""
         rows, width = step.input_ids.shape
+        first = step.first_slot
         t = int(step.totals.max())
         cache.ensure_capacity(t)
-        self._bind_cache(cache, rows)
+        self._bind_cache(cache, first, rows)
         self._feed(self.contract.input_ids, step.input_ids)
         mask = self._mask(step.totals, rows, t)
         self.binding.bind_input(self.contract.attention_mask, "cpu", 0, np.int64, [rows, t], mask.ctypes.data)
@@ -119,7 +121,8 @@ class ModelRunner:
             shape = (rows, width, self.vocab)
         logits = self._output(self.contract.logits, shape)
         self.session.run_with_iobinding(self.binding)
-        cache.lengths[:rows] = np.where(step.query_lens > 0, step.totals, cache.lengths[:rows])
+        held = cache.lengths[first:first + rows]
+        held[:] = np.where(step.query_lens > 0, step.totals, held)
         if self.has_logits_indices:
             return logits[0][:len(step.logits_at)]
         return logits.reshape(rows * width, self.vocab)[step.logits_at]

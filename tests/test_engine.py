@@ -4,8 +4,14 @@ import threading
 
 import pytest
 
+import numpy as np
+
+from kv_cache import KVCache
 from llm_runtime import LLM, SamplingParams
 from llm_runtime.engine import QueueFullError
+from llm_runtime.engine.engine import build_step, group_calls
+from llm_runtime.engine.scheduler import Scheduled
+from llm_runtime.engine.sequence import Sequence
 
 PROMPTS = ["Once upon a time", "The quick brown fox", "Héllo wörld 🙂", "What is the capital of France?",
            "0123456789", "naïve café", "<|im_start|>user\nhi<|im_end|>", "a", "lazy dog jumps"]
@@ -14,6 +20,36 @@ PROMPTS = ["Once upon a time", "The quick brown fox", "Héllo wörld 🙂", "Wha
 @pytest.fixture(scope="module")
 def llm(tiny_build):
     return LLM(tiny_build("llama-gqa2"), max_running=4, token_budget=12)
+
+
+def item(slot: int, prompt: int, cached: int, tokens: int) -> Scheduled:
+    seq = Sequence(list(range(1, prompt + 1)), SamplingParams())
+    seq.slot, seq.cached = slot, cached
+    return Scheduled(seq, list(range(100, 100 + tokens)))
+
+
+def test_decodes_never_share_a_call_with_prompt_chunks():
+    decodes = [item(s, 4, 6, 1) for s in (0, 1, 2)]
+    chunk = item(3, 20, 0, 8)
+    assert group_calls(decodes + [chunk]) == [decodes, [chunk]]
+    short, decode = item(0, 8, 0, 2), item(1, 4, 5, 1)
+    assert group_calls([short, decode]) == [[decode], [short]]  # even beside a two-token chunk
+
+
+def test_prompt_chunks_share_a_call_unless_padding_would_cost_more_than_the_work():
+    alike = [item(3, 20, 0, 8), item(4, 20, 0, 7)]
+    assert group_calls(alike) == [alike]
+    far_apart = [item(0, 20, 0, 8), item(7, 20, 19, 1)]  # 8 rows x 8 wide for 9 tokens
+    assert group_calls(far_apart) == [[far_apart[0]], [far_apart[1]]]
+
+
+def test_a_call_spans_only_the_slots_of_its_items():
+    cache = KVCache(2, 1, 16, np.float32, slots=8, capacity=32)
+    cache.lengths[:] = [5, 0, 0, 7, 0, 9, 0, 0]
+    step = build_step([item(3, 4, 7, 1), item(5, 4, 9, 1)], cache)
+    assert step.first_slot == 3 and step.input_ids.shape == (3, 1)
+    assert step.query_lens.tolist() == [1, 0, 1] and step.totals.tolist() == [8, 1, 10]
+    assert step.logits_at.tolist() == [0, 2]
 
 
 def test_batched_greedy_equals_one_at_a_time(llm):
@@ -91,22 +127,23 @@ def test_batched_equals_alone_with_window_sized_caches(tiny_build):
     assert [c.token_ids for c in llm.generate(PROMPTS[:5], params)] == alone
 
 
-def test_default_model_int4_batched_equals_alone(smollm_build):
-    """On the real int4 model, batched decode rows agree exactly with the single-sequence path.
+@pytest.mark.parametrize("budget", [512, 24], ids=["whole-prompts", "chunked-prompts"])
+def test_default_model_int4_batched_equals_alone(smollm_build, budget):
+    """On the real int4 model, every batched row equals its single-sequence output, also when prompts (about 35
+    tokens) are prefilled in chunks beside other rows' decodes.
 
-    Measured agreement and its cause: when every prompt is prefilled whole, all 8 rows equal their alone
-    outputs. With a small token budget (prompts split into chunks, chunks sharing steps with decodes),
-    greedy rows diverge after 5 to 22 tokens (39% of tokens agree, 1 of 8 rows whole). A decode row inside
-    a multi-token step, or a 1-token prompt chunk, goes through GroupQueryAttention's multi-token path
-    instead of its one-token path: 2.8e-5 to 4.4e-5 apart at fp32 (exact enough for the fp32 tests), but
-    MatMulNBits at accuracy_level 4 rounds activations to int8, which turns that into ~1 logit on
-    near-ties. fp32 models agree exactly either way (test_batched_greedy_equals_one_at_a_time).
+    Decodes always run in one-token calls (group_calls). Before that, a decode row right-padded into a
+    chunk's multi-token call went through GroupQueryAttention's multi-token path, 2.8e-5 to 4.4e-5 away from
+    its one-token path at fp32; MatMulNBits at accuracy_level 4 rounds activations to int8 and turned that
+    into ~1 logit on near-ties: 39% of tokens agreed with a budget of 24. A prompt prefilled in chunks on its
+    own cache gives the same tokens as a whole prefill here.
     """
-    llm = LLM(smollm_build("int4"), max_running=8, token_budget=512)
+    llm = LLM(smollm_build("int4"), max_running=8, token_budget=budget)
     params = SamplingParams(max_tokens=48, temperature=0, ignore_eos=True)
     prompts = [llm.render_chat([{"role": "user", "content": f"Tell me about {t}."}])
                for t in ("Paris", "the sea", "bread", "owls", "chess", "rain", "Mars", "jazz")]
     ids = [llm.encode(p, special=False) for p in prompts]
+    assert budget >= max(map(len, ids)) or budget < min(map(len, ids))
     alone = [[t for c in llm.stream_ids(i, params) for t in c.token_ids] for i in ids]
     batched = [h.result().token_ids for h in llm.engine.submit_all(ids, params)]
     assert batched == alone

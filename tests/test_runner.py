@@ -94,6 +94,20 @@ def test_two_rows_match_single_rows(folder, session):
     assert cache.lengths.tolist() == lens.tolist()
 
 
+def test_a_call_on_a_later_slot_binds_only_that_slot(folder, session):
+    """Row B prefills alone in slot 2 (bound at its offset), then both slots decode in one call."""
+    ref_a, ref_b = single_row(folder, session, A, [1]), single_row(folder, session, B, [6])
+    cache = new_cache(folder, 3, 16)
+    runner = ModelRunner(folder, session)
+    runner.run(prefill_inputs(A), cache)
+    np.testing.assert_allclose(runner.run(prefill_inputs(B, slot=2), cache)[0], ref_b[0][-1], atol=ATOL, rtol=0)
+    assert cache.lengths.tolist() == [len(A), 0, len(B)]
+    step = Step(np.array([[1], [0], [6]]), np.array([len(A) + 1, 1, len(B) + 1]), np.array([1, 0, 1]), np.array([0, 2]))
+    logits = runner.run(step, cache)
+    np.testing.assert_allclose(logits[0], ref_a[1][0], atol=ATOL, rtol=0)
+    np.testing.assert_allclose(logits[1], ref_b[1][0], atol=ATOL, rtol=0)
+
+
 def test_runner_sees_the_optional_inputs(folder, session):
     # graph inputs with a default initializer are listed by get_overridable_initializers(), not get_inputs()
     runner = ModelRunner(folder, session)

@@ -132,16 +132,21 @@ class Engine:
         if not plan:
             time.sleep(0.001)  # waiting requests that do not fit yet
             return
+        for call in group_calls(plan):
+            self._run(call)
+        self.steps += 1
+
+    def _run(self, call: list[Scheduled]) -> None:
+        """One graph call, then each of its sequences advances and, where its logits were computed, samples."""
         try:
-            logits = self.runner.run(build_step(plan, self.cache), self.cache)
-        except Exception as e:  # the engine outlives a failed step; its requests end with the error
+            logits = self.runner.run(build_step(call, self.cache), self.cache)
+        except Exception as e:  # the engine outlives a failed call; its requests end with the error
             log.exception("engine step failed")
-            for item in plan:
+            for item in call:
                 self._finish(item.seq, EngineError(f"generation failed: {e}"))
             return
-        self.steps += 1
         rows = iter(logits)
-        for item in plan:
+        for item in call:
             seq, samples = item.seq, item.wants_logits  # decided before the sequence advances
             if seq.out.generated == 0:
                 self.prompt_tokens += len(item.tokens)
@@ -170,19 +175,39 @@ class Engine:
         seq.handle.close()
 
 
-def build_step(plan: list[Scheduled], cache: KVCache) -> Step:
-    """Right-pad the scheduled rows into one call over the first `rows` slots; idle slots get Q = 0."""
-    rows = max(item.seq.slot for item in plan) + 1
-    width = max(len(item.tokens) for item in plan)
+def padded_tokens(items: list[Scheduled]) -> int:
+    """Token rows one right-padded call over these items computes: every slot in their range times the widest."""
+    slots = [item.seq.slot for item in items]
+    return (max(slots) - min(slots) + 1) * max(len(item.tokens) for item in items)
+
+
+def group_calls(plan: list[Scheduled]) -> list[list[Scheduled]]:
+    """A step's graph calls. The decodes share one one-token call: GroupQueryAttention's one-token path, the one
+    a sequence takes alone (right-padding them to a chunk's width would multiply their work and change their
+    numerics). The prompt chunks share one right-padded call while padding costs no more than the work itself,
+    else they go one call each."""
+    decodes = [item for item in plan if item.decode]
+    chunks = [item for item in plan if not item.decode]
+    calls = [decodes] if decodes else []
+    if chunks:
+        calls += [chunks] if padded_tokens(chunks) <= 2 * sum(len(c.tokens) for c in chunks) else [[c] for c in chunks]
+    return calls
+
+
+def build_step(items: list[Scheduled], cache: KVCache) -> Step:
+    """Right-pad the items into one call over the slots they span; idle slots in between get Q = 0."""
+    first = min(item.seq.slot for item in items)
+    rows = max(item.seq.slot for item in items) - first + 1
+    width = max(len(item.tokens) for item in items)
     ids = np.zeros((rows, width), np.int64)  # [rows, S]
-    totals = np.maximum(cache.lengths[:rows], 1)  # idle rows keep their length (at least 1, the op's rule)
+    totals = np.maximum(cache.lengths[first:first + rows], 1)  # idle rows keep their length (at least 1, the op's rule)
     query = np.zeros(rows, np.int64)
     logits_at = []
-    for item in plan:
-        slot, n = item.seq.slot, len(item.tokens)
-        ids[slot, :n] = item.tokens
-        totals[slot] = item.seq.cached + n
-        query[slot] = n
+    for item in items:
+        row, n = item.seq.slot - first, len(item.tokens)
+        ids[row, :n] = item.tokens
+        totals[row] = item.seq.cached + n
+        query[row] = n
         if item.wants_logits:
-            logits_at.append(slot * width + n - 1)
-    return Step(ids, totals, query, np.array(logits_at, np.int64))
+            logits_at.append(row * width + n - 1)
+    return Step(ids, totals, query, np.array(logits_at, np.int64), first)

@@ -19,6 +19,11 @@ class Scheduled:
     tokens: list[int]  # fed this step: one decode token or a prompt chunk
 
     @property
+    def decode(self) -> bool:
+        """One sampled token fed back (the prompt is all in the cache), not a prompt chunk."""
+        return self.seq.cached >= len(self.seq.prompt_ids)
+
+    @property
     def wants_logits(self) -> bool:
         """A decode, or the chunk that completes the prompt, samples a token."""
         return self.seq.cached + len(self.tokens) >= len(self.seq.prompt_ids)
