@@ -33,6 +33,15 @@ class Chunk:
     logprobs: tuple[TokenLogprob, ...] = ()
     usage: Usage | None = None  # on the last chunk
 
+    @classmethod
+    def join(cls, chunks: list["Chunk"]) -> "Chunk":
+        """Consecutive chunks of one stream as one (a reader that fell behind catches up in one piece)."""
+        if len(chunks) == 1:
+            return chunks[0]
+        last = chunks[-1]
+        return cls("".join(c.text for c in chunks), tuple(t for c in chunks for t in c.token_ids), last.finish_reason,
+                   tuple(lp for c in chunks for lp in c.logprobs), last.usage)
+
 
 @dataclass
 class Completion:

@@ -14,6 +14,13 @@ from .metrics import Metrics
 async def merged(handles) -> AsyncIterator[tuple[int, Chunk]]:
     """(choice index, chunk) from every handle as they arrive. Leaving early (a client gone, an error)
     cancels every request in the engine, which frees their slots at once."""
+    if len(handles) == 1:  # the common case needs no pump task and no second queue
+        try:
+            async for chunk in handles[0]:
+                yield 0, chunk
+        finally:
+            handles[0].cancel()
+        return
     queue: asyncio.Queue = asyncio.Queue()
 
     async def pump(i, h):

@@ -1,4 +1,5 @@
 """The engine on real graphs: batched results equal one-at-a-time results; nothing leaks."""
+import asyncio
 import random
 import threading
 
@@ -162,3 +163,21 @@ def test_a_stream_abandoned_midway_frees_its_slot(llm):
             break
         threading.Event().wait(0.01)
     assert llm.engine.stats().running == 0 and llm.engine.cache.free_slots == llm.engine.cache.slots
+
+
+def test_an_async_reader_that_fell_behind_gets_the_queued_chunks_joined(llm):
+    params = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True)
+    want = llm.generate("Once upon a time", params)
+
+    async def read_late():
+        handle = llm.submit("Once upon a time", params, loop=asyncio.get_running_loop())
+        while llm.engine.stats().running:  # the request finishes before anything is read
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        return [c async for c in handle]
+
+    chunks = asyncio.run(read_late())
+    assert len(chunks) == 1
+    assert chunks[0].token_ids == tuple(want.token_ids) and chunks[0].text == want.text
+    assert chunks[0].finish_reason == "length" and chunks[0].usage.completion_tokens == 12
+

@@ -83,12 +83,20 @@ class RequestHandle:
         self.done = True
 
     async def __aiter__(self) -> AsyncIterator[Chunk]:
+        """Chunks as they come; the chunks that queued up while the reader was busy arrive joined as one."""
         try:
-            while (item := await self._queue.get()) is not _END:
-                if isinstance(item, BaseException):
+            while True:
+                items = [await self._queue.get()]
+                while not self._queue.empty() and isinstance(items[-1], Chunk):
+                    items.append(self._queue.get_nowait())
+                chunks = [c for c in items if isinstance(c, Chunk)]
+                if chunks:
+                    yield Chunk.join(chunks)
+                if items[-1] is _END:
+                    break
+                if isinstance(items[-1], BaseException):
                     self.done = True
-                    raise item
-                yield item
+                    raise items[-1]
         except (GeneratorExit, asyncio.CancelledError):
             self.cancel()
             raise
