@@ -87,6 +87,39 @@ def test_smollm2_int4_greedy_matches_onnxruntime_genai(smol, messages):
         assert len(ref) == 64 and ours.finish_reason == "length"
 
 
+def test_long_prompt_prefilled_in_chunks_matches_one_call_and_onnxruntime_genai(smol):
+    """A 600-token prompt goes in as three chunks; the logits equal one whole call's and the greedy tokens equal
+    onnxruntime-genai's (which prefills in one call)."""
+    import numpy as np
+    import onnxruntime_genai as og
+    from importlib.resources import files
+
+    from kv_cache import KVCache
+    from llm_runtime.generation import PREFILL_CHUNK, prefill
+    from llm_runtime.runner import prefill_inputs
+
+    ids = smol.encode((files("prompts") / "bench_long.txt").read_text(encoding="utf-8"))[:600]
+    assert len(ids) == 600 > 2 * PREFILL_CHUNK
+    c = smol.folder.contract
+    caches = [KVCache(c.num_layers, c.num_kv_heads, c.head_dim, np.dtype(c.kv_dtype), slots=1, capacity=768)
+              for _ in range(2)]
+    chunked = prefill(smol.runner, caches[0], ids).copy()
+    whole = smol.runner.run(prefill_inputs(ids), caches[1])[-1]
+    np.testing.assert_allclose(chunked, whole, atol=1e-4, rtol=0)
+    ours = smol.generate(smol.tokenizer.decode(ids), SamplingParams(temperature=0, max_tokens=24, ignore_eos=True))
+    assert smol.encode(smol.tokenizer.decode(ids)) == ids
+    model = og.Model(str(smol.folder.path))
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(ids) + 24, min_length=len(ids) + 24, do_sample=False)
+    gen = og.Generator(model, params)
+    gen.append_tokens(ids)
+    ref = []
+    while not gen.is_done():
+        gen.generate_next_token()
+        ref.append(int(gen.get_next_tokens()[0]))
+    assert ours.token_ids == ref
+
+
 # ---- streaming, sampling, finish reasons, usage ----
 
 @pytest.mark.parametrize("params", [
