@@ -121,8 +121,7 @@ class ModelRunner:
             shape = (rows, width, self.vocab)
         logits = self._output(self.contract.logits, shape)
         self.session.run_with_iobinding(self.binding)
-        held = cache.lengths[first:first + rows]
-        held[:] = np.where(step.query_lens > 0, step.totals, held)
+        np.copyto(cache.lengths[first:first + rows], step.totals, where=step.query_lens > 0)
         if self.has_logits_indices:
             return logits[0][:len(step.logits_at)]
         return logits.reshape(rows * width, self.vocab)[step.logits_at]
