@@ -48,14 +48,13 @@ def stream_tokens(runner: ModelRunner, cache: KVCache, prompt_ids: list[int], sa
     """The decode loop. The cache's slot 0 holds this sequence."""
     cache.ensure_capacity(round_up(len(prompt_ids) + sampler.params.max_tokens))
     logits = prefill(runner, cache, prompt_ids)
-    total = len(prompt_ids)
-    token_buf = np.zeros(1, np.int64)
+    token, total = np.zeros(1, np.int64), np.array([len(prompt_ids)])
+    step = decode_inputs(token, total)  # refilled in place: one step object for the whole loop
     while True:
-        token, logprob = sampler.pick(logits)
-        chunk = out.add(token, logprob)
+        token[0], logprob = sampler.pick(logits)
+        chunk = out.add(int(token[0]), logprob)
         yield chunk
         if out.finished:
             return
-        total += 1
-        token_buf[0] = token
-        logits = runner.run(decode_inputs(token_buf, np.array([total])), cache)[0]
+        total[0] += 1
+        logits = runner.run(step, cache)[0]

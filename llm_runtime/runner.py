@@ -31,9 +31,11 @@ def prefill_inputs(prompt: list[int], cached: int = 0, slot: int = 0) -> Step:
 
 
 def decode_inputs(tokens: np.ndarray, totals: np.ndarray) -> Step:
-    """One new token per row: tokens int64 [rows], totals int64 [rows] after the step."""
+    """One new token per row: tokens int64 [rows], totals int64 [rows] after the step. The step holds views of
+    int64 arrays: refilling them in place makes it the next step."""
     rows = len(tokens)
-    return Step(tokens.reshape(rows, 1).astype(np.int64), totals, np.ones(rows, np.int64), np.arange(rows))
+    ids = np.asarray(tokens, np.int64).reshape(rows, 1)
+    return Step(ids, np.asarray(totals, np.int64), np.ones(rows, np.int64), np.arange(rows))
 
 
 class ModelRunner:
@@ -53,7 +55,7 @@ class ModelRunner:
         self.device = session_device(session)
         self.copies_at_bind = self.device != "cpu"
         self._bound: tuple | None = None
-        self._host: dict[str, np.ndarray] = {}  # host buffers bound by pointer, kept alive and reused
+        self._host: dict[str, np.ndarray] = {}  # host arrays bound by pointer, kept alive while bound
         self._ones = np.ones(256, np.int64)
         self._keep: np.ndarray | None = None  # the bound attention mask must outlive the run
 
@@ -72,15 +74,12 @@ class ModelRunner:
         self._bound = key
 
     def _feed(self, name: str, values: np.ndarray) -> None:
-        """Bind a host input; a same-shaped buffer is refilled in place, so on the CPU its binding stands."""
-        buf = self._host.get(name)
-        if buf is None or buf.shape != values.shape or buf.dtype != values.dtype:
-            buf = self._host[name] = np.array(values, order="C")
-        else:
-            np.copyto(buf, values)
-            if not self.copies_at_bind:
-                return
-        self.binding.bind_input(name, "cpu", 0, buf.dtype, list(buf.shape), buf.ctypes.data)
+        """Bind a host input by pointer, keeping the array alive. On the CPU the graph reads it when it runs, so
+        an array bound already (a step refilled in place) needs nothing; a device session copies at bind time."""
+        if self._host.get(name) is values and not self.copies_at_bind:
+            return
+        values = self._host[name] = np.ascontiguousarray(values)
+        self.binding.bind_input(name, "cpu", 0, values.dtype, list(values.shape), values.ctypes.data)
 
     def _output(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         """A host output buffer of `shape`, rebound only when the shape changes."""
