@@ -98,8 +98,6 @@ class LLM:
             return Completion.fold(self.stream(prompts, params), want)
         if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) for p in prompts):
             raise ParameterError("prompt", "prompts must be a string or a list of strings")
-        if not self.runner.has_query_seqlens:  # a graph that cannot batch (genai's builder, --no-query-seqlens)
-            return [self.generate(p, params) for p in prompts]
         handles = self.engine.submit_all([self.encode(p) for p in prompts], params or SamplingParams())
         return [h.result() for h in handles]  # all in flight at once, batched by the engine
 

@@ -102,6 +102,19 @@ def test_stream_and_seed_on_the_device(built):
     assert "".join(c.text for c in chunks) == first.text
 
 
+def test_engine_on_the_device(built, tiny_hf):
+    """Several requests batched on the device (onnxruntime < 1.32: runs of consecutive slots, no padded rows);
+    each row's greedy tokens agree with the reference up to fp16 near-ties."""
+    llm = LLM(built("llama-gqa2", FLOAT), provider=PROVIDER.value, max_running=3, token_budget=10)
+    prompts = [PROMPT, "Once upon a time", "Héllo wörld 🙂", "What is the capital of France?", "0123456789"]
+    for prompt, done in zip(prompts, llm.generate(prompts, GREEDY)):
+        ids = llm.encode(prompt)
+        ref = reference_logits("llama-gqa2", FLOAT, None, tiny_hf, ids + done.token_ids)[len(ids) - 1:-1]
+        gap = ref.max(axis=1) - ref[np.arange(len(done.token_ids)), done.token_ids]
+        assert len(done.token_ids) == GREEDY.max_tokens and gap.max() <= NEAR_TIE, prompt
+    assert llm.engine.stats().running == 0 and device_of(llm.engine.cache.buffers[0]) == DEVICE
+
+
 @pytest.mark.parametrize("precision", [FLOAT, "int4"])
 def test_heavy_ops_run_on_the_device(precision, built, tmp_path):
     """A profiled prefill and decode: attention, norms and weight products on the device, and no per-layer copies

@@ -44,6 +44,13 @@ def test_prompt_chunks_share_a_call_unless_padding_would_cost_more_than_the_work
     assert group_calls(far_apart) == [[far_apart[0]], [far_apart[1]]]
 
 
+def test_without_query_seqlens_calls_hold_no_idle_or_padded_rows():
+    decodes = [item(s, 4, 6, 1) for s in (0, 1, 3, 4, 6)]
+    chunks = [item(2, 20, 0, 8), item(5, 20, 0, 7)]
+    calls = group_calls(chunks + decodes[::-1], padded=False)
+    assert [[i.seq.slot for i in call] for call in calls] == [[0, 1], [3, 4], [6], [2], [5]]
+
+
 def test_a_call_spans_only_the_slots_of_its_items():
     cache = KVCache(2, 1, 16, np.float32, slots=8, capacity=32)
     cache.lengths[:] = [5, 0, 0, 7, 0, 9, 0, 0]

@@ -1,6 +1,10 @@
-"""Our built folders load and generate in onnxruntime-genai, and agree with transformers and our own driver."""
+"""Both ways: our built folders load and generate in onnxruntime-genai, and folders built by onnxruntime-genai's
+builder load and generate in our runtime (single sequence and engine), agreeing with transformers and each other."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +15,7 @@ from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM
 
 from graph_driver import PlainDecoder
+from llm_runtime import LLM, SamplingParams
 
 TEXTS = ["Hello, world! How are you today?", "naïve café — 日本語のテキスト 🤗", "In 2024, pi was 3.14159\n\n\ttabs"]
 
@@ -81,3 +86,52 @@ def test_genai_tiny_greedy_equals_ours_and_transformers(case, tiny_hf, tiny_buil
     with torch.no_grad():
         ref = hf.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=32)[0, len(prompt):].tolist()
     assert out == ref
+
+
+# ---- onnxruntime-genai's builds in our runtime ----
+
+GENAI_CASE = "llama-gqa2"
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="module")
+def genai_built(tiny_hf, tmp_path_factory):
+    """precision -> a folder built from the tiny llama by onnxruntime-genai's own builder (CPU)."""
+    made: dict[str, Path] = {}
+
+    def make(precision: str) -> Path:
+        if precision not in made:
+            out = tmp_path_factory.mktemp(f"genai-{precision}") / "model"
+            subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(tiny_hf(GENAI_CASE)),
+                            "-o", str(out), "-p", precision, "-e", "cpu", "-c", str(out.parent / "cache")],
+                           check=True, capture_output=True, env={**os.environ, **OFFLINE})
+            made[precision] = out
+        return made[precision]
+    return make
+
+
+def test_our_runtime_runs_genai_builds(genai_built, tiny_hf):
+    """fp32: our greedy tokens equal transformers'; int4: they equal onnxruntime-genai's on its own graph."""
+    prompt = [5, 17, 33, 100, 7, 250, 9, 11, 3, 42]
+    params = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)
+    ours = LLM(genai_built("fp32"))
+    assert not ours.runner.has_query_seqlens and not ours.runner.has_logits_indices
+    hf = AutoModelForCausalLM.from_pretrained(tiny_hf(GENAI_CASE), dtype=torch.float32).eval()
+    with torch.no_grad():
+        ref = hf.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=32)[0, len(prompt):].tolist()
+    assert [t for c in ours.stream_ids(prompt, params) for t in c.token_ids] == ref
+    int4 = genai_built("int4")
+    out = genai_greedy(og.Model(str(int4)), prompt, 32)
+    assert [t for c in LLM(int4).stream_ids(prompt, params) for t in c.token_ids] == out
+
+
+def test_engine_batches_a_graph_without_query_seqlens(genai_built):
+    """No idle or padded rows: decodes in runs of consecutive slots, each prompt chunk alone."""
+    llm = LLM(genai_built("fp32"), max_running=3, token_budget=10)
+    prompts = ["Once upon a time", "The quick brown fox jumps", "Héllo wörld 🙂", "What is the capital of France?",
+               "0123456789", "a"]
+    params = SamplingParams(temperature=0, max_tokens=20, ignore_eos=True)
+    alone = [llm.generate(p, params).token_ids for p in prompts]
+    assert [c.token_ids for c in llm.generate(prompts, params)] == alone
+    assert llm.engine.stats().running == 0 and llm.engine.cache.free_slots == 3
+

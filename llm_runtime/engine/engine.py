@@ -44,9 +44,6 @@ class Engine:
 
     def __init__(self, runner: ModelRunner, cache: KVCache, max_running: int = 16, max_waiting: int = 1024,
                  token_budget: int = 256, chunk_size: int = 128, lock: threading.Lock | None = None):
-        if not runner.has_query_seqlens:
-            raise ValueError("this graph has no query_seqlens input, which batching needs: rebuild it with "
-                             "`llm-runtime build` (without --no-query-seqlens; onnxruntime 1.32 or newer runs it)")
         self.runner, self.cache = runner, cache
         self.folder = runner.folder
         self.scheduler = Scheduler(cache, max_running, max_waiting, token_budget, chunk_size)
@@ -132,7 +129,7 @@ class Engine:
         if not plan:
             time.sleep(0.001)  # waiting requests that do not fit yet
             return
-        for call in group_calls(plan):
+        for call in group_calls(plan, padded=self.runner.has_query_seqlens):
             self._run(call)
         self.steps += 1
 
@@ -181,13 +178,23 @@ def padded_tokens(items: list[Scheduled]) -> int:
     return (max(slots) - min(slots) + 1) * max(len(item.tokens) for item in items)
 
 
-def group_calls(plan: list[Scheduled]) -> list[list[Scheduled]]:
-    """A step's graph calls. The decodes share one one-token call: GroupQueryAttention's one-token path, the one
+def group_calls(plan: list[Scheduled], padded: bool = True) -> list[list[Scheduled]]:
+    """A step's graph calls. The decodes share a one-token call: GroupQueryAttention's one-token path, the one
     a sequence takes alone (right-padding them to a chunk's width would multiply their work and change their
     numerics). The prompt chunks share one right-padded call while padding costs no more than the work itself,
-    else they go one call each."""
-    decodes = [item for item in plan if item.decode]
+    else they go one call each. A graph without query_seqlens (`padded` False: onnxruntime-genai's builder,
+    onnxruntime < 1.32) takes neither idle nor padded rows: decodes go in runs of consecutive slots, and each
+    chunk alone."""
+    decodes = sorted((item for item in plan if item.decode), key=lambda item: item.seq.slot)
     chunks = [item for item in plan if not item.decode]
+    if not padded:
+        runs: list[list[Scheduled]] = []
+        for item in decodes:
+            if runs and runs[-1][-1].seq.slot + 1 == item.seq.slot:
+                runs[-1].append(item)
+            else:
+                runs.append([item])
+        return runs + [[c] for c in chunks]
     calls = [decodes] if decodes else []
     if chunks:
         calls += [chunks] if padded_tokens(chunks) <= 2 * sum(len(c.tokens) for c in chunks) else [[c] for c in chunks]
