@@ -8,11 +8,11 @@ path onnxruntime-genai offers. Each measurement runs in a fresh process; results
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from importlib import resources
 
@@ -24,29 +24,34 @@ def prompts(n: int) -> list[str]:
 
 
 def ours(folder: str, n: int, tokens: int) -> dict:
+    """The N requests submitted one by one and read on one event loop, as the server reads them (one wakeup per
+    engine step for all streams, not a thread per stream)."""
     from llm_runtime import LLM, SamplingParams
 
     llm = LLM(folder, max_running=max(n, 1), token_budget=512)
     params = SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True)
     ids = [llm.encode(llm.render_chat([{"role": "user", "content": p}]), special=False) for p in prompts(n)]
     llm.generate("warm up", SamplingParams(max_tokens=4))
-    start = time.perf_counter()
-    handles = [llm.engine.submit(i, params) for i in ids]
     ttft, count = [], 0
-    def consume(h):
-        nonlocal count
-        first = None
-        for chunk in h:
-            first = first or time.perf_counter()
-            count += len(chunk.token_ids)
-        ttft.append(first - start)
 
-    threads = [threading.Thread(target=consume, args=(h,)) for h in handles]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - start
+    async def run() -> float:
+        loop = asyncio.get_running_loop()
+        start = time.perf_counter()
+        handles = [llm.engine.submit(i, params, loop) for i in ids]
+
+        async def consume(handle) -> None:
+            nonlocal count
+            first = True
+            async for chunk in handle:
+                if first:
+                    ttft.append(time.perf_counter() - start)
+                    first = False
+                count += len(chunk.token_ids)
+
+        await asyncio.gather(*(consume(h) for h in handles))
+        return time.perf_counter() - start
+
+    wall = asyncio.run(run())
     return {"tok_s": count / wall, "ttft_p50": statistics.median(ttft), "ttft_max": max(ttft), "wall": wall}
 
 
