@@ -2,6 +2,7 @@
 import asyncio
 import random
 import threading
+import time
 
 import pytest
 
@@ -178,9 +179,9 @@ def test_an_async_reader_that_fell_behind_gets_the_queued_chunks_joined(llm):
 
     async def read_late():
         handle = llm.submit("Once upon a time", params, loop=asyncio.get_running_loop())
-        while llm.engine.stats().running:  # the request finishes before anything is read
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)
+        while llm.engine.stats().running:  # the loop is blocked (busy elsewhere) until the request has finished
+            time.sleep(0.01)
+        time.sleep(0.2)  # the engine thread's last lines: hand over the final chunk and close
         return [c async for c in handle]
 
     chunks = asyncio.run(read_late())
