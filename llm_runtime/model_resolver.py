@@ -17,11 +17,15 @@ from model_builder.source import SourceError
 log = logging.getLogger(__name__)
 
 
+# GroupQueryAttention's query_seqlens input (what lets one call hold right-padded and idle rows)
+ORT_HAS_QUERY_SEQLENS = Version(ort.__version__).release >= (1, 32)
+
+
 def build_options_for(provider_build: str) -> BuildOptions:
     """int4 everywhere (the precision that runs fastest on CPU and fits GPUs best), with the batching input
     when this onnxruntime knows it (1.32 and newer)."""
     return BuildOptions(precision=Precision.INT4, provider=BuildProvider(provider_build),
-                        query_seqlens=Version(ort.__version__).release >= (1, 32))
+                        query_seqlens=ORT_HAS_QUERY_SEQLENS)
 
 
 def resolve_model(model: str | Path, provider_build: str = "cpu", progress: bool = True) -> Path:

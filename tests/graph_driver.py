@@ -1,4 +1,5 @@
-"""A deliberately plain driver for built graphs (growing past tensors, no IO binding).
+"""Deliberately plain drivers for built graphs: ours (growing past tensors, no IO binding) and onnxruntime-genai's
+greedy search.
 
 It checks the graph on its own, independently of the runtime's cache and binding logic.
 """
@@ -48,3 +49,21 @@ class PlainDecoder:
             logits, past = self.step(np.array([[out[-1]]]), np.ones((1, total)), past)
             out.append(int(logits[0, -1].argmax()))
         return out
+
+
+def genai_greedy(model, prompt: list[int], new_tokens: int, ignore_eos: bool = False) -> list[int]:
+    """onnxruntime-genai's greedy search from `prompt` (`model`: an og.Model); stops at the model's eos (unless
+    `ignore_eos`) or after `new_tokens`."""
+    import onnxruntime_genai as og
+
+    params = og.GeneratorParams(model)
+    length = len(prompt) + new_tokens
+    params.set_search_options(max_length=length, do_sample=False, **({"min_length": length} if ignore_eos else {}))
+    generator = og.Generator(model, params)
+    generator.append_tokens(np.array(prompt, dtype=np.int32))
+    out = []
+    while not generator.is_done():
+        generator.generate_next_token()
+        out.append(int(generator.get_next_tokens()[0]))
+    return out
+

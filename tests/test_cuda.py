@@ -10,13 +10,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from packaging.version import Version
 from transformers import AutoModelForCausalLM
 
 from kv_cache import KVCache
 from llm_runtime import LLM, SamplingParams
 from llm_runtime.providers import CAPABILITIES, Provider
 from llm_runtime.model_folder import ModelFolder
+from llm_runtime.model_resolver import ORT_HAS_QUERY_SEQLENS
 from llm_runtime.runner import ModelRunner, Step, decode_inputs, prefill_inputs
 from llm_runtime.session import SessionConfig, make_session
 
@@ -26,7 +26,6 @@ pytestmark = pytest.mark.skipif(ORT_NAME not in ort.get_available_providers(), r
 
 DEVICE = CAPABILITIES[PROVIDER].cache_device
 FLOAT = "fp16" if PROVIDER is Provider.CUDA else "fp32"
-QUERY_SEQLENS = Version(ort.__version__).release >= (1, 32)  # GroupQueryAttention's query_seqlens input
 PROMPT = "The quick brown fox jumps over the lazy dog."
 GREEDY = SamplingParams(temperature=0, max_tokens=48, ignore_eos=True)
 # a chosen token's reference logit may sit this far below the reference's best (an fp16 near-tie, not an error);
@@ -44,7 +43,8 @@ def built(tiny_build):
     from model_builder.precision import Provider as BuildProvider
 
     def make(case: str, precision: str) -> Path:
-        return tiny_build(case, precision, provider=BuildProvider(PROVIDER.value), query_seqlens=QUERY_SEQLENS)
+        return tiny_build(case, precision, provider=BuildProvider(PROVIDER.value),
+                          query_seqlens=ORT_HAS_QUERY_SEQLENS)
     return make
 
 
@@ -88,7 +88,8 @@ def test_cache_grows_in_device_memory(built):
     runner = ModelRunner(llm.folder, llm.runner.session)
     out = [int(runner.run(prefill_inputs(ids), cache)[-1].argmax())]
     while len(out) < len(want):
-        out.append(int(runner.run(decode_inputs(np.array([out[-1]]), np.array([len(ids) + len(out)])), cache)[0].argmax()))
+        step = decode_inputs(np.array([out[-1]]), np.array([len(ids) + len(out)]))
+        out.append(int(runner.run(step, cache)[0].argmax()))
     assert out == want
     assert cache.version == 2 and device_of(cache.buffers[0]) == DEVICE
 
@@ -125,7 +126,7 @@ def test_heavy_ops_run_on_the_device(precision, built, tmp_path):
     opts.profile_file_prefix = str(tmp_path / "profile")
     providers = [ORT_NAME] if PROVIDER is Provider.CPU else [ORT_NAME, "CPUExecutionProvider"]
     session = ort.InferenceSession(str(folder / "model.onnx"), opts, providers=providers)
-    llm_folder = LLM(folder, provider=PROVIDER.value).folder
+    llm_folder = ModelFolder.open(folder)
     c = llm_folder.contract
     cache = KVCache(c.num_layers, c.num_kv_heads, c.head_dim, np.dtype(c.kv_dtype), slots=1, capacity=64, device=DEVICE)
     runner = ModelRunner(llm_folder, session)

@@ -14,23 +14,10 @@ import torch
 from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM
 
-from graph_driver import PlainDecoder
+from graph_driver import PlainDecoder, genai_greedy
 from llm_runtime import LLM, SamplingParams
 
 TEXTS = ["Hello, world! How are you today?", "naïve café — 日本語のテキスト 🤗", "In 2024, pi was 3.14159\n\n\ttabs"]
-
-
-def genai_greedy(model: og.Model, prompt: list[int], new_tokens: int) -> list[int]:
-    """onnxruntime-genai's greedy search from `prompt`; stops at the model's eos or after `new_tokens`."""
-    params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(prompt) + new_tokens, do_sample=False)
-    generator = og.Generator(model, params)
-    generator.append_tokens(np.array(prompt, dtype=np.int32))
-    out = []
-    while not generator.is_done():
-        generator.generate_next_token()
-        out.append(int(generator.get_next_tokens()[0]))
-    return out
 
 
 def chat_ids(tok, question: str) -> list[int]:

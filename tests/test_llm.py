@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from graph_driver import genai_greedy
 from llm_runtime import LLM, Completion, SamplingParams
 from llm_runtime.model_folder import ModelFolderError
 from llm_runtime.providers import ProviderError
@@ -71,15 +72,7 @@ def test_smollm2_int4_greedy_matches_onnxruntime_genai(smol, messages):
     prompt = chat_text(smol, messages)
     ids = smol.encode(prompt)
     ours = smol.generate(prompt, SamplingParams(temperature=0, max_tokens=64))
-    model = og.Model(str(smol.folder.path))
-    params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(ids) + 64, do_sample=False)
-    gen = og.Generator(model, params)
-    gen.append_tokens(ids)
-    ref = []
-    while not gen.is_done():
-        gen.generate_next_token()
-        ref.append(int(gen.get_next_tokens()[0]))
+    ref = genai_greedy(og.Model(str(smol.folder.path)), ids, 64)
     assert ours.token_ids == ref
     if ref[-1] in smol.folder.eos_token_ids:
         assert len(ref) < 64 and ours.finish_reason == "stop"
@@ -108,16 +101,7 @@ def test_long_prompt_prefilled_in_chunks_matches_one_call_and_onnxruntime_genai(
     np.testing.assert_allclose(chunked, whole, atol=1e-4, rtol=0)
     ours = smol.generate(smol.tokenizer.decode(ids), SamplingParams(temperature=0, max_tokens=24, ignore_eos=True))
     assert smol.encode(smol.tokenizer.decode(ids)) == ids
-    model = og.Model(str(smol.folder.path))
-    params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(ids) + 24, min_length=len(ids) + 24, do_sample=False)
-    gen = og.Generator(model, params)
-    gen.append_tokens(ids)
-    ref = []
-    while not gen.is_done():
-        gen.generate_next_token()
-        ref.append(int(gen.get_next_tokens()[0]))
-    assert ours.token_ids == ref
+    assert ours.token_ids == genai_greedy(og.Model(str(smol.folder.path)), ids, 24, ignore_eos=True)
 
 
 # ---- streaming, sampling, finish reasons, usage ----

@@ -67,7 +67,8 @@ def test_device_memory_cache_binds_like_host_memory(folder, session):
     runner = ModelRunner(folder, session)
     out = [int(runner.run(prefill_inputs(A), cache)[-1].argmax())]
     for _ in range(29):
-        out.append(int(runner.run(decode_inputs(np.array([out[-1]]), np.array([len(A) + len(out)])), cache)[0].argmax()))
+        step = decode_inputs(np.array([out[-1]]), np.array([len(A) + len(out)]))
+        out.append(int(runner.run(step, cache)[0].argmax()))
     assert out == PlainDecoder(folder.path).greedy(A, 30)
     assert cache.version == 2 and cache.buffers[0].device_name() == "cpu"
 
