@@ -4,7 +4,8 @@
 
 Ours: N requests submitted at once to the engine (max_running = N), each 128 new tokens, greedy.
 Theirs: the same N requests as static batches of at most 16 (`batch_size` search option), the CPU
-path onnxruntime-genai offers. Each measurement runs in a fresh process; results are medians.
+path onnxruntime-genai offers. Both get the same text: each request rendered with the folder's chat template
+(SmolLM2's adds its default system prompt). Each measurement runs in a fresh process; results are medians.
 """
 from __future__ import annotations
 
@@ -23,6 +24,18 @@ def prompts(n: int) -> list[str]:
     return [f"Write a short story about {topics[i % len(topics)]}." for i in range(n)]
 
 
+def chat_texts(folder: str, n: int) -> list[str]:
+    """The N requests rendered with the folder's chat template, as the server renders them: the text both
+    engines tokenize, so both compute the same prompt tokens."""
+    from llm_runtime.chat_template import ChatTemplate
+    from llm_runtime.model_folder import ModelFolder
+
+    mf = ModelFolder.open(folder)
+    template = (ChatTemplate.from_folder(mf.path)
+                or ChatTemplate.fallback("chatml", eos_token=mf.special_token("eos_token") or ""))
+    return [template.render([{"role": "user", "content": p}], add_generation_prompt=True) for p in prompts(n)]
+
+
 def ours(folder: str, n: int, tokens: int) -> dict:
     """The N requests submitted one by one and read on one event loop, as the server reads them (one wakeup per
     engine step for all streams, not a thread per stream)."""
@@ -30,7 +43,7 @@ def ours(folder: str, n: int, tokens: int) -> dict:
 
     llm = LLM(folder, max_running=max(n, 1), token_budget=512)
     params = SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True)
-    ids = [llm.encode(llm.render_chat([{"role": "user", "content": p}]), special=False) for p in prompts(n)]
+    ids = [llm.encode(text, special=False) for text in chat_texts(folder, n)]
     llm.generate("warm up", SamplingParams(max_tokens=4))
     ttft, count = [], 0
 
@@ -60,7 +73,7 @@ def genai(folder: str, n: int, tokens: int, batch: int = 16) -> dict:
 
     model = og.Model(folder)
     tok = og.Tokenizer(model)
-    texts = [f"<|im_start|>user\n{p}<|im_end|>\n<|im_start|>assistant\n" for p in prompts(n)]
+    texts = chat_texts(folder, n)
     start, count, ttft = time.perf_counter(), 0, []
     for i in range(0, n, batch):
         part = texts[i:i + batch]
