@@ -93,6 +93,20 @@ class KVCache:
                 raise CacheFullError(f"{tokens} tokens exceed the cache's maximum of {self.max_capacity}")
             self._allocate(round_up(max(tokens, self.capacity * 3 // 2)))
 
+    @property
+    def copies_slots(self) -> bool:
+        """Whether `copy_slot_prefix` is available: host buffers without window-sized layers (a window buffer is
+        compacted in place by the op, so its rows are not positions)."""
+        return isinstance(self.memory, HostMemory) and not self.window_rows
+
+    def copy_slot_prefix(self, src: int, dst: int, tokens: int) -> None:
+        """Slot `dst` starts with the first `tokens` cached positions of slot `src` (a shared prompt prefix)."""
+        if not self.copies_slots:
+            raise ValueError("copying between slots needs host buffers without window-sized layers")
+        for buf in self.buffers:  # [slots, kv_heads, capacity, head_dim]
+            buf[dst, :, :tokens] = buf[src, :, :tokens]
+        self.lengths[dst] = tokens
+
     def allocate_slot(self) -> int:
         if not self._free:
             raise CacheFullError("no free cache slot")

@@ -58,6 +58,7 @@ class Metrics:
             gauges = {"llm_running_sequences": stats.running, "llm_waiting_sequences": stats.waiting,
                       "llm_cache_bytes": stats.cache_bytes, "llm_cache_used_tokens": stats.cache_used_tokens}
             counters = {"llm_prompt_tokens_total": stats.prompt_tokens,
+                        "llm_prompt_tokens_reused_total": stats.reused_prompt_tokens,
                         "llm_generation_tokens_total": stats.generated_tokens, "llm_engine_steps_total": stats.steps}
             lines += [x for k, v in gauges.items() for x in (f"# TYPE {k} gauge", f"{k} {v}")]
             lines += [x for k, v in counters.items() for x in (f"# TYPE {k} counter", f"{k} {v}")]

@@ -12,6 +12,7 @@ from kv_cache import KVCache
 from llm_runtime import LLM, SamplingParams
 from llm_runtime.engine import QueueFullError
 from llm_runtime.engine.engine import build_step, group_calls
+from llm_runtime.engine.prefix import MIN_SHARED, common_prefix
 from llm_runtime.engine.scheduler import Scheduled
 from llm_runtime.engine.sequence import Sequence
 
@@ -68,6 +69,16 @@ def test_batched_greedy_equals_one_at_a_time(llm):
     together = llm.generate(PROMPTS * 2, params)
     assert [c.token_ids for c in together] == alone * 2
     assert all(c.finish_reason == "length" and c.usage.completion_tokens == 24 for c in together)
+
+
+def test_prompts_sharing_a_prefix_copy_it_and_give_the_same_tokens_as_alone(llm):
+    system = "You are a careful assistant who answers briefly and never makes things up. "
+    prompts = [system + p for p in PROMPTS[:6]]
+    params = SamplingParams(max_tokens=16, temperature=0, ignore_eos=True)
+    alone = [llm.generate(p, params).token_ids for p in prompts]
+    before = llm.engine.stats().reused_prompt_tokens
+    assert [c.token_ids for c in llm.generate(prompts, params)] == alone
+    assert llm.engine.stats().reused_prompt_tokens - before >= 5 * len(llm.encode(system)) - 5
 
 
 def test_seeded_sampling_is_the_same_batched_or_alone(llm):
@@ -139,7 +150,8 @@ def test_batched_equals_alone_with_window_sized_caches(tiny_build):
 @pytest.mark.parametrize("budget", [512, 24], ids=["whole-prompts", "chunked-prompts"])
 def test_default_model_int4_batched_equals_alone(smollm_build, budget):
     """On the real int4 model, every batched row equals its single-sequence output, also when prompts (about 35
-    tokens) are prefilled in chunks beside other rows' decodes.
+    tokens) are prefilled in chunks beside other rows' decodes, and when seven of them copy the shared system
+    prompt from the first one's cache.
 
     Decodes always run in one-token calls (group_calls). Before that, a decode row right-padded into a
     chunk's multi-token call went through GroupQueryAttention's multi-token path, 2.8e-5 to 4.4e-5 away from
@@ -156,6 +168,8 @@ def test_default_model_int4_batched_equals_alone(smollm_build, budget):
     alone = [[t for c in llm.stream_ids(i, params) for t in c.token_ids] for i in ids]
     batched = [h.result().token_ids for h in llm.engine.submit_all(ids, params)]
     assert batched == alone
+    shared = common_prefix(ids[0], ids[1])  # the default system prompt and "Tell me about"
+    assert shared >= MIN_SHARED and llm.engine.stats().reused_prompt_tokens == 7 * shared  # copied, not computed
 
 
 def test_a_stream_abandoned_midway_frees_its_slot(llm):

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from kv_cache import KVCache
+from llm_runtime.engine.prefix import MIN_SHARED, find_donor
 from llm_runtime.engine.scheduler import QueueFullError, Scheduler
 from llm_runtime.engine.sequence import Sequence, Status
 from llm_runtime.sampling_params import SamplingParams
@@ -95,3 +96,71 @@ def test_memory_cap_holds_requests_back_until_they_fit():
     s.add(seq(10, max_tokens=300))  # would need 512: held back
     plan = s.schedule()
     assert len(plan) == 1 and len(s.waiting) == 1
+
+
+def sharing(prefix: int, tail: int, length: int = 4) -> Sequence:
+    """A prompt of `prefix` shared tokens, then `length` tokens of its own."""
+    return Sequence(list(range(1, prefix + 1)) + [1000 + tail] * length, SamplingParams(max_tokens=4))
+
+
+def test_a_shared_prompt_prefix_is_copied_from_the_running_sequence_not_computed_again():
+    s, cache = make(budget=64, chunk=64)
+    a, b = sharing(20, 1), sharing(20, 2)
+    s.add(a)
+    s.add(b)
+    plan = s.schedule()
+    assert [p.seq for p in plan] == [a] and s.waiting[0] is b  # b waits while a computes the prefix
+    for buf in cache.buffers:  # what the graph writes for a's 24 prompt tokens
+        buf[a.slot, :, :24] = np.arange(24, dtype=np.float32)[None, :, None] + 100 * a.slot + 1
+    advance(plan)
+    plan = s.schedule()
+    assert [(p.seq, p.tokens) for p in plan] == [(a, [99]), (b, b.prompt_ids[20:])]  # b computes only its own part
+    assert b.cached == 20 and cache.lengths[b.slot] == 20 and s.reused_tokens == 20
+    for buf in cache.buffers:
+        assert np.array_equal(buf[b.slot, :, :20], buf[a.slot, :, :20])
+        assert not buf[b.slot, :, 20:].any()  # a's own tokens are not copied
+
+
+def test_an_identical_prompt_still_computes_its_last_token():
+    s, _ = make(budget=64, chunk=64)
+    a, b = sharing(20, 1), sharing(20, 1)
+    s.add(a)
+    advance(s.schedule())
+    s.add(b)
+    plan = s.schedule()
+    assert plan[1].seq is b and plan[1].tokens == b.prompt_ids[-1:] and plan[1].wants_logits
+
+
+def test_a_short_common_prefix_is_computed_without_waiting():
+    s, _ = make(budget=64, chunk=64)
+    a, b = sharing(MIN_SHARED - 1, 1), sharing(MIN_SHARED - 1, 2)
+    s.add(a)
+    s.add(b)
+    assert [p.seq for p in s.schedule()] == [a, b] and b.cached == 0 and s.reused_tokens == 0
+
+
+def test_a_donor_that_finishes_early_leaves_the_waiting_sequence_to_compute_the_prefix():
+    s, _ = make(budget=64, chunk=8)
+    a, b = sharing(30, 1), sharing(30, 2)
+    s.add(a)
+    s.add(b)
+    advance(s.schedule())  # a has 8 of the 30 shared tokens; b waits
+    s.finish(a)  # cancelled
+    plan = s.schedule()
+    assert [p.seq for p in plan] == [b] and b.cached == 0
+
+
+def test_window_sized_caches_share_no_prefixes():
+    cache = KVCache(2, 1, 16, np.float32, slots=2, capacity=16, windows={0: 8})
+    s = Scheduler(cache, max_running=2, max_waiting=8, token_budget=64, chunk_size=64)
+    a, b = sharing(20, 1), sharing(20, 2)
+    s.add(a)
+    s.add(b)
+    assert [p.seq for p in s.schedule()] == [a, b] and not cache.copies_slots
+
+
+def test_the_donor_is_the_running_sequence_with_the_longest_shared_prefix():
+    short, long = sharing(20, 1), sharing(30, 1)
+    short.cached, long.cached = 24, 10
+    d = find_donor(sharing(30, 2), [short, long])
+    assert d.seq is long and d.shared == 30 and d.ready == 10

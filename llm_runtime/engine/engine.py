@@ -35,7 +35,8 @@ class EngineStats:
     cache_used_tokens: int
     steps: int
     generated_tokens: int
-    prompt_tokens: int
+    prompt_tokens: int  # computed by the graph
+    reused_prompt_tokens: int  # copied from another sequence's cache (a shared prompt prefix)
     healthy: bool
 
 
@@ -89,7 +90,7 @@ class Engine:
     def stats(self) -> EngineStats:
         s = self.scheduler
         return EngineStats(len(s.running), len(s.waiting), self.cache.nbytes, int(self.cache.lengths.sum()),
-                           self.steps, self.generated, self.prompt_tokens, self.healthy)
+                           self.steps, self.generated, self.prompt_tokens, s.reused_tokens, self.healthy)
 
     def shutdown(self) -> None:
         self._stop = True

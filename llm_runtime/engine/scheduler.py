@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from kv_cache import KVCache, round_up
 
+from .prefix import Donor, find_donor
 from .sequence import Sequence, Status
 
 
@@ -38,6 +39,7 @@ class Scheduler:
         self.chunk_size = chunk_size
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
+        self.reused_tokens = 0  # prompt tokens copied from another sequence's cache instead of computed
 
     def add(self, seq: Sequence) -> None:
         if len(self.waiting) >= self.max_waiting:
@@ -58,8 +60,14 @@ class Scheduler:
                 break
             plan.append(self._chunk(seq, budget))
             budget -= len(plan[-1].tokens)
-        while budget > 0 and self.waiting and len(self.running) < self.max_running and self._admit(self.waiting[0]):
-            seq = self.waiting.popleft()
+        while budget > 0 and self.waiting and len(self.running) < self.max_running:
+            seq = self.waiting[0]
+            donor = find_donor(seq, self.running) if self.cache.copies_slots else None
+            if donor is not None and donor.ready < donor.shared:
+                break  # the donor is still computing the prefix: take it when it is cached, not compute it twice
+            if not self._admit(seq, donor):
+                break
+            self.waiting.popleft()
             plan.append(self._chunk(seq, budget))
             budget -= len(plan[-1].tokens)
         return plan
@@ -68,14 +76,18 @@ class Scheduler:
         n = min(self.chunk_size, budget, len(seq.prompt_ids) - seq.cached)
         return Scheduled(seq, seq.prompt_ids[seq.cached:seq.cached + n])
 
-    def _admit(self, seq: Sequence) -> bool:
-        """Give `seq` a slot if the cache can hold it next to the running sequences."""
+    def _admit(self, seq: Sequence, donor: Donor | None) -> bool:
+        """Give `seq` a slot if the cache can hold it next to the running sequences; copy the donor's prefix."""
         need = round_up(max([seq.max_length] + [s.max_length for s in self.running]))
         cost = need * self.cache.slots * self.cache.bytes_per_token + self.cache.window_bytes
         if self.cache.max_bytes is not None and cost > self.cache.max_bytes:
             return False
         self.cache.ensure_capacity(need)
         seq.slot = self.cache.allocate_slot()
+        if donor is not None:
+            self.cache.copy_slot_prefix(donor.seq.slot, seq.slot, donor.ready)
+            seq.cached = donor.ready
+            self.reused_tokens += donor.ready
         seq.status = Status.RUNNING
         self.running.append(seq)
         return True
