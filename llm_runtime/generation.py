@@ -12,6 +12,7 @@ from .output_stream import OutputStream
 from .request_sampler import RequestSampler
 from .runner import ModelRunner, decode_inputs, prefill_inputs
 from .sampling_params import ParameterError, SamplingParams
+from .prompt_split import prefill_chunk, reusable
 
 
 def check_prompt(prompt_ids: list[int], params: SamplingParams, context_length: int, vocab_size: int) -> None:
@@ -36,18 +37,26 @@ def check_prompt(prompt_ids: list[int], params: SamplingParams, context_length: 
 PREFILL_CHUNK = 256
 
 
-def prefill(runner: ModelRunner, cache: KVCache, prompt_ids: list[int]) -> np.ndarray:
-    """The prompt into slot 0's cache, PREFILL_CHUNK tokens per call; logits float32 [vocab] of its last token."""
-    for start in range(0, len(prompt_ids), PREFILL_CHUNK):
-        logits = runner.run(prefill_inputs(prompt_ids[start:start + PREFILL_CHUNK], cached=start), cache)
+def prefill(runner: ModelRunner, cache: KVCache, prompt_ids: list[int], cached: int = 0) -> np.ndarray:
+    """The prompt, past the `cached` tokens slot 0 already holds, into slot 0's cache, PREFILL_CHUNK tokens per
+    call; logits float32 [vocab] of its last token."""
+    while cached < len(prompt_ids):
+        n = prefill_chunk(len(prompt_ids) - cached, PREFILL_CHUNK)
+        logits = runner.run(prefill_inputs(prompt_ids[cached:cached + n], cached=cached), cache)
+        cached += n
     return logits[-1]
 
 
 def stream_tokens(runner: ModelRunner, cache: KVCache, prompt_ids: list[int], sampler: RequestSampler,
-                  out: OutputStream) -> Iterator[Chunk]:
-    """The decode loop. The cache's slot 0 holds this sequence."""
+                  out: OutputStream, held: list[int]) -> Iterator[Chunk]:
+    """The decode loop. The cache's slot 0 holds this sequence; `held` lists the tokens whose keys and values
+    it holds, kept true as the loop runs: the prompt's common prefix with them is not computed again (the
+    history of a conversation), only the rest, as a chunked prefill would."""
+    reuse = reusable(held, prompt_ids)
+    del held[reuse:]
     cache.ensure_capacity(round_up(len(prompt_ids) + sampler.params.max_tokens))
-    logits = prefill(runner, cache, prompt_ids)
+    logits = prefill(runner, cache, prompt_ids, reuse)
+    held += prompt_ids[reuse:]
     token, total = np.zeros(1, np.int64), np.array([len(prompt_ids)])
     step = decode_inputs(token, total)  # refilled in place: one step object for the whole loop
     while True:
@@ -58,3 +67,4 @@ def stream_tokens(runner: ModelRunner, cache: KVCache, prompt_ids: list[int], sa
             return
         total[0] += 1
         logits = runner.run(step, cache)[0]
+        held.append(int(token[0]))

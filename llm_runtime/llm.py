@@ -44,6 +44,7 @@ class LLM:
         self.cache = KVCache(c.num_layers, c.num_kv_heads, c.head_dim, np.dtype(c.kv_dtype), slots=1, capacity=256,
                              device=cap.cache_device, max_bytes=max_cache_bytes, max_capacity=self.folder.context_length,
                              windows=dict(c.window_cache))
+        self._held: list[int] = []  # tokens whose keys and values self.cache's slot 0 holds
         self.tokenizer = self.folder.tokenizer
         self.template = (ChatTemplate.from_folder(self.folder.path)
                          or ChatTemplate.fallback("chatml", eos_token=self.folder.special_token("eos_token") or ""))
@@ -85,7 +86,7 @@ class LLM:
         out = OutputStream(self.tokenizer, prompt_ids, params, self.folder.eos_token_ids)
         sampler = RequestSampler(params, prompt_ids, self.folder.eos_token_ids, out.token_text)
         with self._lock:
-            yield from stream_tokens(self.runner, self.cache, prompt_ids, sampler, out)
+            yield from stream_tokens(self.runner, self.cache, prompt_ids, sampler, out, self._held)
 
     def stream(self, prompt: str, params: SamplingParams | None = None) -> Iterator[Chunk]:
         """Text deltas and token ids as they are generated."""

@@ -12,9 +12,9 @@ from kv_cache import KVCache
 from llm_runtime import LLM, SamplingParams
 from llm_runtime.engine import QueueFullError
 from llm_runtime.engine.engine import build_step, group_calls
-from llm_runtime.engine.prefix import MIN_SHARED, common_prefix
 from llm_runtime.engine.scheduler import Scheduled
 from llm_runtime.engine.sequence import Sequence
+from llm_runtime.prompt_split import MIN_SHARED, common_prefix
 
 PROMPTS = ["Once upon a time", "The quick brown fox", "Héllo wörld 🙂", "What is the capital of France?",
            "0123456789", "naïve café", "<|im_start|>user\nhi<|im_end|>", "a", "lazy dog jumps"]

@@ -97,8 +97,10 @@ def test_long_prompt_prefilled_in_chunks_matches_one_call_and_onnxruntime_genai(
     caches = [KVCache(c.num_layers, c.num_kv_heads, c.head_dim, np.dtype(c.kv_dtype), slots=1, capacity=768)
               for _ in range(2)]
     chunked = prefill(smol.runner, caches[0], ids).copy()
-    whole = smol.runner.run(prefill_inputs(ids), caches[1])[-1]
-    np.testing.assert_allclose(chunked, whole, atol=1e-4, rtol=0)
+    whole = smol.runner.run(prefill_inputs(ids), caches[1])[-1].copy()
+    np.testing.assert_array_equal(chunked, whole)  # bit-identical: what prefix reuse relies on
+    for held in (300, 598):  # a cache holding the first `held` tokens (a conversation's history) computes the rest
+        np.testing.assert_array_equal(prefill(smol.runner, caches[0], ids, cached=held), whole)
     ours = smol.generate(smol.tokenizer.decode(ids), SamplingParams(temperature=0, max_tokens=24, ignore_eos=True))
     assert smol.encode(smol.tokenizer.decode(ids)) == ids
     assert ours.token_ids == genai_greedy(og.Model(str(smol.folder.path)), ids, 24, ignore_eos=True)
@@ -244,6 +246,50 @@ def test_generate_list_of_prompts(smol):
     prompts = ["The capital of France is", "One, two, three,"]
     done = smol.generate(prompts, params)
     assert [d.token_ids for d in done] == [smol.generate(p, params).token_ids for p in prompts]
+
+
+# ---- the single path keeps what its cache holds ----
+
+def watch_cached(llm: LLM, monkeypatch) -> list[int]:
+    """Records how many tokens the cache held before each of the single path's graph calls (the real runner,
+    watched): a generation's first entry says how much of its prompt it found there."""
+    seen, run = [], llm.runner.run
+
+    def watched(step, cache):
+        seen.append(int(step.totals[0] - step.query_lens[0]))
+        return run(step, cache)
+    monkeypatch.setattr(llm.runner, "run", watched)
+    return seen
+
+
+def test_a_conversation_computes_only_its_new_turn(smol, smollm_build, monkeypatch):
+    greedy = SamplingParams(temperature=0, max_tokens=24)
+    first = smol.chat(FRANCE, greedy)
+    turn = FRANCE + [{"role": "assistant", "content": first.text}, {"role": "user", "content": "And of Italy?"}]
+    first_ids, ids = (smol.encode(smol.render_chat(m), special=False) for m in (FRANCE, turn))
+    seen = watch_cached(smol, monkeypatch)
+    second = smol.chat(turn, greedy)
+    assert seen[0] >= len(first_ids) + first.usage.completion_tokens - 1  # the history: prompt and fed reply
+    assert second.token_ids == LLM(smollm_build("int4")).chat(turn, greedy).token_ids  # as a fresh model
+    assert second.usage.prompt_tokens == len(ids)
+
+
+def test_an_abandoned_stream_leaves_its_cache_record_true(tiny, tiny_build, monkeypatch):
+    ids = tiny.encode(TINY_PROMPT + " " + TINY_PROMPT)
+    got = []
+    for chunk in tiny.stream_ids(ids, GREEDY_64):
+        got += chunk.token_ids
+        if len(got) == 4:
+            break  # the generator closes: 4 tokens sampled, the first 3 fed to the cache
+    seen = watch_cached(tiny, monkeypatch)
+    fresh = LLM(tiny_build("llama-gqa2"))
+    longer = ids + got + tiny.encode(" Then the dog woke up.", special=False)
+    assert [t for c in tiny.stream_ids(longer, GREEDY_64) for t in c.token_ids] == \
+        [t for c in fresh.stream_ids(longer, GREEDY_64) for t in c.token_ids]
+    assert seen[0] == len(ids) + 3  # the prompt and the fed tokens, not the 4th
+    del seen[:]
+    short = tiny.generate("Hi", GREEDY_64)  # shares less than MIN_SHARED tokens: computed whole
+    assert seen[0] == 0 and short.token_ids == fresh.generate("Hi", GREEDY_64).token_ids
 
 
 # ---- graphs without the batching input (onnxruntime < 1.32) ----

@@ -3,10 +3,11 @@ import numpy as np
 import pytest
 
 from kv_cache import KVCache
-from llm_runtime.engine.prefix import MIN_SHARED, find_donor
+from llm_runtime.engine.prefix import find_donor
 from llm_runtime.engine.scheduler import QueueFullError, Scheduler
 from llm_runtime.engine.sequence import Sequence, Status
 from llm_runtime.sampling_params import SamplingParams
+from llm_runtime.prompt_split import MIN_SHARED, prefill_chunk
 
 
 def make(slots=4, budget=16, chunk=8, max_waiting=8, max_bytes=None):
@@ -121,14 +122,14 @@ def test_a_shared_prompt_prefix_is_copied_from_the_running_sequence_not_computed
         assert not buf[b.slot, :, 20:].any()  # a's own tokens are not copied
 
 
-def test_an_identical_prompt_still_computes_its_last_token():
+def test_an_identical_prompt_still_computes_its_last_two_tokens():
     s, _ = make(budget=64, chunk=64)
     a, b = sharing(20, 1), sharing(20, 1)
     s.add(a)
     advance(s.schedule())
     s.add(b)
     plan = s.schedule()
-    assert plan[1].seq is b and plan[1].tokens == b.prompt_ids[-1:] and plan[1].wants_logits
+    assert plan[1].seq is b and plan[1].tokens == b.prompt_ids[-2:] and plan[1].wants_logits
 
 
 def test_a_short_common_prefix_is_computed_without_waiting():
@@ -164,3 +165,21 @@ def test_the_donor_is_the_running_sequence_with_the_longest_shared_prefix():
     short.cached, long.cached = 24, 10
     d = find_donor(sharing(30, 2), [short, long])
     assert d.seq is long and d.shared == 30 and d.ready == 10
+
+
+def test_a_prompt_chunk_is_never_one_token_of_a_longer_prompt():
+    s, _ = make(budget=16, chunk=8)
+    a = seq(17)
+    s.add(a)
+    sizes = []
+    while a.prefilling:
+        plan = s.schedule()
+        sizes.append([len(p.tokens) for p in plan])
+        advance(plan)
+    assert sizes == [[8], [7], [2]]  # 8 + 8 would leave one token for a call of its own
+
+
+@pytest.mark.parametrize("remaining, limit, want", [(1, 8, 1), (5, 8, 5), (9, 8, 7), (10, 8, 8), (3, 2, 0),
+                                                    (5, 1, 0), (4, 2, 2)])
+def test_prefill_chunk(remaining, limit, want):
+    assert prefill_chunk(remaining, limit) == want

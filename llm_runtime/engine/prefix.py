@@ -4,25 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..prompt_split import reusable
 from .sequence import Sequence
-
-MIN_SHARED = 16  # tokens: a shorter common prefix is not worth a copy or a wait
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    """How many leading tokens `a` and `b` have in common."""
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 @dataclass(frozen=True)
 class Donor:
     seq: Sequence  # a running sequence whose prompt starts like the newcomer's
-    shared: int  # tokens both prompts start with, at most the newcomer's prompt less its last token
+    shared: int  # tokens both prompts start with, at most the newcomer's prompt less its last token (`reusable`)
 
     @property
     def ready(self) -> int:
@@ -31,12 +20,10 @@ class Donor:
 
 
 def find_donor(seq: Sequence, running: list[Sequence]) -> Donor | None:
-    """The running sequence with the longest common prompt prefix (then the most of it cached), if that prefix
-    holds MIN_SHARED tokens. The newcomer's last prompt token is always computed: its logits start the output."""
-    limit = len(seq.prompt_ids) - 1
+    """The running sequence with the longest reusable prompt prefix (then the most of it cached), if any."""
     best: Donor | None = None
     for other in running:
-        d = Donor(other, min(common_prefix(seq.prompt_ids, other.prompt_ids), limit))
-        if d.shared >= MIN_SHARED and (best is None or (d.shared, d.ready) > (best.shared, best.ready)):
+        d = Donor(other, reusable(other.prompt_ids, seq.prompt_ids))
+        if d.shared and (best is None or (d.shared, d.ready) > (best.shared, best.ready)):
             best = d
     return best

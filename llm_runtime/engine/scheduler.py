@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from kv_cache import KVCache, round_up
 
+from ..prompt_split import prefill_chunk
+
 from .prefix import Donor, find_donor
 from .sequence import Sequence, Status
 
@@ -58,8 +60,7 @@ class Scheduler:
         for seq in [s for s in self.running if s.prefilling]:
             if budget <= 0:
                 break
-            plan.append(self._chunk(seq, budget))
-            budget -= len(plan[-1].tokens)
+            budget -= self._add_chunk(plan, seq, budget)
         while budget > 0 and self.waiting and len(self.running) < self.max_running:
             seq = self.waiting[0]
             donor = find_donor(seq, self.running) if self.cache.copies_slots else None
@@ -68,13 +69,15 @@ class Scheduler:
             if not self._admit(seq, donor):
                 break
             self.waiting.popleft()
-            plan.append(self._chunk(seq, budget))
-            budget -= len(plan[-1].tokens)
+            budget -= self._add_chunk(plan, seq, budget)
         return plan
 
-    def _chunk(self, seq: Sequence, budget: int) -> Scheduled:
-        n = min(self.chunk_size, budget, len(seq.prompt_ids) - seq.cached)
-        return Scheduled(seq, seq.prompt_ids[seq.cached:seq.cached + n])
+    def _add_chunk(self, plan: list[Scheduled], seq: Sequence, budget: int) -> int:
+        """Plan `seq`'s next prompt chunk, cut by `prefill_chunk`; returns its length (0: none this step)."""
+        n = prefill_chunk(len(seq.prompt_ids) - seq.cached, min(self.chunk_size, budget))
+        if n:
+            plan.append(Scheduled(seq, seq.prompt_ids[seq.cached:seq.cached + n]))
+        return n
 
     def _admit(self, seq: Sequence, donor: Donor | None) -> bool:
         """Give `seq` a slot if the cache can hold it next to the running sequences; copy the donor's prefix."""
