@@ -107,10 +107,16 @@ class KVCache:
             buf[dst, :, :tokens] = buf[src, :, :tokens]
         self.lengths[dst] = tokens
 
-    def allocate_slot(self) -> int:
+    def allocate_slot(self, avoid=()) -> int:
+        """The lowest free slot not in `avoid` (slots whose contents are worth keeping), else the lowest free slot."""
         if not self._free:
             raise CacheFullError("no free cache slot")
-        slot = self._free.pop()
+        slot = next((s for s in reversed(self._free) if s not in avoid), self._free[-1])
+        return self.take_slot(slot)
+
+    def take_slot(self, slot: int) -> int:
+        """Allocate this free slot (its buffer rows are left as they are)."""
+        self._free.remove(slot)
         self.lengths[slot] = 0
         return slot
 

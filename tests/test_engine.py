@@ -81,6 +81,19 @@ def test_prompts_sharing_a_prefix_copy_it_and_give_the_same_tokens_as_alone(llm)
     assert llm.engine.stats().reused_prompt_tokens - before >= 5 * len(llm.encode(system)) - 5
 
 
+def test_the_next_turn_of_a_conversation_takes_the_slot_its_history_left(llm, tiny_build):
+    params = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True)
+    first_ids = llm.encode(" ".join(PROMPTS[:4]))
+    first = llm.submit(first_ids, params).result()
+    turn = first_ids + list(first.token_ids) + llm.encode(" And then?", special=False)
+    before = llm.engine.stats().reused_prompt_tokens
+    second = llm.submit(turn, params).result()
+    # the history in the slot: the prompt and every output token but the last, which was never fed
+    assert llm.engine.stats().reused_prompt_tokens - before == len(first_ids) + len(first.token_ids) - 1
+    fresh = LLM(tiny_build("llama-gqa2"))
+    assert second.token_ids == [t for c in fresh.stream_ids(turn, params) for t in c.token_ids]
+
+
 def test_seeded_sampling_is_the_same_batched_or_alone(llm):
     params = SamplingParams(max_tokens=16, temperature=0.9, top_p=0.9, seed=7, ignore_eos=True)
     alone = [llm.generate(p, params).token_ids for p in PROMPTS[:4]]

@@ -160,11 +160,53 @@ def test_window_sized_caches_share_no_prefixes():
     assert [p.seq for p in s.schedule()] == [a, b] and not cache.copies_slots
 
 
-def test_the_donor_is_the_running_sequence_with_the_longest_shared_prefix():
+def test_the_donor_holds_the_longest_shared_prefix_then_the_most_of_it_ready():
     short, long = sharing(20, 1), sharing(30, 1)
-    short.cached, long.cached = 24, 10
-    d = find_donor(sharing(30, 2), [short, long])
-    assert d.seq is long and d.shared == 30 and d.ready == 10
+    (short.slot, short.cached), (long.slot, long.cached) = (0, 24), (1, 10)
+    d = find_donor(sharing(30, 2), [short, long], {})
+    assert (d.slot, d.shared, d.ready, d.free) == (1, 30, 10, False)
+    d = find_donor(sharing(30, 2), [short, long], {3: sharing(30, 1).prompt_ids})
+    assert (d.slot, d.shared, d.ready, d.free) == (3, 30, 30, True)  # a finished sequence's slot, all ready
+
+
+def finished(s: Scheduler, cache: KVCache, x: Sequence) -> None:
+    """Run `x` through its prompt and one decode, mark its cache rows, and finish it."""
+    s.add(x)
+    for _ in range(2):  # the prompt (samples 99), then one decode (feeds 99, samples 99)
+        plan = s.schedule()
+        advance(plan)
+        x.output_ids.append(99)
+    for buf in cache.buffers:
+        buf[x.slot, :, :x.cached] = 1.0 + x.slot
+    s.finish(x)
+
+
+def test_a_finished_sequences_slot_keeps_its_tokens_for_the_next_turn():
+    s, cache = make(slots=3, budget=64, chunk=64)
+    a = sharing(20, 1)
+    finished(s, cache, a)
+    assert s.retained == {a.slot: a.prompt_ids + [99]} and cache.free_slots == 3  # the fed tokens, not the last
+    turn = Sequence(a.prompt_ids + [99, 99, 7, 8], SamplingParams(max_tokens=4))  # the history, then a new message
+    s.add(turn)
+    plan = s.schedule()
+    assert turn.slot == a.slot and turn.cached == 25 and plan[0].tokens == [99, 7, 8]
+    assert s.reused_tokens == 25 and not s.retained and cache.lengths[turn.slot] == 25
+    for buf in cache.buffers:
+        assert (buf[turn.slot, :, :25] == 1.0 + a.slot).all()  # taken in place, not copied
+
+
+def test_new_sequences_take_unretained_slots_first():
+    s, cache = make(slots=2, budget=64, chunk=64)
+    a = sharing(20, 1)
+    finished(s, cache, a)
+    other = seq(4)
+    s.add(other)
+    s.schedule()
+    assert other.slot != a.slot and a.slot in s.retained
+    last = seq(5)
+    s.add(last)
+    s.schedule()
+    assert last.slot == a.slot and not s.retained  # the only free slot: its tokens are given up
 
 
 def test_a_prompt_chunk_is_never_one_token_of_a_longer_prompt():

@@ -1,5 +1,6 @@
-"""Shared prompt prefixes: a new sequence copies the cache rows of a running sequence's identical prompt prefix
-(a system prompt, the history of a conversation) instead of computing them again."""
+"""Shared prompt prefixes: a new sequence whose prompt starts like the tokens another cache slot holds (a system
+prompt, the history of a conversation) takes their keys and values instead of computing them again: copied from
+a running sequence's slot, or in place from the slot a finished sequence left."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,20 +11,15 @@ from .sequence import Sequence
 
 @dataclass(frozen=True)
 class Donor:
-    seq: Sequence  # a running sequence whose prompt starts like the newcomer's
-    shared: int  # tokens both prompts start with, at most the newcomer's prompt less its last token (`reusable`)
-
-    @property
-    def ready(self) -> int:
-        """Shared tokens already in the donor's cache: what a copy can take now."""
-        return min(self.shared, self.seq.cached)
+    slot: int
+    shared: int  # leading prompt tokens the slot holds or will hold (`reusable`)
+    ready: int  # of those, already in the slot's cache: what can be taken now
+    free: bool  # a finished sequence's slot: the newcomer takes the slot itself, no copy
 
 
-def find_donor(seq: Sequence, running: list[Sequence]) -> Donor | None:
-    """The running sequence with the longest reusable prompt prefix (then the most of it cached), if any."""
-    best: Donor | None = None
-    for other in running:
-        d = Donor(other, reusable(other.prompt_ids, seq.prompt_ids))
-        if d.shared and (best is None or (d.shared, d.ready) > (best.shared, best.ready)):
-            best = d
-    return best
+def find_donor(seq: Sequence, running: list[Sequence], retained: dict[int, list[int]]) -> Donor | None:
+    """The best source of `seq`'s prompt prefix: the most shared tokens, then the most of them ready, then a free
+    slot (no copy). `running`: sequences whose slots can be copied; `retained`: free slot -> tokens it holds."""
+    donors = [Donor(o.slot, n, min(n, o.cached), False) for o in running if (n := reusable(o.token_ids, seq.prompt_ids))]
+    donors += [Donor(slot, n, n, True) for slot, held in retained.items() if (n := reusable(held, seq.prompt_ids))]
+    return max(donors, key=lambda d: (d.shared, d.ready, d.free), default=None)

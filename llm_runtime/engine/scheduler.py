@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from kv_cache import KVCache, round_up
 
-from ..prompt_split import prefill_chunk
+from ..prompt_split import MIN_SHARED, prefill_chunk
 
 from .prefix import Donor, find_donor
 from .sequence import Sequence, Status
@@ -41,7 +41,9 @@ class Scheduler:
         self.chunk_size = chunk_size
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
-        self.reused_tokens = 0  # prompt tokens copied from another sequence's cache instead of computed
+        self.reused_tokens = 0  # prompt tokens taken from another sequence's cache instead of computed
+        # free slot -> the tokens a finished sequence left in it, until the slot is given to another sequence
+        self.retained: dict[int, list[int]] = {}
 
     def add(self, seq: Sequence) -> None:
         if len(self.waiting) >= self.max_waiting:
@@ -63,7 +65,7 @@ class Scheduler:
             budget -= self._add_chunk(plan, seq, budget)
         while budget > 0 and self.waiting and len(self.running) < self.max_running:
             seq = self.waiting[0]
-            donor = find_donor(seq, self.running) if self.cache.copies_slots else None
+            donor = self._donor(seq)
             if donor is not None and donor.ready < donor.shared:
                 break  # the donor is still computing the prefix: take it when it is cached, not compute it twice
             if not self._admit(seq, donor):
@@ -79,27 +81,40 @@ class Scheduler:
             plan.append(Scheduled(seq, seq.prompt_ids[seq.cached:seq.cached + n]))
         return n
 
+    def _donor(self, seq: Sequence) -> Donor | None:
+        """Where `seq`'s prompt prefix can come from. A window-sized layer's rows are not positions (the op compacts
+        them), so such caches share nothing; copying between running slots needs host buffers."""
+        if self.cache.window_rows:
+            return None
+        return find_donor(seq, self.running if self.cache.copies_slots else [], self.retained)
+
     def _admit(self, seq: Sequence, donor: Donor | None) -> bool:
-        """Give `seq` a slot if the cache can hold it next to the running sequences; copy the donor's prefix."""
+        """Give `seq` a slot if the cache can hold it next to the running sequences, with the donor's prefix
+        (a free donor slot is taken as is; other slots are given out least valuable first: not retained)."""
         need = round_up(max([seq.max_length] + [s.max_length for s in self.running]))
         cost = need * self.cache.slots * self.cache.bytes_per_token + self.cache.window_bytes
         if self.cache.max_bytes is not None and cost > self.cache.max_bytes:
             return False
         self.cache.ensure_capacity(need)
-        seq.slot = self.cache.allocate_slot()
+        seq.slot = self.cache.take_slot(donor.slot) if donor and donor.free else self.cache.allocate_slot(self.retained)
+        self.retained.pop(seq.slot, None)
         if donor is not None:
-            self.cache.copy_slot_prefix(donor.seq.slot, seq.slot, donor.ready)
-            seq.cached = donor.ready
+            if not donor.free:
+                self.cache.copy_slot_prefix(donor.slot, seq.slot, donor.ready)
+            self.cache.lengths[seq.slot] = seq.cached = donor.ready
             self.reused_tokens += donor.ready
         seq.status = Status.RUNNING
         self.running.append(seq)
         return True
 
     def finish(self, seq: Sequence) -> None:
-        """Remove a finished or cancelled sequence and free its slot at once."""
+        """Remove a finished or cancelled sequence and free its slot at once; what the slot holds stays there for a
+        later prompt that starts the same way (the next turn of the conversation), until the slot is given out."""
         if seq.status is Status.RUNNING:
             self.running.remove(seq)
             self.cache.free_slot(seq.slot)
+            if seq.cached >= MIN_SHARED and not self.cache.window_rows:
+                self.retained[seq.slot] = seq.token_ids[:seq.cached]
         elif seq.status is Status.WAITING and seq in self.waiting:
             self.waiting.remove(seq)
         seq.status = Status.FINISHED
