@@ -127,6 +127,18 @@ def test_long_prompt_in_chunks_equals_llm_generate(client, llm):
     assert r.choices[0].text == want.text and r.usage.prompt_tokens == 200
 
 
+def test_the_next_turn_reuses_the_history_the_engine_holds(client, server, llm):
+    params = dict(model="tiny", max_tokens=16, temperature=0, extra_body={"ignore_eos": True})
+    first = client.chat.completions.create(messages=MSGS, **params).choices[0].message.content
+    turn = MSGS + [{"role": "assistant", "content": first}, {"role": "user", "content": "And of Spain?"}]
+    before = metric(server[0], "llm_prompt_tokens_reused_total")
+    r = client.chat.completions.create(messages=turn, **params)
+    assert r.choices[0].message.content == llm.chat(turn, SamplingParams(max_tokens=16, temperature=0,
+                                                                         ignore_eos=True)).text
+    reused = metric(server[0], "llm_prompt_tokens_reused_total") - before
+    assert reused >= len(llm.encode(llm.render_chat(MSGS), special=False))  # at least the first turn's prompt
+
+
 def test_chat_stream_is_the_reply_in_pieces(client):
     kw = dict(model="tiny", messages=MSGS, max_tokens=24, temperature=0)
     full = client.chat.completions.create(**kw)
