@@ -126,6 +126,7 @@ def _ours(folder: str, threads: int) -> Engine:
 
     def generate(ids: list[int], n: int) -> Iterator[int]:
         params = SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True)
+        llm.reset_prefix_cache()  # the prompt is computed whole, as onnxruntime-genai computes it
         for chunk in llm.stream_ids(ids, params):
             yield from chunk.token_ids
 

@@ -65,6 +65,13 @@ class LLM:
             self._engine = Engine(runner, cache, a["max_running"], a["max_waiting"], a["token_budget"], lock=self._lock)
         return self._engine
 
+    def reset_prefix_cache(self) -> None:
+        """Forget which tokens the caches hold, so the next prompts are computed whole (cold-prefill benchmarks)."""
+        with self._lock:
+            self._held.clear()
+            if self._engine is not None:
+                self._engine.scheduler.retained.clear()
+
     def submit(self, prompt: str | list[int], params: SamplingParams | None = None, loop=None) -> RequestHandle:
         """Queue a request on the engine; the handle streams chunks and can be cancelled."""
         ids = self.encode(prompt) if isinstance(prompt, str) else _token_ids(prompt)

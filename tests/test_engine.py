@@ -92,6 +92,10 @@ def test_the_next_turn_of_a_conversation_takes_the_slot_its_history_left(llm, ti
     assert llm.engine.stats().reused_prompt_tokens - before == len(first_ids) + len(first.token_ids) - 1
     fresh = LLM(tiny_build("llama-gqa2"))
     assert second.token_ids == [t for c in fresh.stream_ids(turn, params) for t in c.token_ids]
+    llm.reset_prefix_cache()
+    before = llm.engine.stats().reused_prompt_tokens
+    assert llm.submit(turn, params).result().token_ids == second.token_ids
+    assert llm.engine.stats().reused_prompt_tokens == before  # forgotten: computed whole
 
 
 def test_seeded_sampling_is_the_same_batched_or_alone(llm):

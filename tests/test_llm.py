@@ -290,6 +290,11 @@ def test_an_abandoned_stream_leaves_its_cache_record_true(tiny, tiny_build, monk
     del seen[:]
     short = tiny.generate("Hi", GREEDY_64)  # shares less than MIN_SHARED tokens: computed whole
     assert seen[0] == 0 and short.token_ids == fresh.generate("Hi", GREEDY_64).token_ids
+    list(tiny.stream_ids(longer, GREEDY_64))
+    tiny.reset_prefix_cache()
+    del seen[:]
+    list(tiny.stream_ids(longer, GREEDY_64))
+    assert seen[0] == 0  # forgotten: computed whole
 
 
 # ---- graphs without the batching input (onnxruntime < 1.32) ----
