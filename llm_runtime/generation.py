@@ -9,10 +9,10 @@ from kv_cache import KVCache, round_up
 
 from .completion import Chunk
 from .output_stream import OutputStream
+from .prompt_split import prefill_chunk, reusable
 from .request_sampler import RequestSampler
 from .runner import ModelRunner, decode_inputs, prefill_inputs
 from .sampling_params import ParameterError, SamplingParams
-from .prompt_split import prefill_chunk, reusable
 
 
 def check_prompt(prompt_ids: list[int], params: SamplingParams, context_length: int, vocab_size: int) -> None:

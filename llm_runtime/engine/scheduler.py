@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from kv_cache import KVCache, round_up
 
 from ..prompt_split import MIN_SHARED, prefill_chunk
-
 from .prefix import Donor, find_donor
 from .sequence import Sequence, Status
 
