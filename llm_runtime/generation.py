@@ -49,9 +49,10 @@ def prefill(runner: ModelRunner, cache: KVCache, prompt_ids: list[int], cached: 
 
 def stream_tokens(runner: ModelRunner, cache: KVCache, prompt_ids: list[int], sampler: RequestSampler,
                   out: OutputStream, held: list[int]) -> Iterator[Chunk]:
-    """The decode loop. The cache's slot 0 holds this sequence; `held` lists the tokens whose keys and values
-    it holds, kept true as the loop runs: the prompt's common prefix with them is not computed again (the
-    history of a conversation), only the rest, as a chunked prefill would."""
+    """The decode loop. The cache's slot 0 holds this sequence. `held`: the prompt tokens whose keys and values
+    slot 0 holds from the previous generation; the new prompt's common prefix with them (the history of a
+    conversation) is not computed again, only the rest, as a chunked prefill would: bit-identical logits.
+    Generated tokens are not kept: the one-token calls that fed them round differently from a prefill."""
     reuse = reusable(held, prompt_ids)
     del held[reuse:]
     cache.ensure_capacity(round_up(len(prompt_ids) + sampler.params.max_tokens))
@@ -67,4 +68,3 @@ def stream_tokens(runner: ModelRunner, cache: KVCache, prompt_ids: list[int], sa
             return
         total[0] += 1
         logits = runner.run(step, cache)[0]
-        held.append(int(token[0]))

@@ -173,9 +173,7 @@ def finished(s: Scheduler, cache: KVCache, x: Sequence) -> None:
     """Run `x` through its prompt and one decode, mark its cache rows, and finish it."""
     s.add(x)
     for _ in range(2):  # the prompt (samples 99), then one decode (feeds 99, samples 99)
-        plan = s.schedule()
-        advance(plan)
-        x.output_ids.append(99)
+        advance(s.schedule())
     for buf in cache.buffers:
         buf[x.slot, :, :x.cached] = 1.0 + x.slot
     s.finish(x)
@@ -185,14 +183,14 @@ def test_a_finished_sequences_slot_keeps_its_tokens_for_the_next_turn():
     s, cache = make(slots=3, budget=64, chunk=64)
     a = sharing(20, 1)
     finished(s, cache, a)
-    assert s.retained == {a.slot: a.prompt_ids + [99]} and cache.free_slots == 3  # the fed tokens, not the last
+    assert s.retained == {a.slot: a.prompt_ids} and cache.free_slots == 3  # the prompt, not the fed output
     turn = Sequence(a.prompt_ids + [99, 99, 7, 8], SamplingParams(max_tokens=4))  # the history, then a new message
     s.add(turn)
     plan = s.schedule()
-    assert turn.slot == a.slot and turn.cached == 25 and plan[0].tokens == [99, 7, 8]
-    assert s.reused_tokens == 25 and not s.retained and cache.lengths[turn.slot] == 25
+    assert turn.slot == a.slot and turn.cached == 24 and plan[0].tokens == [99, 99, 7, 8]
+    assert s.reused_tokens == 24 and not s.retained and cache.lengths[turn.slot] == 24
     for buf in cache.buffers:
-        assert (buf[turn.slot, :, :25] == 1.0 + a.slot).all()  # taken in place, not copied
+        assert (buf[turn.slot, :, :24] == 1.0 + a.slot).all()  # taken in place, not copied
 
 
 def test_new_sequences_take_unretained_slots_first():

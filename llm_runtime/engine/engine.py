@@ -160,7 +160,6 @@ class Engine:
     def _emit(self, seq: Sequence, token: int, logprob) -> None:
         self.generated += 1
         seq.next_token = token
-        seq.output_ids.append(token)
         chunk = seq.out.add(token, logprob)
         if seq.out.finished:
             self._finish(seq, chunk)

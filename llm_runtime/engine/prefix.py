@@ -1,6 +1,8 @@
-"""Shared prompt prefixes: a new sequence whose prompt starts like the tokens another cache slot holds (a system
-prompt, the history of a conversation) takes their keys and values instead of computing them again: copied from
-a running sequence's slot, or in place from the slot a finished sequence left."""
+"""Shared prompt prefixes: a new sequence whose prompt starts like another sequence's prompt (a system prompt, the
+history of a conversation) takes the keys and values of those tokens instead of computing them again: copied from
+a running sequence's slot, or in place from the slot a finished sequence left. Only prompt tokens are shared:
+they were computed by multi-token calls, like the newcomer's own prefill (bit-identical); generated tokens were
+fed by one-token calls, which round differently."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,6 +22,6 @@ class Donor:
 def find_donor(seq: Sequence, running: list[Sequence], retained: dict[int, list[int]]) -> Donor | None:
     """The best source of `seq`'s prompt prefix: the most shared tokens, then the most of them ready, then a free
     slot (no copy). `running`: sequences whose slots can be copied; `retained`: free slot -> tokens it holds."""
-    donors = [Donor(o.slot, n, min(n, o.cached), False) for o in running if (n := reusable(o.token_ids, seq.prompt_ids))]
+    donors = [Donor(o.slot, n, min(n, o.cached), False) for o in running if (n := reusable(o.prompt_ids, seq.prompt_ids))]
     donors += [Donor(slot, n, n, True) for slot, held in retained.items() if (n := reusable(held, seq.prompt_ids))]
     return max(donors, key=lambda d: (d.shared, d.ready, d.free), default=None)

@@ -41,7 +41,7 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.reused_tokens = 0  # prompt tokens taken from another sequence's cache instead of computed
-        # free slot -> the tokens a finished sequence left in it, until the slot is given to another sequence
+        # free slot -> the prompt tokens a finished sequence left in it, until the slot is given to another sequence
         self.retained: dict[int, list[int]] = {}
 
     def add(self, seq: Sequence) -> None:
@@ -113,7 +113,7 @@ class Scheduler:
             self.running.remove(seq)
             self.cache.free_slot(seq.slot)
             if seq.cached >= MIN_SHARED and not self.cache.window_rows:
-                self.retained[seq.slot] = seq.token_ids[:seq.cached]
+                self.retained[seq.slot] = seq.prompt_ids[:seq.cached]
         elif seq.status is Status.WAITING and seq in self.waiting:
             self.waiting.remove(seq)
         seq.status = Status.FINISHED

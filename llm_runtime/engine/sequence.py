@@ -29,17 +29,11 @@ class Sequence:
     slot: int = -1
     cached: int = 0  # tokens already in this sequence's cache slot
     next_token: int = -1  # the last sampled token, fed by the next decode
-    output_ids: list[int] = field(default_factory=list)  # sampled so far
     status: Status = Status.WAITING
 
     @property
     def prefilling(self) -> bool:
         return self.cached < len(self.prompt_ids)
-
-    @property
-    def token_ids(self) -> list[int]:
-        """Prompt and output so far: the slot's cache holds the first `cached` of them."""
-        return self.prompt_ids + self.output_ids
 
     @property
     def max_length(self) -> int:
