@@ -18,6 +18,7 @@ from llm_runtime.prompt_split import MIN_SHARED, common_prefix
 
 PROMPTS = ["Once upon a time", "The quick brown fox", "Héllo wörld 🙂", "What is the capital of France?",
            "0123456789", "naïve café", "<|im_start|>user\nhi<|im_end|>", "a", "lazy dog jumps"]
+SYSTEM = "You are a careful assistant who answers briefly and never makes things up. "  # a shared prefix
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +73,12 @@ def test_batched_greedy_equals_one_at_a_time(llm):
 
 
 def test_prompts_sharing_a_prefix_copy_it_and_give_the_same_tokens_as_alone(llm):
-    system = "You are a careful assistant who answers briefly and never makes things up. "
-    prompts = [system + p for p in PROMPTS[:6]]
+    prompts = [SYSTEM + p for p in PROMPTS[:6]]
     params = SamplingParams(max_tokens=16, temperature=0, ignore_eos=True)
     alone = [llm.generate(p, params).token_ids for p in prompts]
     before = llm.engine.stats().reused_prompt_tokens
     assert [c.token_ids for c in llm.generate(prompts, params)] == alone
-    assert llm.engine.stats().reused_prompt_tokens - before >= 5 * len(llm.encode(system)) - 5
+    assert llm.engine.stats().reused_prompt_tokens - before >= 5 * len(llm.encode(SYSTEM)) - 5
 
 
 def test_the_next_turn_of_a_conversation_takes_the_slot_its_history_left(llm, tiny_build):
@@ -104,10 +104,12 @@ def test_seeded_sampling_is_the_same_batched_or_alone(llm):
     assert [c.token_ids for c in llm.generate(PROMPTS[:4], params)] == alone
 
 
-def test_many_concurrent_submissions_with_cancellations_leave_nothing_behind(llm):
+@pytest.mark.parametrize("prefix", ["", SYSTEM], ids=["distinct", "shared-prefix"])
+def test_many_concurrent_submissions_with_cancellations_leave_nothing_behind(llm, prefix):
+    """Also with a shared prefix: donors cancelled while others wait for their prefix, slots retained and taken."""
     rng = random.Random(0)
     params = SamplingParams(max_tokens=20, temperature=0.8, seed=1)
-    handles = [llm.submit(rng.choice(PROMPTS), params) for _ in range(24)]
+    handles = [llm.submit(prefix + rng.choice(PROMPTS), params) for _ in range(24)]
     results, errors = {}, []
 
     def consume(i, h, cancel_after):
@@ -131,6 +133,7 @@ def test_many_concurrent_submissions_with_cancellations_leave_nothing_behind(llm
     stats = llm.engine.stats()
     assert stats.running == 0 and stats.waiting == 0 and stats.cache_used_tokens == 0
     assert llm.engine.cache.free_slots == llm.engine.cache.slots
+    assert not prefix or llm.engine.stats().reused_prompt_tokens > 0
 
 
 def test_full_queue_is_reported(tiny_build):
