@@ -57,7 +57,8 @@ class ModelRunner:
         self._bound: tuple | None = None
         self._host: dict[str, np.ndarray] = {}  # host arrays bound by pointer, kept alive while bound
         self._ones = np.ones(256, np.int64)
-        self._keep: np.ndarray | None = None  # the bound attention mask must outlive the run
+        self._decode_mask = np.zeros((1, 0), np.int64)  # one decode row on the host: [1, capacity], refilled in place
+        self._decode_len = 0  # ones in it
 
     def _bind_cache(self, cache: KVCache, first: int, rows: int) -> None:
         key = (cache, cache.version, first, rows)  # the cache object itself: an id() could be reused after it is freed
@@ -89,10 +90,22 @@ class ModelRunner:
             self.binding.bind_output(name, "cpu", 0, buf.dtype, list(shape), buf.ctypes.data)
         return buf
 
-    def _mask(self, totals: np.ndarray, rows: int, t: int) -> np.ndarray:
-        """attention_mask [rows, t]: row b holds totals[b] ones (only their count matters to the graph)."""
+    def _mask(self, totals: np.ndarray, rows: int, width: int, capacity: int) -> np.ndarray:
+        """attention_mask: row b holds totals[b] ones, then zeros (the graph reads the count of ones as the row's
+        length, the width as the longest). [rows, max(totals)]; one decode row on the CPU gets a [1, capacity]
+        mask refilled in place, so it stays bound from step to step (one element changes)."""
+        t = int(totals.max())
         if rows > 1:
             return (np.arange(t) < totals[:, None]).astype(np.int64)
+        if width == 1 and not self.copies_at_bind:
+            if self._decode_mask.shape[1] != capacity:
+                self._decode_mask, self._decode_len = np.zeros((1, capacity), np.int64), 0
+            if t == self._decode_len + 1:
+                self._decode_mask[0, t - 1] = 1
+            elif t != self._decode_len:
+                self._decode_mask[0, :t], self._decode_mask[0, t:] = 1, 0
+            self._decode_len = t
+            return self._decode_mask
         if len(self._ones) < t:
             self._ones = np.ones(max(t, 2 * len(self._ones)), np.int64)
         return self._ones[:t].reshape(1, t)
@@ -105,9 +118,7 @@ class ModelRunner:
         cache.ensure_capacity(t)
         self._bind_cache(cache, first, rows)
         self._feed(self.contract.input_ids, step.input_ids)
-        mask = self._mask(step.totals, rows, t)
-        self.binding.bind_input(self.contract.attention_mask, "cpu", 0, np.int64, [rows, t], mask.ctypes.data)
-        self._keep = mask
+        self._feed(self.contract.attention_mask, self._mask(step.totals, rows, width, cache.capacity))
         if self.has_query_seqlens:
             self._feed(C.QUERY_SEQLENS, step.query_lens)
         if self.has_logits_indices:
@@ -120,7 +131,10 @@ class ModelRunner:
             shape = (rows, width, self.vocab)
         logits = self._output(self.contract.logits, shape)
         self.session.run_with_iobinding(self.binding)
-        np.copyto(cache.lengths[first:first + rows], step.totals, where=step.query_lens > 0)
+        if rows == 1:  # a single row always has tokens
+            cache.lengths[first] = step.totals[0]
+        else:
+            np.copyto(cache.lengths[first:first + rows], step.totals, where=step.query_lens > 0)
         if self.has_logits_indices:
             return logits[0][:len(step.logits_at)]
         return logits.reshape(rows * width, self.vocab)[step.logits_at]

@@ -58,6 +58,21 @@ def test_greedy_matches_plain_decoder_while_the_cache_grows(folder, session):
     assert cache.lengths[0] == len(A) + 39
 
 
+def test_one_decode_row_keeps_its_mask_bound_and_any_length_works(folder, session):
+    """On the CPU a decode row's attention mask is [1, capacity], refilled in place and bound once; a step back
+    to an earlier length (a rewind) refills it whole."""
+    cache = new_cache(folder, 1, 64)
+    runner = ModelRunner(folder, session)
+    runner.run(prefill_inputs(A), cache)
+    bound, bind = [], runner.binding.bind_input
+    runner.binding.bind_input = lambda name, *rest: (bound.append(name), bind(name, *rest))
+    first = [runner.run(decode_inputs(np.array([t]), np.array([len(A) + i + 1])), cache)[0].copy()
+             for i, t in enumerate(B[:4])]
+    assert bound.count(folder.contract.attention_mask) == 1  # the first decode step only
+    again = runner.run(decode_inputs(np.array([B[0]]), np.array([len(A) + 1])), cache)[0]
+    np.testing.assert_array_equal(again, first[0])
+
+
 def test_device_memory_cache_binds_like_host_memory(folder, session):
     """The accelerator path (OrtValue buffers bound by data_ptr, growth staged through the host), run with
     onnxruntime's CPU device: same greedy tokens as the host cache, across a reallocation."""
