@@ -6,6 +6,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from .huge_pages import collapse_weights
 from .providers import Provider, session_providers
 
 OPT_LEVELS = {
@@ -38,5 +39,8 @@ def make_session(model_file: Path, provider: Provider, config: SessionConfig) ->
         opts.intra_op_num_threads = config.threads
     if config.optimized_model_path:
         opts.optimized_model_filepath = config.optimized_model_path
-    return ort.InferenceSession(str(model_file), opts,
-                                providers=session_providers(provider, config.provider_options))
+    session = ort.InferenceSession(str(model_file), opts,
+                                   providers=session_providers(provider, config.provider_options))
+    if provider is Provider.CPU:
+        collapse_weights()  # the prepacked weights, now allocated, onto huge pages
+    return session
