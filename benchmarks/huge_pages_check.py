@@ -11,29 +11,16 @@ import argparse
 import statistics
 import subprocess
 import sys
-import time
-
-import numpy as np
 
 
 def child(model: str, huge: bool) -> float:
     import llm_runtime.session as session
     if not huge:
         session.collapse_weights = lambda: 0
+    from graph_call import call_ms
     from llm_runtime import LLM
-    from llm_runtime.runner import decode_inputs
 
-    llm = LLM(model, threads=2)
-    llm.cache.ensure_capacity(512)
-    step = decode_inputs(np.zeros(1, np.int64), np.array([100]))
-    for _ in range(20):
-        llm.runner.run(step, llm.cache)
-    times = []
-    for _ in range(400):
-        start = time.perf_counter()
-        llm.runner.run(step, llm.cache)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return call_ms(LLM(model, threads=2))
 
 
 def main() -> None:

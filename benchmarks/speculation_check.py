@@ -10,14 +10,10 @@ followed by up to --draft tokens) instead of one call per token.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
-import numpy as np
-
+from graph_call import call_ms
 from llm_runtime import LLM, SamplingParams
 from llm_runtime.benchmark import load_workload
-from llm_runtime.runner import Step
 
 
 def draft(history: list[int], k: int, max_n: int = 3) -> list[int]:
@@ -42,18 +38,6 @@ def calls_needed(prompt: list[int], out: list[int], k: int) -> int:
     return calls
 
 
-def call_ms(llm: LLM, tokens: int, reps: int = 60) -> float:
-    llm.cache.ensure_capacity(512)
-    step = Step(np.full((1, tokens), 100, np.int64), np.array([200 + tokens]), np.array([tokens]), np.arange(tokens))
-    llm.runner.run(step, llm.cache)
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        llm.runner.run(step, llm.cache)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="default")
@@ -67,7 +51,7 @@ def main() -> None:
     out = [t for chunk in llm.stream_ids(ids, params) for t in chunk.token_ids]
     print(f"greedy continuation: {len(out) - 1} decode tokens need {calls_needed(ids, out, args.draft)} graph calls "
           f"with prompt-lookup drafts of up to {args.draft} tokens")
-    costs = {n: call_ms(llm, n) for n in (1, 2, 3, 4, 6, 8)}
+    costs = {n: call_ms(llm, n, cached=200, reps=60, warmup=1) for n in (1, 2, 3, 4, 6, 8)}
     print("graph call over N new tokens (ms): " + ", ".join(f"{n}: {ms:.2f}" for n, ms in costs.items()))
     print(f"a 2-token call costs {costs[2] / costs[1]:.2f}x a 1-token call")
 

@@ -65,9 +65,7 @@ def load_workload(folder: str | Path, decode_tokens: int = 128, reps: int = 3) -
     prompts = files("prompts")
     message = (prompts / "bench_short_chat.txt").read_text(encoding="utf-8").strip()
     long_text = (prompts / "bench_long.txt").read_text(encoding="utf-8")
-    mf = ModelFolder.open(folder)
-    template = (ChatTemplate.from_folder(mf.path)
-                or ChatTemplate.fallback("chatml", eos_token=mf.special_token("eos_token") or ""))
+    template = ChatTemplate.for_model(ModelFolder.open(folder))
     chat = template.render([{"role": "user", "content": message}], add_generation_prompt=True)
     return Workload(chat, long_text, decode_tokens, reps)
 

@@ -162,6 +162,11 @@ class ChatTemplate:
         return cls(source, config.get("bos_token"), config.get("eos_token"))
 
     @classmethod
+    def for_model(cls, folder) -> ChatTemplate:
+        """A built model folder's (ModelFolder) own template, else ChatML with its EOS token."""
+        return cls.from_folder(folder.path) or cls.fallback("chatml", eos_token=folder.special_token("eos_token") or "")
+
+    @classmethod
     def fallback(cls, name: str, bos_token: str = "", eos_token: str = "") -> ChatTemplate:
         """One of the templates shipped in prompts/templates: "chatml", "llama3" or "plain"."""
         folder = files("prompts") / "templates"

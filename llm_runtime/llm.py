@@ -44,10 +44,9 @@ class LLM:
         self.cache = KVCache(c.num_layers, c.num_kv_heads, c.head_dim, np.dtype(c.kv_dtype), slots=1, capacity=256,
                              device=cap.cache_device, max_bytes=max_cache_bytes, max_capacity=self.folder.context_length,
                              windows=dict(c.window_cache))
-        self._held: list[int] = []  # tokens whose keys and values self.cache's slot 0 holds
+        self._held: list[int] = []  # prompt tokens whose keys and values self.cache's slot 0 holds
         self.tokenizer = self.folder.tokenizer
-        self.template = (ChatTemplate.from_folder(self.folder.path)
-                         or ChatTemplate.fallback("chatml", eos_token=self.folder.special_token("eos_token") or ""))
+        self.template = ChatTemplate.for_model(self.folder)
         self._lock = threading.Lock()  # one graph call at a time: the single path and the engine share the session
         self._engine_args = dict(max_running=max_running, max_waiting=max_waiting, token_budget=token_budget,
                                  max_cache_bytes=max_cache_bytes, cache_device=cap.cache_device)

@@ -30,9 +30,7 @@ def chat_texts(folder: str, n: int) -> list[str]:
     from llm_runtime.chat_template import ChatTemplate
     from llm_runtime.model_folder import ModelFolder
 
-    mf = ModelFolder.open(folder)
-    template = (ChatTemplate.from_folder(mf.path)
-                or ChatTemplate.fallback("chatml", eos_token=mf.special_token("eos_token") or ""))
+    template = ChatTemplate.for_model(ModelFolder.open(folder))
     return [template.render([{"role": "user", "content": p}], add_generation_prompt=True) for p in prompts(n)]
 
 

@@ -90,12 +90,11 @@ class ModelRunner:
             self.binding.bind_output(name, "cpu", 0, buf.dtype, list(shape), buf.ctypes.data)
         return buf
 
-    def _mask(self, totals: np.ndarray, rows: int, width: int, capacity: int) -> np.ndarray:
+    def _mask(self, totals: np.ndarray, t: int, width: int, capacity: int) -> np.ndarray:
         """attention_mask: row b holds totals[b] ones, then zeros (the graph reads the count of ones as the row's
-        length, the width as the longest). [rows, max(totals)]; one decode row on the CPU gets a [1, capacity]
-        mask refilled in place, so it stays bound from step to step (one element changes)."""
-        t = int(totals.max())
-        if rows > 1:
+        length, the width as the longest). [rows, t = max(totals)]; one decode row on the CPU gets a
+        [1, capacity] mask refilled in place, so it stays bound from step to step (one element changes)."""
+        if len(totals) > 1:
             return (np.arange(t) < totals[:, None]).astype(np.int64)
         if width == 1 and not self.copies_at_bind:
             if self._decode_mask.shape[1] != capacity:
@@ -118,7 +117,7 @@ class ModelRunner:
         cache.ensure_capacity(t)
         self._bind_cache(cache, first, rows)
         self._feed(self.contract.input_ids, step.input_ids)
-        self._feed(self.contract.attention_mask, self._mask(step.totals, rows, width, cache.capacity))
+        self._feed(self.contract.attention_mask, self._mask(step.totals, t, width, cache.capacity))
         if self.has_query_seqlens:
             self._feed(C.QUERY_SEQLENS, step.query_lens)
         if self.has_logits_indices:

@@ -28,17 +28,21 @@ def advance(plan):
             item.seq.next_token = 99
 
 
+def prefill_plans(s: Scheduler, x: Sequence) -> list[list]:
+    """Add `x` alone and schedule until its prompt is cached; the plans of those steps."""
+    s.add(x)
+    plans = []
+    while x.prefilling:
+        plans.append(s.schedule())
+        advance(plans[-1])
+    return plans
+
+
 def test_long_prompt_is_chunked_within_budget():
     s, _ = make(budget=16, chunk=8)
-    long = seq(20)
-    s.add(long)
-    sizes = []
-    while long.prefilling:
-        plan = s.schedule()
-        sizes.append([len(p.tokens) for p in plan])
-        assert not any(p.wants_logits for p in plan[:-1])
-        advance(plan)
-    assert sizes == [[8], [8], [4]]
+    plans = prefill_plans(s, seq(20))
+    assert [[len(p.tokens) for p in plan] for plan in plans] == [[8], [8], [4]]
+    assert not any(p.wants_logits for plan in plans for p in plan[:-1])
     assert s.schedule()[0].tokens == [99]  # then it decodes
 
 
@@ -209,14 +213,8 @@ def test_new_sequences_take_unretained_slots_first():
 
 def test_a_prompt_chunk_is_never_one_token_of_a_longer_prompt():
     s, _ = make(budget=16, chunk=8)
-    a = seq(17)
-    s.add(a)
-    sizes = []
-    while a.prefilling:
-        plan = s.schedule()
-        sizes.append([len(p.tokens) for p in plan])
-        advance(plan)
-    assert sizes == [[8], [7], [2]]  # 8 + 8 would leave one token for a call of its own
+    plans = prefill_plans(s, seq(17))
+    assert [[len(p.tokens) for p in plan] for plan in plans] == [[8], [7], [2]]  # 8 + 8 would leave one token for a call of its own
 
 
 @pytest.mark.parametrize("remaining, limit, want", [(1, 8, 1), (5, 8, 5), (9, 8, 7), (10, 8, 8), (3, 2, 0),
