@@ -75,3 +75,19 @@ def smollm_transformers(smollm_gguf):
     model = AutoModelForCausalLM.from_pretrained(smollm_gguf.parent, gguf_file=smollm_gguf.name,
                                                  dtype=torch.float32).eval()
     return model, tok
+
+
+@pytest.fixture(scope="module")
+def smol_llm(smollm_build):
+    """An LLM on the default model at int4 (one per test module)."""
+    from llm_runtime import LLM
+
+    return LLM(smollm_build("int4"))
+
+
+@pytest.fixture(scope="module")
+def tiny_llm(tiny_build):
+    """An LLM on the tiny llama-gqa2 model at fp32 (one per test module)."""
+    from llm_runtime import LLM
+
+    return LLM(tiny_build("llama-gqa2"))

@@ -22,16 +22,6 @@ FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 GREEDY_64 = SamplingParams(temperature=0, max_tokens=64, ignore_eos=True)
 
 
-@pytest.fixture(scope="module")
-def smol(smollm_build) -> LLM:
-    return LLM(smollm_build("int4"))
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_build) -> LLM:
-    return LLM(tiny_build("llama-gqa2"))
-
-
 def chat_text(llm: LLM, messages) -> str:
     return llm.render_chat(messages)
 
@@ -66,44 +56,18 @@ def test_smollm2_fp32_greedy_matches_transformers(smollm_build, smollm_transform
 
 
 @pytest.mark.parametrize("messages", [POEM, FRANCE], ids=["poem", "france-eos"])
-def test_smollm2_int4_greedy_matches_onnxruntime_genai(smol, messages):
+def test_smollm2_int4_greedy_matches_onnxruntime_genai(smol_llm, messages):
     import onnxruntime_genai as og
 
-    prompt = chat_text(smol, messages)
-    ids = smol.encode(prompt)
-    ours = smol.generate(prompt, SamplingParams(temperature=0, max_tokens=64))
-    ref = genai_greedy(og.Model(str(smol.folder.path)), ids, 64)
+    prompt = chat_text(smol_llm, messages)
+    ids = smol_llm.encode(prompt)
+    ours = smol_llm.generate(prompt, SamplingParams(temperature=0, max_tokens=64))
+    ref = genai_greedy(og.Model(str(smol_llm.folder.path)), ids, 64)
     assert ours.token_ids == ref
-    if ref[-1] in smol.folder.eos_token_ids:
+    if ref[-1] in smol_llm.folder.eos_token_ids:
         assert len(ref) < 64 and ours.finish_reason == "stop"
     else:
         assert len(ref) == 64 and ours.finish_reason == "length"
-
-
-def test_long_prompt_prefilled_in_chunks_matches_one_call_and_onnxruntime_genai(smol):
-    """A 600-token prompt goes in as three chunks; the logits equal one whole call's and the greedy tokens equal
-    onnxruntime-genai's (which prefills in one call)."""
-    import numpy as np
-    import onnxruntime_genai as og
-    from importlib.resources import files
-
-    from kv_cache import KVCache
-    from llm_runtime.generation import PREFILL_CHUNK, prefill
-    from llm_runtime.runner import prefill_inputs
-
-    ids = smol.encode((files("prompts") / "bench_long.txt").read_text(encoding="utf-8"))[:600]
-    assert len(ids) == 600 > 2 * PREFILL_CHUNK
-    c = smol.folder.contract
-    caches = [KVCache(c.num_layers, c.num_kv_heads, c.head_dim, np.dtype(c.kv_dtype), slots=1, capacity=768)
-              for _ in range(2)]
-    chunked = prefill(smol.runner, caches[0], ids).copy()
-    whole = smol.runner.run(prefill_inputs(ids), caches[1])[-1].copy()
-    np.testing.assert_array_equal(chunked, whole)  # bit-identical: what prefix reuse relies on
-    for held in (300, 598):  # a cache holding the first `held` tokens (a conversation's history) computes the rest
-        np.testing.assert_array_equal(prefill(smol.runner, caches[0], ids, cached=held), whole)
-    ours = smol.generate(smol.tokenizer.decode(ids), SamplingParams(temperature=0, max_tokens=24, ignore_eos=True))
-    assert smol.encode(smol.tokenizer.decode(ids)) == ids
-    assert ours.token_ids == genai_greedy(og.Model(str(smol.folder.path)), ids, 24, ignore_eos=True)
 
 
 # ---- streaming, sampling, finish reasons, usage ----
@@ -112,59 +76,60 @@ def test_long_prompt_prefilled_in_chunks_matches_one_call_and_onnxruntime_genai(
     SamplingParams(temperature=0, max_tokens=40),
     SamplingParams(temperature=0.9, top_p=0.95, top_k=50, seed=7, max_tokens=40),
 ], ids=["greedy", "seeded"])
-def test_stream_equals_generate(smol, params):
-    prompt = chat_text(smol, POEM)
-    chunks = list(smol.stream(prompt, params))
-    done = smol.generate(prompt, params)
+def test_stream_equals_generate(smol_llm, params):
+    prompt = chat_text(smol_llm, POEM)
+    chunks = list(smol_llm.stream(prompt, params))
+    done = smol_llm.generate(prompt, params)
     assert "".join(c.text for c in chunks) == done.text
     assert [t for c in chunks for t in c.token_ids] == done.token_ids
     assert all(len(c.token_ids) == 1 for c in chunks)
     assert all(c.finish_reason is None and c.usage is None for c in chunks[:-1])
     assert chunks[-1].finish_reason == done.finish_reason and chunks[-1].usage == done.usage
     assert Completion.fold(iter(chunks)) == done
-    assert done.text == smol.tokenizer.decode(done.token_ids)
+    assert done.text == smol_llm.tokenizer.decode(done.token_ids)
 
 
-def test_seed_repeats_and_seeds_differ(smol):
-    prompt = chat_text(smol, POEM)
+def test_seed_repeats_and_seeds_differ(smol_llm):
+    prompt = chat_text(smol_llm, POEM)
 
     def run(seed):
-        return smol.generate(prompt, SamplingParams(temperature=1.0, seed=seed, max_tokens=32, ignore_eos=True))
+        return smol_llm.generate(prompt, SamplingParams(temperature=1.0, seed=seed, max_tokens=32, ignore_eos=True))
 
     first, again, other = run(1234), run(1234), run(4321)
     assert first.token_ids == again.token_ids and first.text == again.text
     assert first.token_ids != other.token_ids
 
 
-def test_finish_reason_length_and_usage(smol):
+def test_finish_reason_length_and_usage(smol_llm):
     prompt = "The capital of France is"
-    done = smol.generate(prompt, SamplingParams(temperature=0, max_tokens=5, ignore_eos=True))
+    done = smol_llm.generate(prompt, SamplingParams(temperature=0, max_tokens=5, ignore_eos=True))
     assert len(done.token_ids) == 5 and done.finish_reason == "length"
-    assert (done.usage.prompt_tokens, done.usage.completion_tokens) == (len(smol.encode(prompt)), 5)
+    assert (done.usage.prompt_tokens, done.usage.completion_tokens) == (len(smol_llm.encode(prompt)), 5)
     assert done.usage.total_tokens == done.usage.prompt_tokens + 5
     assert done.logprobs is None
 
 
-def test_finish_reason_stop_at_eos(smol):
-    prompt = chat_text(smol, FRANCE)
-    done = smol.generate(prompt, SamplingParams(temperature=0, max_tokens=64))
+def test_finish_reason_stop_at_eos(smol_llm):
+    prompt = chat_text(smol_llm, FRANCE)
+    done = smol_llm.generate(prompt, SamplingParams(temperature=0, max_tokens=64))
     assert done.finish_reason == "stop"
-    assert done.token_ids[-1] in smol.folder.eos_token_ids
-    assert not any(t in smol.folder.eos_token_ids for t in done.token_ids[:-1])
+    assert done.token_ids[-1] in smol_llm.folder.eos_token_ids
+    assert not any(t in smol_llm.folder.eos_token_ids for t in done.token_ids[:-1])
     assert done.usage.completion_tokens == len(done.token_ids) < 64
-    assert done.usage.prompt_tokens == len(smol.encode(prompt))
+    assert done.usage.prompt_tokens == len(smol_llm.encode(prompt))
     assert "<|im_end|>" not in done.text
     # with ignore_eos the same prompt runs on to max_tokens
-    longer = smol.generate(prompt, SamplingParams(temperature=0, max_tokens=len(done.token_ids) + 3, ignore_eos=True))
+    longer = smol_llm.generate(prompt, SamplingParams(temperature=0, max_tokens=len(done.token_ids) + 3,
+                                                      ignore_eos=True))
     assert longer.finish_reason == "length" and longer.token_ids[:len(done.token_ids)] == done.token_ids
 
 
-def test_stop_token_ids(smol):
-    prompt = chat_text(smol, POEM)
-    full = smol.generate(prompt, SamplingParams(temperature=0, max_tokens=20))
+def test_stop_token_ids(smol_llm):
+    prompt = chat_text(smol_llm, POEM)
+    full = smol_llm.generate(prompt, SamplingParams(temperature=0, max_tokens=20))
     stop_id = full.token_ids[5]
     first = full.token_ids.index(stop_id)
-    done = smol.generate(prompt, SamplingParams(temperature=0, max_tokens=20, stop_token_ids=[stop_id]))
+    done = smol_llm.generate(prompt, SamplingParams(temperature=0, max_tokens=20, stop_token_ids=[stop_id]))
     assert done.token_ids == full.token_ids[:first + 1] and done.finish_reason == "stop"
 
 
@@ -172,20 +137,20 @@ def test_stop_token_ids(smol):
     SamplingParams(temperature=0, max_tokens=12, logprobs=True, top_logprobs=5),
     SamplingParams(temperature=1.0, seed=3, max_tokens=12, logprobs=True, top_logprobs=3),
 ], ids=["greedy", "sampled"])
-def test_logprobs(smol, params):
-    prompt = chat_text(smol, POEM)
-    done = smol.generate(prompt, params)
-    chunks = list(smol.stream(prompt, params))
+def test_logprobs(smol_llm, params):
+    prompt = chat_text(smol_llm, POEM)
+    done = smol_llm.generate(prompt, params)
+    chunks = list(smol_llm.stream(prompt, params))
     assert [lp for c in chunks for lp in c.logprobs] == done.logprobs
     assert len(done.logprobs) == len(done.token_ids)
     for token, lp in zip(done.token_ids, done.logprobs):
-        assert lp.token_id == token and lp.token == smol.tokenizer.decode([token])
+        assert lp.token_id == token and lp.token == smol_llm.tokenizer.decode([token])
         assert lp.logprob <= 0 and math.isfinite(lp.logprob)
         assert len(lp.top) == params.top_logprobs
         values = [v for _, _, v in lp.top]
         assert values == sorted(values, reverse=True)
         assert sum(math.exp(v) for v in values) <= 1 + 1e-5
-        assert all(text == smol.tokenizer.decode([i]) for i, text, _ in lp.top)
+        assert all(text == smol_llm.tokenizer.decode([i]) for i, text, _ in lp.top)
         if params.greedy:
             assert lp.top[0][0] == token and lp.top[0][2] == pytest.approx(lp.logprob)
         else:
@@ -194,7 +159,7 @@ def test_logprobs(smol, params):
                 if i == token:
                     assert v == pytest.approx(lp.logprob)
     # the same greedy tokens as without logprobs
-    plain = smol.generate(prompt, SamplingParams(temperature=params.temperature, seed=params.seed, max_tokens=12))
+    plain = smol_llm.generate(prompt, SamplingParams(temperature=params.temperature, seed=params.seed, max_tokens=12))
     assert plain.token_ids == done.token_ids and plain.logprobs is None
 
 
@@ -211,17 +176,17 @@ def spanning_stop(llm: LLM, ids: list[int]) -> tuple[str, int, int]:
     raise AssertionError(f"no stop string candidate in {text!r}")
 
 
-def test_stop_string_spanning_tokens(smol):
-    prompt = chat_text(smol, POEM)
-    full = smol.generate(prompt, SamplingParams(temperature=0, max_tokens=48, ignore_eos=True))
-    stop, cut, last = spanning_stop(smol, full.token_ids)
+def test_stop_string_spanning_tokens(smol_llm):
+    prompt = chat_text(smol_llm, POEM)
+    full = smol_llm.generate(prompt, SamplingParams(temperature=0, max_tokens=48, ignore_eos=True))
+    stop, cut, last = spanning_stop(smol_llm, full.token_ids)
     params = SamplingParams(temperature=0, max_tokens=48, ignore_eos=True, stop=["never appears", stop])
-    done = smol.generate(prompt, params)
+    done = smol_llm.generate(prompt, params)
     assert done.text == full.text[:cut]
     assert done.finish_reason == "stop"
     assert done.token_ids == full.token_ids[:last + 1]
     assert done.usage.completion_tokens == last + 1
-    chunks = list(smol.stream(prompt, params))
+    chunks = list(smol_llm.stream(prompt, params))
     assert "".join(c.text for c in chunks) == full.text[:cut]
     seen = ""
     for c in chunks:  # nothing of the stop string is ever shown, not even for a step
@@ -230,76 +195,27 @@ def test_stop_string_spanning_tokens(smol):
     assert chunks[-1].finish_reason == "stop"
 
 
-def test_chat_answers(smol):
-    reply = smol.chat(FRANCE, SamplingParams(temperature=0, max_tokens=48))
+def test_chat_answers(smol_llm):
+    reply = smol_llm.chat(FRANCE, SamplingParams(temperature=0, max_tokens=48))
     assert "Paris" in reply.text
     assert reply.finish_reason == "stop"
-    streamed = list(smol.chat_stream(FRANCE, SamplingParams(temperature=0, max_tokens=48)))
+    streamed = list(smol_llm.chat_stream(FRANCE, SamplingParams(temperature=0, max_tokens=48)))
     assert "".join(c.text for c in streamed) == reply.text
-    rendered = smol.render_chat(FRANCE)
+    rendered = smol_llm.render_chat(FRANCE)
     assert rendered.endswith("<|im_start|>assistant\n") and "What is the capital of France?" in rendered
-    assert smol.generate(rendered, SamplingParams(temperature=0, max_tokens=48)).token_ids == reply.token_ids
+    assert smol_llm.generate(rendered, SamplingParams(temperature=0, max_tokens=48)).token_ids == reply.token_ids
 
 
-def test_generate_list_of_prompts(smol):
+def test_generate_list_of_prompts(smol_llm):
     params = SamplingParams(temperature=0, max_tokens=6)
     prompts = ["The capital of France is", "One, two, three,"]
-    done = smol.generate(prompts, params)
-    assert [d.token_ids for d in done] == [smol.generate(p, params).token_ids for p in prompts]
-
-
-# ---- the single path keeps what its cache holds ----
-
-def watch_cached(llm: LLM, monkeypatch) -> list[int]:
-    """Records how many tokens the cache held before each of the single path's graph calls (the real runner,
-    watched): a generation's first entry says how much of its prompt it found there."""
-    seen, run = [], llm.runner.run
-
-    def watched(step, cache):
-        seen.append(int(step.totals[0] - step.query_lens[0]))
-        return run(step, cache)
-    monkeypatch.setattr(llm.runner, "run", watched)
-    return seen
-
-
-def test_a_conversation_computes_only_its_new_turn(smol, smollm_build, monkeypatch):
-    greedy = SamplingParams(temperature=0, max_tokens=24)
-    first = smol.chat(FRANCE, greedy)
-    turn = FRANCE + [{"role": "assistant", "content": first.text}, {"role": "user", "content": "And of Italy?"}]
-    first_ids, ids = (smol.encode(smol.render_chat(m), special=False) for m in (FRANCE, turn))
-    seen = watch_cached(smol, monkeypatch)
-    second = smol.chat(turn, greedy)
-    assert seen[0] == len(first_ids)  # the first turn's prompt (not the reply: one-token calls fed it)
-    assert second.token_ids == LLM(smollm_build("int4")).chat(turn, greedy).token_ids  # as a fresh model
-    assert second.usage.prompt_tokens == len(ids)
-
-
-def test_an_abandoned_stream_leaves_its_cache_record_true(tiny, tiny_build, monkeypatch):
-    ids = tiny.encode(TINY_PROMPT + " " + TINY_PROMPT)
-    got = []
-    for chunk in tiny.stream_ids(ids, GREEDY_64):
-        got += chunk.token_ids
-        if len(got) == 4:
-            break  # the generator closes after 4 tokens
-    seen = watch_cached(tiny, monkeypatch)
-    fresh = LLM(tiny_build("llama-gqa2"))
-    longer = ids + got + tiny.encode(" Then the dog woke up.", special=False)
-    assert [t for c in tiny.stream_ids(longer, GREEDY_64) for t in c.token_ids] == \
-        [t for c in fresh.stream_ids(longer, GREEDY_64) for t in c.token_ids]
-    assert seen[0] == len(ids)  # the prompt, not the generated tokens
-    del seen[:]
-    short = tiny.generate("Hi", GREEDY_64)  # shares less than MIN_SHARED tokens: computed whole
-    assert seen[0] == 0 and short.token_ids == fresh.generate("Hi", GREEDY_64).token_ids
-    list(tiny.stream_ids(longer, GREEDY_64))
-    tiny.reset_prefix_cache()
-    del seen[:]
-    list(tiny.stream_ids(longer, GREEDY_64))
-    assert seen[0] == 0  # forgotten: computed whole
+    done = smol_llm.generate(prompts, params)
+    assert [d.token_ids for d in done] == [smol_llm.generate(p, params).token_ids for p in prompts]
 
 
 # ---- graphs without the batching input (onnxruntime < 1.32) ----
 
-def test_graph_without_query_seqlens(tiny, tiny_build):
+def test_graph_without_query_seqlens(tiny_llm, tiny_build):
     import onnx
     folder = tiny_build("llama-gqa2", query_seqlens=False)
     graph = onnx.load(folder / "model.onnx", load_external_data=False).graph
@@ -308,7 +224,7 @@ def test_graph_without_query_seqlens(tiny, tiny_build):
     llm = LLM(folder)
     assert not llm.runner.has_query_seqlens
     prompts = [TINY_PROMPT, "Another prompt, a little longer than the first one."]
-    want = [tiny.generate(p, GREEDY_64).token_ids for p in prompts]
+    want = [tiny_llm.generate(p, GREEDY_64).token_ids for p in prompts]
     assert [c.token_ids for c in llm.generate(prompts, GREEDY_64)] == want  # the engine, without padded rows
 
 
@@ -321,26 +237,26 @@ def raises_param(param: str, fn):
     return err.value
 
 
-def test_empty_prompt(tiny):
-    raises_param("prompt", lambda: tiny.generate(""))
-    stream = tiny.stream("", SamplingParams(max_tokens=4))
+def test_empty_prompt(tiny_llm):
+    raises_param("prompt", lambda: tiny_llm.generate(""))
+    stream = tiny_llm.stream("", SamplingParams(max_tokens=4))
     raises_param("prompt", lambda: next(iter(stream)))
 
 
-def test_prompt_longer_than_context(tiny):
+def test_prompt_longer_than_context(tiny_llm):
     prompt = TINY_PROMPT * 40
-    n = len(tiny.encode(prompt))
-    assert n > tiny.folder.context_length
-    err = raises_param("prompt", lambda: tiny.generate(prompt, SamplingParams(max_tokens=4)))
-    assert str(n) in str(err) and str(tiny.folder.context_length) in str(err)
+    n = len(tiny_llm.encode(prompt))
+    assert n > tiny_llm.folder.context_length
+    err = raises_param("prompt", lambda: tiny_llm.generate(prompt, SamplingParams(max_tokens=4)))
+    assert str(n) in str(err) and str(tiny_llm.folder.context_length) in str(err)
 
 
-def test_max_tokens_past_context(tiny):
-    n = len(tiny.encode(TINY_PROMPT))
-    ctx = tiny.folder.context_length
-    err = raises_param("max_tokens", lambda: tiny.generate(TINY_PROMPT, SamplingParams(max_tokens=ctx - n + 1)))
+def test_max_tokens_past_context(tiny_llm):
+    n = len(tiny_llm.encode(TINY_PROMPT))
+    ctx = tiny_llm.folder.context_length
+    err = raises_param("max_tokens", lambda: tiny_llm.generate(TINY_PROMPT, SamplingParams(max_tokens=ctx - n + 1)))
     assert str(ctx) in str(err)
-    done = tiny.generate(TINY_PROMPT, SamplingParams(temperature=0, max_tokens=ctx - n, ignore_eos=True))
+    done = tiny_llm.generate(TINY_PROMPT, SamplingParams(temperature=0, max_tokens=ctx - n, ignore_eos=True))
     assert len(done.token_ids) == ctx - n and done.finish_reason == "length"  # exactly fills the context
 
 
@@ -352,39 +268,39 @@ def test_invalid_sampling_values(param, value):
     raises_param(param, lambda: SamplingParams(**{param: value}))
 
 
-def test_token_ids_outside_the_vocabulary(tiny):
-    vocab = tiny.folder.vocab_size
+def test_token_ids_outside_the_vocabulary(tiny_llm):
+    vocab = tiny_llm.folder.vocab_size
     for param, value in (("logit_bias", {vocab: 1.0}), ("stop_token_ids", [vocab])):
-        raises_param(param, lambda: tiny.generate(TINY_PROMPT, SamplingParams(max_tokens=4, **{param: value})))
+        raises_param(param, lambda: tiny_llm.generate(TINY_PROMPT, SamplingParams(max_tokens=4, **{param: value})))
 
 
-def test_non_string_prompt(tiny):
-    raises_param("prompt", lambda: tiny.stream(123))
-    raises_param("prompt", lambda: tiny.stream(None))
-    raises_param("prompt", lambda: tiny.encode(b"bytes"))
+def test_non_string_prompt(tiny_llm):
+    raises_param("prompt", lambda: tiny_llm.stream(123))
+    raises_param("prompt", lambda: tiny_llm.stream(None))
+    raises_param("prompt", lambda: tiny_llm.encode(b"bytes"))
 
 
 @pytest.mark.parametrize("prompt", [123, None, [b"bytes"]], ids=["int", "none", "bytes-in-list"])
-def test_non_string_prompt_to_generate(tiny, prompt):
-    raises_param("prompt", lambda: tiny.generate(prompt, SamplingParams(max_tokens=4)))
+def test_non_string_prompt_to_generate(tiny_llm, prompt):
+    raises_param("prompt", lambda: tiny_llm.generate(prompt, SamplingParams(max_tokens=4)))
 
 
 @pytest.mark.parametrize("bad", [512, -3], ids=["past-vocab", "negative"])
-def test_prompt_ids_outside_the_vocabulary(tiny, bad):
-    assert tiny.folder.vocab_size == 512
-    raises_param("prompt", lambda: Completion.fold(tiny.stream_ids([5, bad], SamplingParams(max_tokens=4))))
+def test_prompt_ids_outside_the_vocabulary(tiny_llm, bad):
+    assert tiny_llm.folder.vocab_size == 512
+    raises_param("prompt", lambda: Completion.fold(tiny_llm.stream_ids([5, bad], SamplingParams(max_tokens=4))))
 
 
-def test_unknown_provider(tiny):
+def test_unknown_provider(tiny_llm):
     with pytest.raises(ProviderError) as err:
-        LLM(tiny.folder.path, provider="nope")
+        LLM(tiny_llm.folder.path, provider="nope")
     assert "nope" in str(err.value) and "cpu" in str(err.value)
 
 
 @pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="CUDA is available here")
-def test_provider_missing_from_this_build(tiny):
+def test_provider_missing_from_this_build(tiny_llm):
     with pytest.raises(ProviderError) as err:
-        LLM(tiny.folder.path, provider="cuda")
+        LLM(tiny_llm.folder.path, provider="cuda")
     msg = str(err.value)
     assert "cuda" in msg and "not available" in msg and "available: cpu" in msg
 
@@ -400,8 +316,8 @@ def test_missing_model_path(tmp_path, monkeypatch):
     assert not (tmp_path / "home").exists()
 
 
-def test_incomplete_model_folder(tiny, tmp_path):
-    shutil.copy(tiny.folder.path / "genai_config.json", tmp_path)
+def test_incomplete_model_folder(tiny_llm, tmp_path):
+    shutil.copy(tiny_llm.folder.path / "genai_config.json", tmp_path)
     with pytest.raises(ModelFolderError, match="no tokenizer.json"):
         LLM(tmp_path)
     (tmp_path / "genai_config.json").write_text(json.dumps({}))
