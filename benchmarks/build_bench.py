@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from llm_runtime.benchmark import GENAI, load_workload, run_child
-from model_builder.default_model import default_gguf
+from llm_runtime.model_builder.default_model import default_gguf
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 BUILDER_IMPORTS = ("onnx_ir", "onnxscript", "torch", "transformers", "onnx", "onnxruntime", "safetensors", "numpy")

@@ -62,7 +62,7 @@ def load_workload(folder: str | Path, decode_tokens: int = 128, reps: int = 3) -
     from llm_runtime.chat_template import ChatTemplate
     from llm_runtime.model_folder import ModelFolder
 
-    prompts = files("prompts")
+    prompts = files("llm_runtime.prompts")
     message = (prompts / "bench_short_chat.txt").read_text(encoding="utf-8").strip()
     long_text = (prompts / "bench_long.txt").read_text(encoding="utf-8")
     template = ChatTemplate.for_model(ModelFolder.open(folder))

@@ -169,7 +169,7 @@ class ChatTemplate:
     @classmethod
     def fallback(cls, name: str, bos_token: str = "", eos_token: str = "") -> ChatTemplate:
         """One of the templates shipped in prompts/templates: "chatml", "llama3" or "plain"."""
-        folder = files("prompts") / "templates"
+        folder = files("llm_runtime.prompts") / "templates"
         path = folder / f"{name}.jinja"
         if not path.is_file():
             known = sorted(p.name[:-len(".jinja")] for p in folder.iterdir() if p.name.endswith(".jinja"))

@@ -1,6 +1,6 @@
 """The exceptions that mean bad input from a user: reported as one line, never a traceback."""
-from kv_cache import CacheFullError
-from model_builder.source import SourceError
+from llm_runtime.kv_cache import CacheFullError
+from llm_runtime.model_builder.source import SourceError
 
 from .model_folder import ModelFolderError
 from .providers import ProviderError

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from kv_cache import KVCache, round_up
+from llm_runtime.kv_cache import KVCache, round_up
 
 from .completion import Chunk
 from .output_stream import OutputStream

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kv_cache import KVCache
+from llm_runtime.kv_cache import KVCache
 
 from .chat_template import ChatTemplate
 from .completion import Chunk, Completion

@@ -19,7 +19,7 @@ from importlib import resources
 
 
 def prompts(n: int) -> list[str]:
-    topics = (resources.files("prompts") / "bench_topics.txt").read_text().split("\n")
+    topics = (resources.files("llm_runtime.prompts") / "bench_topics.txt").read_text().split("\n")
     topics = [t for t in topics if t]
     return [f"Write a short story about {topics[i % len(topics)]}." for i in range(n)]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from model_builder.contract import GraphContract
+from llm_runtime.model_builder.contract import GraphContract
 
 
 class ModelFolderError(ValueError):

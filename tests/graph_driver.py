@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from kv_cache.kv_cache import WINDOW_SLACK
+from llm_runtime.kv_cache.kv_cache import WINDOW_SLACK
 
 
 class PlainDecoder:

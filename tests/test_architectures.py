@@ -7,8 +7,8 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from arch_cases import CASES, FORWARD_REFERENCE, PROMPT, prompt
 from graph_driver import PlainDecoder
-from model_builder.config import model_config
-from model_builder.rope import inverse_frequencies
+from llm_runtime.model_builder.config import model_config
+from llm_runtime.model_builder.rope import inverse_frequencies
 
 ATOL = 1e-4
 

@@ -7,7 +7,7 @@ import pytest
 
 from arch_cases import CASES, prompt
 from graph_driver import PlainDecoder
-from model_builder.architectures import architecture
+from llm_runtime.model_builder.architectures import architecture
 from test_architectures import reference, transformers_greedy
 from test_interop import genai_greedy
 from tiny_models import read_json

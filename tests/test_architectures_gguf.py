@@ -13,8 +13,8 @@ from safetensors.numpy import load_file
 
 from arch_cases import prompt
 from graph_driver import PlainDecoder
-from model_builder.build import build
-from model_builder.precision import BuildOptions, Precision
+from llm_runtime.model_builder.build import build
+from llm_runtime.model_builder.precision import BuildOptions, Precision
 from test_architectures import ATOL, reference
 from test_gguf_source import gpt2_metadata
 from tiny_models import read_json, tiny_tokenizer

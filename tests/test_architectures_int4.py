@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from arch_cases import CASES
-from model_builder.build import build
-from model_builder.precision import BuildOptions, Precision
+from llm_runtime.model_builder.build import build
+from llm_runtime.model_builder.precision import BuildOptions, Precision
 from test_quantized_builds import at_accuracy_level, fake_quantized, prefill_logits, rel_error, top1
 
 ARCH_CASES = [c for c in CASES if not c.startswith("llama")]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from llm_runtime.cli import main
-from model_builder.decoder import DecoderEmitter
+from llm_runtime.model_builder.decoder import DecoderEmitter
 
 CASE = "llama-gqa2"
 CLI = Path(sys.executable).parent / "llm-runtime"

@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from kv_cache import KVCache
+from llm_runtime.kv_cache import KVCache
 from llm_runtime import LLM, SamplingParams
 from llm_runtime.providers import CAPABILITIES, Provider
 from llm_runtime.model_folder import ModelFolder
@@ -40,7 +40,7 @@ def device_of(buffer) -> str:
 
 @pytest.fixture(scope="module")
 def built(tiny_build):
-    from model_builder.precision import Provider as BuildProvider
+    from llm_runtime.model_builder.precision import Provider as BuildProvider
 
     def make(case: str, precision: str) -> Path:
         return tiny_build(case, precision, provider=BuildProvider(PROVIDER.value),

@@ -8,7 +8,7 @@ import pytest
 
 import numpy as np
 
-from kv_cache import KVCache
+from llm_runtime.kv_cache import KVCache
 from llm_runtime import LLM, SamplingParams
 from llm_runtime.engine import QueueFullError
 from llm_runtime.engine.engine import build_step, group_calls

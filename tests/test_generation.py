@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime_genai as og
 
 from graph_driver import genai_greedy
-from kv_cache import KVCache
+from llm_runtime.kv_cache import KVCache
 from llm_runtime import LLM, SamplingParams
 from llm_runtime.generation import PREFILL_CHUNK, prefill
 from llm_runtime.runner import prefill_inputs
@@ -19,7 +19,7 @@ GREEDY_64 = SamplingParams(temperature=0, max_tokens=64, ignore_eos=True)
 def test_long_prompt_prefilled_in_chunks_matches_one_call_and_onnxruntime_genai(smol_llm):
     """A 600-token prompt goes in as three chunks; the logits equal one whole call's and the greedy tokens equal
     onnxruntime-genai's (which prefills in one call)."""
-    ids = smol_llm.encode((files("prompts") / "bench_long.txt").read_text(encoding="utf-8"))[:600]
+    ids = smol_llm.encode((files("llm_runtime.prompts") / "bench_long.txt").read_text(encoding="utf-8"))[:600]
     assert len(ids) == 600 > 2 * PREFILL_CHUNK
     c = smol_llm.folder.contract
     caches = [KVCache(c.num_layers, c.num_kv_heads, c.head_dim, np.dtype(c.kv_dtype), slots=1, capacity=768)

@@ -17,10 +17,10 @@ from safetensors.numpy import save_file
 from tokenizers import Tokenizer
 
 from graph_driver import PlainDecoder
-from model_builder import quantize
-from model_builder.build import build
-from model_builder.gguf_source import GGUFSource
-from model_builder.precision import BuildOptions, Precision
+from llm_runtime.model_builder import quantize
+from llm_runtime.model_builder.build import build
+from llm_runtime.model_builder.gguf_source import GGUFSource
+from llm_runtime.model_builder.precision import BuildOptions, Precision
 from test_gguf_source import gpt2_metadata, tiny_llama, unpermute, write_llama
 from test_quantized_builds import at_accuracy_level
 from tiny_models import tiny_tokenizer

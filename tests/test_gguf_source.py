@@ -12,8 +12,8 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from model_builder.gguf_source import GGUFSource, llama3_rope_scaling
-from model_builder.source import SourceError
+from llm_runtime.model_builder.gguf_source import GGUFSource, llama3_rope_scaling
+from llm_runtime.model_builder.source import SourceError
 
 QT = gguf.GGMLQuantizationType
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]

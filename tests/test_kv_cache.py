@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from kv_cache import CacheFullError, KVCache, round_up
+from llm_runtime.kv_cache import CacheFullError, KVCache, round_up
 
 # SmolLM2-135M's shape: 30 layers, 3 kv heads of 64
 LAYERS, KV_HEADS, HEAD_DIM = 30, 3, 64

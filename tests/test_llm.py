@@ -13,7 +13,7 @@ from llm_runtime import LLM, Completion, SamplingParams
 from llm_runtime.model_folder import ModelFolderError
 from llm_runtime.providers import ProviderError
 from llm_runtime.sampling_params import ParameterError
-from model_builder.source import SourceError
+from llm_runtime.model_builder.source import SourceError
 
 TINY_CASES = ["llama-gqa2", "llama-gqa4-tied", "llama3-rope-bias"]
 TINY_PROMPT = "The quick brown fox jumps over the lazy dog."

@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.capi._pybind_state import quantize_matmul_4bits, quantize_matmul_8bits
 
-from model_builder.quantize import (BlockQuant, dequantize_blockwise, from_gguf_q4_0, from_gguf_q8_0,
+from llm_runtime.model_builder.quantize import (BlockQuant, dequantize_blockwise, from_gguf_q4_0, from_gguf_q8_0,
                                     gather_block_quantized_inputs, pack_zero_points, quantize_blockwise,
                                     unpack, zero_points_of)
 

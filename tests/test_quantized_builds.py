@@ -18,9 +18,9 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from graph_driver import PlainDecoder
-from model_builder import quantize
-from model_builder.build import build
-from model_builder.precision import BuildOptions, Precision
+from llm_runtime.model_builder import quantize
+from llm_runtime.model_builder.build import build
+from llm_runtime.model_builder.precision import BuildOptions, Precision
 
 CASES = ["llama-gqa2", "llama-gqa4-tied"]
 VARIANTS = {  # name -> BuildOptions fields

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from graph_driver import PlainDecoder
-from kv_cache import KVCache
-from kv_cache.memory import DeviceMemory
+from llm_runtime.kv_cache import KVCache
+from llm_runtime.kv_cache.memory import DeviceMemory
 from llm_runtime.model_folder import ModelFolder
 from llm_runtime.providers import Provider
 from llm_runtime.runner import ModelRunner, Step, decode_inputs, prefill_inputs

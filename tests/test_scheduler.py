@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from kv_cache import KVCache
+from llm_runtime.kv_cache import KVCache
 from llm_runtime.engine.prefix import find_donor
 from llm_runtime.engine.scheduler import QueueFullError, Scheduler
 from llm_runtime.engine.sequence import Sequence, Status

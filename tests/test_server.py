@@ -319,7 +319,7 @@ def test_size_limits_auth_and_unknown_fields(server):
 
 
 def test_health_and_v1_are_503_while_loading():
-    from server.app import create_app
+    from llm_runtime.server.app import create_app
 
     async def go():
         transport = httpx.ASGITransport(app=create_app(None, "m"))
@@ -365,7 +365,7 @@ class FailingLLM:
 
 
 def test_failure_after_streaming_began_is_an_error_event_then_done():
-    from server.app import create_app
+    from llm_runtime.server.app import create_app
 
     llm = FailingLLM()
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from model_builder.build import build
-from model_builder.precision import BuildOptions, Precision, Provider
+from llm_runtime.model_builder.build import build
+from llm_runtime.model_builder.precision import BuildOptions, Precision, Provider
 
 HELP = "build an ONNX decoder folder from a Hugging Face folder, a .gguf file or 'default'"
 
@@ -31,8 +31,8 @@ def run(args) -> int:
     result = build(args.source, args.output, opts, force=args.force)
     print(f"built {result.folder} in {result.seconds:.1f} s")
     if args.verify:
-        from model_builder.default_model import default_gguf
-        from model_builder.verify import verify
+        from llm_runtime.model_builder.default_model import default_gguf
+        from llm_runtime.model_builder.verify import verify
 
         source = default_gguf() if args.source == "default" else args.source
         print(f"largest logit difference against transformers: {verify(source, result.folder):.3g}")

@@ -26,7 +26,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import uvicorn
 
-    from server.app import create_app
+    from llm_runtime.server.app import create_app
 
     from ..llm import LLM
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kv_cache import KVCache
+from llm_runtime.kv_cache import KVCache
 
 from ..generation import check_prompt
 from ..output_stream import OutputStream

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from kv_cache import KVCache, round_up
+from llm_runtime.kv_cache import KVCache, round_up
 
 from ..prompt_split import MIN_SHARED, prefill_chunk
 from .prefix import Donor, find_donor
