@@ -4,8 +4,8 @@
 
 Prints the cost of one graph call over 1..8 new tokens of one sequence (median of 60 calls each), and how
 many graph calls the benchmark's greedy continuation (`llm-runtime bench`'s decode workload) would need if
-each call verified a prompt-lookup draft (the longest n-gram, n <= 3, of the text so far that recurs,
-followed by up to --draft tokens) instead of one call per token.
+each call verified a prompt-lookup draft (`llm_runtime.speculation.PromptLookup`: the longest n-gram, n <= 3, of
+the text so far that recurs, followed by up to --draft tokens) instead of one call per token.
 """
 from __future__ import annotations
 
@@ -14,25 +14,16 @@ import argparse
 from graph_call import call_ms
 from llm_runtime import LLM, SamplingParams
 from llm_runtime.benchmark import load_workload
-
-
-def draft(history: list[int], k: int, max_n: int = 3) -> list[int]:
-    """Up to k tokens that followed the latest earlier occurrence of the history's last n tokens."""
-    for n in range(max_n, 0, -1):
-        tail = history[-n:]
-        for start in range(len(history) - n - 1, -1, -1):
-            if history[start:start + n] == tail:
-                return history[start + n:start + n + k]
-    return []
+from llm_runtime.speculation import PromptLookup
 
 
 def calls_needed(prompt: list[int], out: list[int], k: int) -> int:
     """Graph calls to produce out[1:] when each call feeds the last token plus a draft and keeps what matches."""
-    history, i, calls = prompt + out[:1], 1, 0
+    lookup, i, calls = PromptLookup(prompt + out[:1], 1, 3), 1, 0
     while i < len(out):
-        guess = draft(history, min(k, len(out) - i - 1))
+        guess = lookup.propose(min(k, len(out) - i - 1))
         accepted = next((j for j, t in enumerate(guess) if out[i + j] != t), len(guess))
-        history += out[i:i + accepted + 1]
+        lookup.extend(out[i:i + accepted + 1])
         i += accepted + 1
         calls += 1
     return calls
