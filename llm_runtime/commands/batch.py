@@ -10,7 +10,6 @@ from pathlib import Path
 
 from .sampling_args import add_model_arguments
 
-HELP = "generate for every line of a JSONL file (OpenAI batch output; re-running resumes)"
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 

@@ -7,8 +7,6 @@ from pathlib import Path
 
 from ..benchmark import GENAI, OURS, compare, format_table, load_workload
 
-HELP = "measure time to first token, prefill and decode speed and peak memory, optionally against onnxruntime-genai"
-
 
 def add_arguments(p) -> None:
     p.add_argument("--model", default="default", help="built folder, Hugging Face folder, .gguf or 'default'")

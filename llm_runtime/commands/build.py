@@ -5,16 +5,15 @@ import argparse
 from pathlib import Path
 
 from llm_runtime.model_builder.build import build
-from llm_runtime.model_builder.precision import BuildOptions, Precision, Provider
-
-HELP = "build an ONNX decoder folder from a Hugging Face folder, a .gguf file or 'default'"
+from llm_runtime.model_builder.precision import BuildOptions, BuildTarget, Precision
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="Hugging Face folder, .gguf file, or 'default'")
     p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
     p.add_argument("--precision", choices=[x.value for x in Precision], default="int4")
-    p.add_argument("--provider", choices=[x.value for x in Provider], default="cpu")
+    p.add_argument("--provider", choices=[x.value for x in BuildTarget], default="cpu",
+                   help="the execution provider the graph is built for")
     p.add_argument("--block-size", type=int, default=32, help="quantization block size (int4/int8)")
     p.add_argument("--zero-points", action="store_true", help="asymmetric quantization with packed zero points")
     p.add_argument("--lm-head-bits", type=int, choices=[4, 8], help="keep the lm_head at 8 bits in an int4 build")
@@ -25,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    opts = BuildOptions(precision=Precision(args.precision), provider=Provider(args.provider),
+    opts = BuildOptions(precision=Precision(args.precision), target=BuildTarget(args.provider),
                         block_size=args.block_size, symmetric=not args.zero_points, lm_head_bits=args.lm_head_bits,
                         query_seqlens=not args.no_query_seqlens)
     result = build(args.source, args.output, opts, force=args.force)

@@ -5,8 +5,6 @@ import sys
 
 from .sampling_args import add_model_arguments, add_sampling_arguments, sampling_params
 
-HELP = "interactive chat with history (/reset clears it, /exit or Ctrl-D leaves)"
-
 
 def add_arguments(p) -> None:
     add_model_arguments(p)

@@ -5,8 +5,6 @@ import sys
 
 from .sampling_args import add_model_arguments, add_sampling_arguments, sampling_params
 
-HELP = "complete a prompt, streaming to stdout"
-
 
 def add_arguments(p) -> None:
     p.add_argument("prompt", help="the prompt text ('-' reads standard input)")

@@ -5,9 +5,8 @@ import logging
 import os
 import threading
 
-from .sampling_args import add_model_arguments
+from llm_runtime.commands.sampling_args import add_model_arguments
 
-HELP = "serve an OpenAI-compatible API (chat and completions, streaming) on the batching engine"
 log = logging.getLogger(__name__)
 
 
@@ -26,9 +25,9 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import uvicorn
 
-    from llm_runtime.server.app import create_app
+    from llm_runtime.llm import LLM
 
-    from ..llm import LLM
+    from .app import create_app
 
     if args.max_concurrency < 1 or args.max_waiting < 1 or not 0 <= args.port < 65536:
         raise ValueError("--max-concurrency and --max-waiting must be >= 1, --port in 0..65535")
