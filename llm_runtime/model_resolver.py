@@ -10,8 +10,7 @@ from packaging.version import Version
 
 from llm_runtime.model_builder.build import build, default_build_dir, is_built
 from llm_runtime.model_builder.default_model import home
-from llm_runtime.model_builder.precision import BuildOptions, Precision
-from llm_runtime.model_builder.precision import Provider as BuildProvider
+from llm_runtime.model_builder.precision import BuildOptions, BuildTarget, Precision
 from llm_runtime.model_builder.source import SourceError
 
 log = logging.getLogger(__name__)
@@ -24,7 +23,7 @@ ORT_HAS_QUERY_SEQLENS = Version(ort.__version__).release >= (1, 32)
 def build_options_for(provider_build: str) -> BuildOptions:
     """int4 everywhere (the precision that runs fastest on CPU and fits GPUs best), with the batching input
     when this onnxruntime knows it (1.32 and newer)."""
-    return BuildOptions(precision=Precision.INT4, provider=BuildProvider(provider_build),
+    return BuildOptions(precision=Precision.INT4, target=BuildTarget(provider_build),
                         query_seqlens=ORT_HAS_QUERY_SEQLENS)
 
 

@@ -25,7 +25,7 @@ from .decoder import DecoderEmitter
 from .default_model import default_gguf, home
 from .genai_config import genai_config
 from .graph_writer import GraphWriter
-from .precision import BuildOptions, Precision, Provider
+from .precision import BuildOptions, BuildTarget, Precision
 from .source import SourceError, WeightSource
 from .weights import Weights
 
@@ -131,7 +131,7 @@ def _write_folder(folder: Path, src: WeightSource, cfg, arch, opts: BuildOptions
         "source": src.description,
         "model_type": cfg.model_type,
         "precision": opts.precision.value,
-        "provider": opts.provider.value,
+        "provider": opts.target.value,
         "io_dtype": opts.io_dtype.__name__,
         "block_size": opts.block_size if opts.bits else None,
         "symmetric": opts.symmetric if opts.bits else None,
@@ -141,4 +141,4 @@ def _write_folder(folder: Path, src: WeightSource, cfg, arch, opts: BuildOptions
     })
 
 
-__all__ = ["build", "BuildOptions", "BuildResult", "Precision", "Provider", "open_source", "is_built"]
+__all__ = ["build", "BuildOptions", "BuildResult", "BuildTarget", "Precision", "open_source", "is_built"]

@@ -8,7 +8,7 @@ from .precision import GENAI_PROVIDER, BuildOptions
 
 
 def genai_config(cfg: ModelConfig, arch: Architecture, opts: BuildOptions, contract: GraphContract) -> dict:
-    provider = GENAI_PROVIDER[opts.provider]
+    provider = GENAI_PROVIDER[opts.target]
     eos = list(cfg.eos_token_ids)
     return {
         "model": {

@@ -40,10 +40,10 @@ def device_of(buffer) -> str:
 
 @pytest.fixture(scope="module")
 def built(tiny_build):
-    from llm_runtime.model_builder.precision import Provider as BuildProvider
+    from llm_runtime.model_builder.precision import BuildTarget
 
     def make(case: str, precision: str) -> Path:
-        return tiny_build(case, precision, provider=BuildProvider(PROVIDER.value),
+        return tiny_build(case, precision, target=BuildTarget(PROVIDER.value),
                           query_seqlens=ORT_HAS_QUERY_SEQLENS)
     return make
 
