@@ -1,16 +1,31 @@
 """The attention subgraph of one layer: projections, optional per-head Q/K norms, GroupQueryAttention, o_proj."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .graph_writer import MS_DOMAIN
+from .architectures import Architecture
+from .config import ModelConfig
+from .contract import GraphContract
+from .graph_writer import MS_DOMAIN, GraphWriter
 from .linear import linear
-from .weights import ATTN, LAYER, NORM
+from .precision import BuildOptions
+from .weights import ATTN, LAYER, NORM, Weights
 
-if TYPE_CHECKING:
-    from .decoder import DecoderEmitter
+
+@dataclass(frozen=True)
+class AttentionParts:
+    """What the attention subgraph reads from the build: the writer, the model, its weights and cache names."""
+
+    g: GraphWriter
+    cfg: ModelConfig
+    arch: Architecture
+    opts: BuildOptions
+    w: Weights
+    contract: GraphContract
+    rms_norm: Callable[[str, str, str, int], str]  # (node prefix, x, weight name, size) -> normed x
 
 
 class AttentionLengths(NamedTuple):
@@ -20,7 +35,7 @@ class AttentionLengths(NamedTuple):
 
 
 # hidden [B, S, H] -> attention output [B, S, H]; the layer's cache is read and written in place
-def attention(e: DecoderEmitter, i: int, x: str, lengths: AttentionLengths,
+def attention(e: AttentionParts, i: int, x: str, lengths: AttentionLengths,
               rotary: dict[str, tuple[str, str]]) -> str:
     """
     x -> qkv_proj (packed Q|K|V) ------------------------------------------------+
@@ -58,7 +73,7 @@ def attention(e: DecoderEmitter, i: int, x: str, lengths: AttentionLengths,
 
 
 # packed qkv [B, S, (heads + 2 kv_heads) * hd] -> [Q, K, V], Q and K normed per head
-def qk_normed(e: DecoderEmitter, i: int, qkv: str) -> list[str]:
+def qk_normed(e: AttentionParts, i: int, qkv: str) -> list[str]:
     """
     The kernel's own q_norm_weight/k_norm_weight inputs are honoured only on CUDA and WebGPU, so the norms
     are explicit nodes and Q, K, V reach GroupQueryAttention as three inputs.
@@ -71,7 +86,7 @@ def qk_normed(e: DecoderEmitter, i: int, qkv: str) -> list[str]:
 
 
 # [B, S, heads * hd] -> [B, S, heads * hd]
-def head_norm(e: DecoderEmitter, p: str, x: str, weight: str, heads: int) -> str:
+def head_norm(e: AttentionParts, p: str, x: str, weight: str, heads: int) -> str:
     """x -> Reshape [B, S, heads, hd] -> RMSNorm over hd -> Reshape [B, S, heads * hd]"""
     g, hd = e.g, e.cfg.head_dim
     split = g.op("Reshape", [x, g.constant(f"{p}/heads_shape", np.array([0, 0, heads, hd], np.int64))],

@@ -11,7 +11,7 @@ from onnx import TensorProto
 from . import contract as C
 from . import quantize
 from .architectures import Architecture
-from .attention import AttentionLengths, attention
+from .attention import AttentionLengths, AttentionParts, attention
 from .config import ModelConfig
 from .graph_writer import MS_DOMAIN, GraphWriter
 from .linear import linear, matmul_nbits, nbits_initializers, quantized_weight
@@ -33,6 +33,7 @@ class DecoderEmitter:
         self.contract = contract
         self.io = opts.io_dtype
         self.progress = progress
+        self.attention_parts = AttentionParts(g, cfg, arch, opts, weights, contract, self.rms_norm)
 
     def emit(self) -> None:
         g, cfg = self.g, self.cfg
@@ -69,7 +70,7 @@ class DecoderEmitter:
         are Gemma 2/3's sandwich norms, whose pre-MLP norm is `pre_feedforward_layernorm`.
         """
         cfg, sandwich, prefix, p = self.cfg, self.arch.sandwich_norms, LAYER.format(i=i), f"/model/layers.{i}"
-        attn = attention(self, i, h, lengths, rotary)
+        attn = attention(self.attention_parts, i, h, lengths, rotary)
         if sandwich:
             attn = self.rms_norm(f"{p}/post_attention_layernorm", attn, prefix + NORM["post_attention"])
         pre_mlp = "pre_feedforward" if sandwich else "post_attention"
