@@ -6,6 +6,8 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from llm_runtime.model_builder.load_warnings import without_default_input_warnings
+
 from .huge_pages import collapse_weights
 from .providers import Provider, session_providers
 
@@ -33,14 +35,14 @@ class SessionConfig:
 
 def make_session(model_file: Path, provider: Provider, config: SessionConfig) -> ort.InferenceSession:
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
     opts.graph_optimization_level = OPT_LEVELS[config.optimization]
     if config.threads:
         opts.intra_op_num_threads = config.threads
     if config.optimized_model_path:
         opts.optimized_model_filepath = config.optimized_model_path
-    session = ort.InferenceSession(str(model_file), opts,
-                                   providers=session_providers(provider, config.provider_options))
+    with without_default_input_warnings():  # the optional inputs' defaults; every other warning is shown
+        session = ort.InferenceSession(str(model_file), opts,
+                                       providers=session_providers(provider, config.provider_options))
     if provider is Provider.CPU:
         collapse_weights()  # the prepacked weights, now allocated, onto huge pages
     return session

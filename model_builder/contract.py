@@ -12,7 +12,8 @@ Version 1 (onnxruntime-genai's decoder contract plus two optional inputs):
   logits                      float32 [batch, seq, vocab], or [1, n, vocab] when logits_indices is given
   present.{i}.key / .value    kv    [batch, kv_heads, total_seq, head_dim]
 The optional inputs are graph inputs with default initializers, so runtimes that do not know them
-(onnxruntime-genai) run the graph unchanged. Sliding-window layers may keep window-sized caches
+(onnxruntime-genai) run the graph unchanged; onnxruntime warns about such initializers on every load, and
+`load_warnings` mutes exactly that warning. Sliding-window layers may keep window-sized caches
 (`window_cache` in the manifest): their past/present buffers hold at least `window` rows, never the whole
 sequence; a shared full-length buffer works too.
 """
@@ -26,6 +27,7 @@ INPUT_IDS = "input_ids"
 ATTENTION_MASK = "attention_mask"
 LOGITS_INDICES = "logits_indices"
 QUERY_SEQLENS = "query_seqlens"
+OPTIONAL_INPUTS = (LOGITS_INDICES, QUERY_SEQLENS)
 LOGITS = "logits"
 PAST_KEY = "past_key_values.%d.key"
 PAST_VALUE = "past_key_values.%d.value"
