@@ -1,0 +1,152 @@
+"""The layers point one way (builder -> graph contract <- runtime <- doors) and no module hides an import cycle.
+
+The layering is read statically from every import statement, those inside functions and `TYPE_CHECKING`
+blocks included; the cycle check imports each module first in a fresh process.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOORS = ("llm_runtime.server", "llm_runtime.commands", "llm_runtime.cli", "llm_runtime.batch_job")
+# importer prefix -> the prefixes of ours it may not import
+FORBIDDEN = {
+    "llm_runtime.model_builder": ("llm_runtime.",),  # except itself: allowed below
+    "llm_runtime.kv_cache": ("llm_runtime.engine", "llm_runtime.llm", *DOORS),
+}
+HEAVY = ("onnxruntime", "fastapi", "uvicorn", "starlette", "torch", "transformers")
+
+
+def package_dirs() -> dict[str, Path]:
+    """Import name -> folder of every package pyproject.toml installs."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    mapped = setuptools.get("package-dir", {})
+    return {name: ROOT / mapped.get(name, name.replace(".", "/")) for name in setuptools["packages"]}
+
+
+def our_modules() -> dict[str, Path]:
+    """Module name -> file, for every module of every installed package."""
+    modules = {}
+    for package, folder in package_dirs().items():
+        for file in sorted(folder.glob("*.py")):
+            modules[package if file.stem == "__init__" else f"{package}.{file.stem}"] = file
+    return modules
+
+
+MODULES = our_modules()
+
+
+def imports_of(name: str, file: Path) -> list[tuple[str, bool]]:
+    """(absolute module name, at module level) for every import statement in the file."""
+    package = name if file.stem == "__init__" else name.rpartition(".")[0]
+    tree = ast.parse(file.read_text(), str(file))
+    top = {id(node) for node in tree.body}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, id(node) in top) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            for alias in node.names:  # `from . import x` may name a module; the root's names are the runtime's
+                sub = f"{base}.{alias.name}"
+                found.append((sub if sub in MODULES or base == "llm_runtime" else base, id(node) in top))
+    return found
+
+
+def layer_violations() -> list[str]:
+    bad = []
+    for name, file in MODULES.items():
+        for target, _ in imports_of(name, file):
+            if not target.startswith("llm_runtime"):
+                continue
+            if name.startswith(DOORS) or name == "llm_runtime":
+                continue
+            if target.startswith(DOORS):  # the runtime (engine, runner, sampling, llm, ...) imports no door
+                bad.append(f"{name} imports {target}")
+            for importer, forbidden in FORBIDDEN.items():
+                own = target == importer or target.startswith(importer + ".")
+                if name.startswith(importer) and not own and target.startswith(forbidden):
+                    bad.append(f"{name} imports {target}")
+    return sorted(set(bad))
+
+
+def test_layers_point_one_way():
+    assert layer_violations() == []
+
+
+def test_the_layering_check_sees_imports_inside_functions(tmp_path, monkeypatch):
+    """A lazy import from the builder into the runtime is caught like a top-level one."""
+    file = tmp_path / "probe.py"
+    file.write_text("def f():\n    from ..llm import LLM\n    from llm_runtime.server import app\n"
+                    "    from llm_runtime import SamplingParams\n")
+    monkeypatch.setitem(MODULES, "llm_runtime.model_builder.probe", file)
+    assert layer_violations() == ["llm_runtime.model_builder.probe imports llm_runtime.SamplingParams",
+                                  "llm_runtime.model_builder.probe imports llm_runtime.llm",
+                                  "llm_runtime.model_builder.probe imports llm_runtime.server.app"]
+
+
+def fresh(loaded: list[str], alone: list[str], path: tuple[str, ...] = ()) -> dict:
+    preload = sorted({target.split(".")[0] for name, file in MODULES.items() for target, top in imports_of(name, file)
+                      if top and not target.startswith("llm_runtime") and target != "__future__"})
+    request = {"loaded": loaded, "alone": alone, "preload": preload, "path": list(path)}
+    out = subprocess.run([sys.executable, "-I", str(ROOT / "tests" / "fresh_imports.py"), json.dumps(request)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.fixture(scope="module")
+def report() -> dict:
+    return fresh(["llm_runtime", "llm_runtime.model_builder.build", "llm_runtime.kv_cache", "llm_runtime.cli"],
+                 sorted(MODULES))
+
+
+def test_every_module_imports_alone(report):
+    assert report["failed"] == {}
+
+
+def test_the_cycle_check_fails_on_a_hidden_cycle(tmp_path):
+    """a and b import names from each other: imported first, each fails; c, outside the cycle, imports."""
+    (tmp_path / "cyc").mkdir()
+    (tmp_path / "cyc" / "__init__.py").write_text("")
+    (tmp_path / "cyc" / "a.py").write_text("from .b import B\nA = 1\n")
+    (tmp_path / "cyc" / "b.py").write_text("from .a import A\nB = 2\n")
+    (tmp_path / "cyc" / "c.py").write_text("C = 3\n")
+    failed = fresh([], ["cyc.a", "cyc.b", "cyc.c"], (str(tmp_path),))["failed"]
+    assert sorted(failed) == ["cyc.a", "cyc.b"] and "partially initialized" in failed["cyc.a"]
+
+
+def test_the_builder_and_the_cache_load_no_runtime_and_no_server(report):
+    builder, cache = report["loaded"]["llm_runtime.model_builder.build"], report["loaded"]["llm_runtime.kv_cache"]
+    for modules in (builder, cache):
+        ours = {m for m in modules if m.startswith("llm_runtime.")}
+        assert ours <= {m for m in MODULES if m.startswith(("llm_runtime.model_builder", "llm_runtime.kv_cache"))}
+        assert not [m for m in modules if m.split(".")[0] in HEAVY]
+    assert "onnx" in builder  # the builder's own dependency, loaded for real
+    root = report["loaded"]["llm_runtime"]  # LLM, SamplingParams, ... load on first use
+    assert [m for m in root if m.startswith("llm_runtime")] == ["llm_runtime"] and "numpy" not in root
+
+
+def test_the_command_line_imports_no_server_until_serve(report):
+    cli = report["loaded"]["llm_runtime.cli"]
+    assert not [m for m in cli if m.startswith("llm_runtime.server") or m.split(".")[0] in ("fastapi", "uvicorn")]
+    assert "llm_runtime.llm" not in cli
+
+
+def test_public_names_load_on_first_use():
+    import llm_runtime
+    from llm_runtime.llm import LLM
+
+    assert llm_runtime.LLM is LLM and "SamplingParams" in dir(llm_runtime)
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        llm_runtime.Nope
