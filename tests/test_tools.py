@@ -1,0 +1,51 @@
+"""OpenAI `tools` and `tool_choice` validation."""
+from __future__ import annotations
+
+import pytest
+
+from llm_runtime.sampling_params import ParameterError
+from llm_runtime.structured.tools import new_call_id, parse_functions, parse_tool_choice, parse_tools
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+
+
+def test_tools_parse():
+    (tool,) = parse_tools([WEATHER])
+    assert tool.name == "get_weather" and tool.schema() == {"type": "object"} and tool.openai()["type"] == "function"
+    (bare,) = parse_tools([{"type": "function", "function": {"name": "ping"}}])
+    assert bare.schema() == {"type": "object", "properties": {}}
+    assert parse_functions([{"name": "ping"}])[0].name == "ping"
+    assert parse_tools(None) == ()
+
+
+@pytest.mark.parametrize("tools, message", [
+    ("get_weather", "must be a list"),
+    ([{"type": "code_interpreter"}], "only function tools"),
+    ([{"type": "function"}], "function must be an object"),
+    ([{"type": "function", "function": {"name": "has space"}}], "name must be 1-64"),
+    ([{"type": "function", "function": {"name": "f", "parameters": "object"}}], "parameters must be a JSON schema"),
+    ([WEATHER, WEATHER], "used twice"),
+])
+def test_bad_tools(tools, message):
+    with pytest.raises(ParameterError, match=message) as e:
+        parse_tools(tools)
+    assert e.value.param == "tools"
+
+
+def test_tool_choice():
+    tools = parse_tools([WEATHER])
+    assert parse_tool_choice(None, tools) == "auto" and parse_tool_choice(None, ()) == "none"
+    assert parse_tool_choice("required", tools) == "required"
+    assert parse_tool_choice({"type": "function", "function": {"name": "get_weather"}}, tools) == "get_weather"
+    assert parse_tool_choice({"name": "get_weather"}, tools) == "get_weather"  # legacy function_call
+    for bad, message in (("always", "must be one of"), ({"type": "function", "function": {"name": "nope"}}, "not among"),
+                         (3, "must be a string")):
+        with pytest.raises(ParameterError, match=message):
+            parse_tool_choice(bad, tools)
+    with pytest.raises(ParameterError, match="no tools"):
+        parse_tool_choice("required", ())
+
+
+def test_call_ids():
+    assert new_call_id().startswith("call_") and new_call_id() != new_call_id()
+    assert len(new_call_id(9)) == 9 and new_call_id(9).isalnum()
