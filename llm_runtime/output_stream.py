@@ -17,7 +17,7 @@ class OutputStream:
         self.params = params
         self.prompt_tokens = len(prompt_ids)
         self.stop_ids = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else frozenset(eos_ids))
-        self.detok = IncrementalDetokenizer(tokenizer, prompt_ids)
+        self.detok = IncrementalDetokenizer(tokenizer, prompt_ids, params.skip_special_tokens)
         self.stops = StopStringMatcher(params.stop)
         self.generated = 0
         self.finish_reason: str | None = None

@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .structured.constraint import Constraint
 
 SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1  # a signed 64-bit integer, as vLLM and OpenAI clients accept
 MAX_TOP_LOGPROBS = 20
@@ -39,6 +43,13 @@ class SamplingParams:
     logprobs: bool = False
     top_logprobs: int = 0  # alternatives reported per token; needs logprobs
     n: int = 1
+    # structured output: at most one of these; compiled when the request is submitted (llm_runtime.structured)
+    json_schema: dict | str | None = None  # a JSON schema (a dict or JSON text) the reply must match
+    regex: str | None = None  # a regular expression the whole reply must match
+    grammar: str | None = None  # a Lark grammar (llguidance's dialect) the reply must match
+    json_object: bool = False  # the reply is any JSON object
+    skip_special_tokens: bool = True  # special tokens are left out of the text (tool-call markers need them)
+    constraint: Constraint | None = field(default=None, repr=False)  # built from the fields above, or given whole
 
     def __post_init__(self):
         _int_in("max_tokens", self.max_tokens, lo=1)
@@ -62,6 +73,13 @@ class SamplingParams:
         if self.top_logprobs and not self.logprobs:
             raise ParameterError("top_logprobs", "requires logprobs to be true")
         _int_in("n", self.n, lo=1, hi=MAX_N)
+        _bool("json_object", self.json_object)
+        _bool("skip_special_tokens", self.skip_special_tokens)
+        object.__setattr__(self, "constraint", _constraint(self))
+
+    @property
+    def constrained(self) -> bool:
+        return self.constraint is not None
 
     @property
     def greedy(self) -> bool:
@@ -73,6 +91,30 @@ class SamplingParams:
             bad = [t for t in ids if t >= vocab_size]
             if bad:
                 raise ParameterError(name, f"token id {bad[0]} is outside the vocabulary of {vocab_size}")
+
+
+def _constraint(params: SamplingParams):
+    """The one Constraint the structured-output fields ask for, or None."""
+    from .structured.constraint import Constraint  # structured imports ParameterError from here
+
+    asked = [name for name in ("json_schema", "regex", "grammar") if getattr(params, name) is not None]
+    asked += ["json_object"] if params.json_object else []
+    given = params.constraint
+    if given is not None and not isinstance(given, Constraint):
+        raise ParameterError("constraint", f"must be a Constraint, got {type(given).__name__}")
+    if len(asked) > 1:
+        raise ParameterError(asked[1], f"cannot be combined with {asked[0]}: give one constraint")
+    if not asked:
+        return given
+    if asked[0] == "json_schema":
+        built = Constraint.json_schema(params.json_schema)
+    elif asked[0] == "json_object":
+        built = Constraint.json_object()
+    else:
+        built = Constraint(asked[0], getattr(params, asked[0]))
+    if given is not None and given != built:  # dataclasses.replace hands the built one back: that is fine
+        raise ParameterError(asked[0], f"cannot be combined with another constraint ({given.param})")
+    return built
 
 
 def _is_int(value) -> bool:

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import numpy as np
@@ -280,6 +281,8 @@ def test_stop_is_normalised_to_a_tuple():
     ("ignore_eos", 1), ("logprobs", "yes"),
     ("top_logprobs", -1), ("top_logprobs", 21),
     ("n", 0), ("n", 17),
+    ("json_schema", "{not json"), ("json_schema", [1]), ("regex", 5), ("grammar", b"start"),
+    ("json_object", 1), ("skip_special_tokens", "no"),
 ])
 def test_invalid_values_raise_parameter_error(param, value):
     with pytest.raises(ParameterError) as e:
@@ -305,6 +308,19 @@ def test_boundary_values_are_accepted():
     SamplingParams(max_tokens=1, min_tokens=1, temperature=0, top_p=1.0, min_p=1.0, presence_penalty=-2,
                    frequency_penalty=2, logit_bias={0: -100, 5: 100}, seed=-(2**63), top_logprobs=20,
                    logprobs=True, n=16)
+
+
+def test_one_structured_output_constraint():
+    assert SamplingParams().constraint is None and not SamplingParams().constrained
+    p = SamplingParams(json_schema={"type": "object", "properties": {"a": {"type": "integer"}}})
+    assert p.constraint.kind == "json_schema" and p.constrained
+    assert dataclasses.replace(p, max_tokens=3).constraint == p.constraint
+    assert SamplingParams(json_object=True).constraint.kind == "json_object"
+    assert SamplingParams(regex="[a-z]+").constraint.text == "[a-z]+"
+    with pytest.raises(ParameterError, match="^regex cannot be combined with json_schema"):
+        SamplingParams(json_schema={}, regex="a")
+    with pytest.raises(ParameterError, match="^json_object cannot be combined with grammar"):
+        SamplingParams(grammar='start: "a"', json_object=True)
 
 
 def test_check_vocab():

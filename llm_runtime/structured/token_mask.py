@@ -31,21 +31,18 @@ def apply_mask(logits: np.ndarray, bits: np.ndarray) -> np.ndarray:
 
 
 class MaskBatch:
-    """Reusable mask buffer and thread pool for one engine. `fill(states)` -> int32 [len(states), words]."""
+    """The thread pool for one engine. `fill(states)` -> int32 [len(states), words], a fresh array."""
 
     def __init__(self, vocab_size: int, threads: int | None = None):
         self.vocab_size = vocab_size
         self.words = mask_words(vocab_size)
         self.executor = llg.LLExecutor(num_threads=threads)
-        self._bits = np.zeros((16, self.words), np.int32)
         self.seconds = 0.0  # time spent computing masks
         self.rows = 0  # masks computed
 
     def fill(self, states: list[GrammarState]) -> np.ndarray:
         """The masks for the next token of each state, computed together."""
-        if len(states) > len(self._bits):
-            self._bits = np.zeros((max(len(states), 2 * len(self._bits)), self.words), np.int32)
-        bits = self._bits[:len(states)]
+        bits = np.zeros((len(states), self.words), np.int32)
         start = time.perf_counter()
         if len(states) == 1:
             states[0].matcher.unsafe_compute_mask_ptr(bits.ctypes.data, bits.nbytes)

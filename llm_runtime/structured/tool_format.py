@@ -48,7 +48,7 @@ class ToolFormat:
             parallel = parallel and choice == "auto"
         parallel = parallel and self.parallel
         if self.envelope:
-            return Constraint.json_schema(self.envelope_schema(tools, choice == "auto", parallel), "tool_choice")
+            return Constraint.json_schema(self.envelope_schema(tools, choice == "auto", parallel), "tools")
         if choice == "auto":
             return None
         call = _json_rule(self.call_schema(tools))
@@ -61,7 +61,7 @@ class ToolFormat:
         else:  # mistral: a list after the marker
             items = {"type": "array", "items": self.call_schema(tools), "minItems": 1, **({} if parallel else {"maxItems": 1})}
             lark = f'start: {_literal(self.start, tokenizer)} " "? {_json_rule(items)}\n'
-        return Constraint("grammar", lark, "tool_choice")
+        return Constraint("grammar", lark, "tools")
 
     def envelope_schema(self, tools: tuple[Tool, ...], may_answer: bool, parallel: bool) -> dict:
         """The generic reply: tool calls, or (when the model may answer) a plain answer."""
