@@ -14,6 +14,7 @@ import os
 import queue
 import threading
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -156,15 +157,22 @@ class BatchOutput:
         return ids
 
     def append(self, custom_id: str, response: dict | None = None, error: dict | None = None) -> None:
-        line = {"id": f"batch_req_{uuid.uuid4().hex[:24]}", "custom_id": custom_id, "response": response,
-                "error": error}
+        self.write(result_line(custom_id, response, error))
+
+    def write(self, line: dict) -> None:
+        """Append one result line (`result_line`'s shape), durable before this returns."""
         self.f.write(json.dumps(line).encode() + b"\n")  # ASCII: no U+2028 or lone surrogate to split or fail on
         self.f.flush()
         os.fsync(self.f.fileno())
-        self.answered.add(custom_id)
+        self.answered.add(line["custom_id"])
 
     def close(self) -> None:
         self.f.close()
+
+
+def result_line(custom_id: str, response: dict | None = None, error: dict | None = None) -> dict:
+    """One OpenAI batch output line: a response body or an error, under `custom_id`."""
+    return {"id": f"batch_req_{uuid.uuid4().hex[:24]}", "custom_id": custom_id, "response": response, "error": error}
 
 
 def _answered_id(line: bytes) -> str | None:
@@ -185,13 +193,23 @@ class BatchSummary:
     interrupted: bool = False
 
 
+def numbered_lines(src: Path | Iterable[tuple[int, bytes]]) -> Iterator[tuple[int, bytes]]:
+    """(line number from 1, raw line) of a JSONL file; an iterable of such pairs passes through."""
+    if not isinstance(src, (str, Path)):
+        yield from src
+        return
+    with open(src, "rb") as lines:
+        yield from enumerate(lines, 1)
+
+
 class BatchJob:
     """Runs every unanswered input line through the engine with at most `max_concurrency` requests in flight,
     appending each result in completion order. Setting `stop` stops submitting and cancels what is in flight;
     cancelled requests are not written, so the next run redoes them. `on_line()` is called per input line
-    settled by this run (written or duplicate)."""
+    settled by this run (written or duplicate). `src` is a JSONL file or an iterable of (line number, raw line);
+    `output` anything with BatchOutput's `answered` and `append`."""
 
-    def __init__(self, llm, src: Path, output: BatchOutput, model_name: str, max_concurrency: int,
+    def __init__(self, llm, src: Path | Iterable[tuple[int, bytes]], output: BatchOutput, model_name: str, max_concurrency: int,
                  stop: threading.Event | None = None, on_line=None):
         self.llm, self.src, self.output, self.model_name = llm, src, output, model_name
         self.max_concurrency = max_concurrency
@@ -204,12 +222,11 @@ class BatchJob:
         self._cancelled = False
 
     def run(self) -> BatchSummary:
-        with open(self.src, "rb") as lines:
-            for line_no, raw in enumerate(lines, 1):
-                if self.stop.is_set():
-                    break
-                if raw.strip() and (req := self._admit(raw, line_no)) is not None:
-                    self._submit(req)
+        for line_no, raw in numbered_lines(self.src):
+            if self.stop.is_set():
+                break
+            if raw.strip() and (req := self._admit(raw, line_no)) is not None:
+                self._submit(req)
         while self._in_flight:
             self._collect()
         self.summary.interrupted = self.stop.is_set()

