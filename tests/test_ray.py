@@ -161,3 +161,80 @@ def test_the_base_install_never_imports_ray():
     code = ("import sys, llm_runtime, llm_runtime.cli, llm_runtime.server.app, llm_runtime.batch_job; "
             "from llm_runtime.cli import parser; parser(); assert 'ray' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def replica_actors() -> list[dict]:
+    return [a for a in ray.util.list_named_actors(all_namespaces=True) if "SERVE_REPLICA" in a["name"]]
+
+
+def test_serve_two_replicas_stream_through_a_killed_replica(tiny_build):
+    """16 concurrent streams over two replicas; one replica's actor is killed once streams are under way:
+    every stream completes or raises a clean error in the client; Serve restarts the replica; 16 more succeed."""
+    import httpx
+    from openai import OpenAI
+    from ray import serve
+
+    from llm_runtime.ray.serve import DEPLOYMENT, application
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(application(tiny_build("llama-gqa2"), "tiny", replicas=2, threads=1, max_concurrency=8),
+              name=DEPLOYMENT, route_prefix="/")
+    try:
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=120)
+        started = threading.Semaphore(0)
+
+        def stream(i: int, results: dict) -> None:
+            try:
+                text, finish = "", None
+                for chunk in client.chat.completions.create(
+                        model="tiny", messages=[{"role": "user", "content": f"story {i}"}], max_tokens=96,
+                        temperature=0, stream=True, extra_body={"ignore_eos": True}):
+                    if chunk.choices:
+                        if not text:
+                            started.release()
+                        text += chunk.choices[0].delta.content or ""
+                        finish = chunk.choices[0].finish_reason or finish
+                results[i] = ("complete", finish)
+            except Exception as e:  # the client's own error type: the clean end of a stream cut short
+                results[i] = ("error", e)
+
+        def load(kill: bool) -> dict:
+            results: dict = {}
+            threads = [threading.Thread(target=stream, args=(i, results)) for i in range(16)]
+            for t in threads:
+                t.start()
+            if kill:
+                for _ in range(4):
+                    assert started.acquire(timeout=120)
+                victim = replica_actors()[0]
+                ray.kill(ray.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
+            for t in threads:
+                t.join(timeout=300)
+            assert len(results) == 16
+            return results
+
+        first = load(kill=True)
+        for state, detail in first.values():
+            assert (state, detail) == ("complete", "length") or (state == "error" and str(detail)), first
+        states = [state for state, _ in first.values()]
+        assert "complete" in states and "error" in states, first  # the kill cut some streams, not the others
+        second = load(kill=False)
+        assert all(v == ("complete", "length") for v in second.values()), second
+        deadline = time.time() + 120
+        while time.time() < deadline and serve.status().applications[DEPLOYMENT].deployments[
+                DEPLOYMENT].replica_states.get("RUNNING", 0) < 2:
+            time.sleep(0.5)
+        assert serve.status().applications[DEPLOYMENT].deployments[DEPLOYMENT].replica_states.get("RUNNING") == 2
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        assert "llm_requests_total" in metrics and "llm_generation_tokens_total" in metrics
+    finally:
+        serve.shutdown()
