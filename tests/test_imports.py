@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DOORS = ("llm_runtime.server", "llm_runtime.commands", "llm_runtime.cli", "llm_runtime.batch_job")
+DOORS = ("llm_runtime.server", "llm_runtime.commands", "llm_runtime.cli", "llm_runtime.batch_job", "llm_runtime.ray")
 # importer prefix -> the prefixes of ours it may not import
 FORBIDDEN = {
     "llm_runtime.model_builder": ("llm_runtime.",),  # except itself: allowed below
