@@ -65,6 +65,8 @@ def run_on_ray(args) -> int:
     """`--ray`: the app on Ray Serve (llm_runtime.ray.serve) until Ctrl-C."""
     from llm_runtime.ray import serve as ray_serve
 
+    if args.replicas < 1:
+        raise ValueError(f"--replicas must be >= 1, got {args.replicas}")
     autoscale = ray_serve.parse_autoscale(args.autoscale) if args.autoscale else None
     keys = args.api_key + ([os.environ["LLM_RUNTIME_API_KEY"]] if os.environ.get("LLM_RUNTIME_API_KEY") else [])
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.replicas)
