@@ -9,8 +9,6 @@ import logging
 import sys
 from importlib import import_module
 
-from .errors import USER_ERRORS
-
 # name -> (module with add_arguments(parser) and run(args) -> exit code, one-line help)
 COMMANDS = {
     "build": ("llm_runtime.commands.build",
@@ -43,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)  # the only top-level option is a flag
     args = parser(command).parse_args(argv)
+    from .errors import USER_ERRORS  # after parsing: --help and usage errors load no runtime and no onnxruntime
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

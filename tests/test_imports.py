@@ -139,8 +139,21 @@ def test_the_builder_and_the_cache_load_no_runtime_and_no_server(report):
 
 def test_the_command_line_imports_no_server_until_serve(report):
     cli = report["loaded"]["llm_runtime.cli"]
-    assert not [m for m in cli if m.startswith("llm_runtime.server") or m.split(".")[0] in ("fastapi", "uvicorn")]
-    assert "llm_runtime.llm" not in cli
+    assert [m for m in cli if m.startswith("llm_runtime")] == ["llm_runtime", "llm_runtime.cli"]
+    assert not [m for m in cli if m.split(".")[0] in HEAVY]  # `llm-runtime --help` loads no onnxruntime
+
+
+def test_a_subcommand_loads_only_its_own_module():
+    """Parsing `serve`'s flags loads server/cli.py, not the app, the runtime or fastapi; nor the other commands."""
+    code = ("import json, sys; from llm_runtime.cli import parser; parser('serve').parse_args(['serve', '--port', '9']);"
+            "print(json.dumps(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    loaded = json.loads(out.stdout)
+    assert "llm_runtime.server.cli" in loaded
+    assert not {"llm_runtime.server.app", "llm_runtime.llm", "llm_runtime.engine", "llm_runtime.commands.build",
+                "llm_runtime.commands.generate"} & set(loaded)
+    assert not [m for m in loaded if m.split(".")[0] in HEAVY]
 
 
 def test_public_names_load_on_first_use():
