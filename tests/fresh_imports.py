@@ -5,11 +5,13 @@
 `loaded`: each module is imported in a fork of this bare interpreter (nothing but the standard library loaded);
 the report lists every module it brought into `sys.modules`. `alone`: the third-party modules in `preload` are
 imported once, then each module is imported in its own fork, the first of our modules to load there, so an
-import cycle among ours fails as it would in a fresh interpreter; the report gives each failure's traceback.
+import cycle among ours fails as it would in a fresh interpreter; the report gives each failure's traceback, and
+apart from them the modules that need a package which is not installed (an optional extra's), with its name.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -43,20 +45,38 @@ def loaded_by(name: str) -> str:
     return json.dumps(sorted(set(sys.modules) - before))
 
 
+def import_alone(name: str, missing: set[str]) -> str:
+    """'' once imported, or the missing package that stopped it (also behind the module's own error about it,
+    as `llm_runtime.ray` raises when Ray is not installed)."""
+    try:
+        importlib.import_module(name)
+    except Exception as e:
+        link = e
+        while link is not None:
+            if isinstance(link, ModuleNotFoundError) and (link.name or "").split(".")[0] in missing:
+                return link.name.split(".")[0]
+            link = link.__cause__ or link.__context__
+        raise
+    return ""
+
+
 def main(request: dict) -> dict:
     sys.path[:0] = request.get("path", [])  # folders to import from besides the installed packages
     loaded = {}
     for name in request["loaded"]:
         code, out = in_child(lambda: loaded_by(name))
         loaded[name] = json.loads(out) if code == 0 else out
-    for name in request["preload"]:
+    missing = {name for name in request["preload"] if importlib.util.find_spec(name) is None}
+    for name in sorted(set(request["preload"]) - missing):
         importlib.import_module(name)
-    failed = {}
+    failed, unavailable = {}, {}
     for name in request["alone"]:
-        code, out = in_child(lambda: importlib.import_module(name) and "")
+        code, out = in_child(lambda: import_alone(name, missing))
         if code != 0:
             failed[name] = out
-    return {"loaded": loaded, "failed": failed}
+        elif out:
+            unavailable[name] = out
+    return {"loaded": loaded, "failed": failed, "unavailable": unavailable}
 
 
 if __name__ == "__main__":

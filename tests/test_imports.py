@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 import tomllib
@@ -111,8 +112,19 @@ def report() -> dict:
                  sorted(MODULES))
 
 
+def optional_packages() -> set[str]:
+    """The distributions that only an optional extra other than `dev` installs (`ray`)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    name = lambda requirement: re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0].lower()
+    required = {name(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
+    extras = {name(r) for key, reqs in project["optional-dependencies"].items() if key != "dev" for r in reqs}
+    return extras - required
+
+
 def test_every_module_imports_alone(report):
     assert report["failed"] == {}
+    # a module of an optional extra that is not installed here is skipped, and only those
+    assert set(report["unavailable"].values()) <= optional_packages()
 
 
 def test_the_cycle_check_fails_on_a_hidden_cycle(tmp_path):
