@@ -1,8 +1,10 @@
 """Offline batch generation over JSONL: one output line per custom_id, durable as it completes, resumable.
 
-Input lines are `{"custom_id", "prompt" | "messages", sampling fields...}` or OpenAI Batch API request lines
-(`{"custom_id", "method", "url", "body"}`); output lines follow OpenAI's batch output shape. Fields that are
-neither the prompt nor a sampling field (model, user, stream, ...) are ignored. A line that cannot run becomes
+Input lines are `{"custom_id", "prompt" | "messages", request fields...}` or OpenAI Batch API request lines
+(`{"custom_id", "method", "url", "body"}`); output lines follow OpenAI's batch output shape. The request fields
+go through the server's field policy and request mapping (llm_runtime.openai_request), so a line means what
+the same body means to the server; a batch runs one model (`model` is not checked), one choice per line (n 1)
+and never streams (stream: true is an error line). A line that cannot run becomes
 an error line under its custom_id (`line-N` when it has none); a repeated custom_id keeps its first line and
 the repeat is only reported (`BatchSummary.duplicates`), so the output has one line per unique custom_id.
 """
@@ -15,12 +17,14 @@ import queue
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from .completion import Chunk
 from .engine import QueueFullError
-from .openai_format import chat_completion, text_completion
-from .sampling_params import SamplingParams
+from .openai_reply import ReplyStream, fold
+from .openai_request import OpenAIRequest, parse_request
+from .sampling_params import ParameterError, SamplingParams
 
 try:
     import fcntl
@@ -29,12 +33,7 @@ except ImportError:  # Windows: no advisory lock on the output file
 
 log = logging.getLogger(__name__)
 
-# request field -> SamplingParams field (max_tokens, max_completion_tokens and logprobs are handled apart)
-SAMPLING_FIELDS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p", "seed": "seed",
-                   "stop": "stop", "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
-                   "repetition_penalty": "repetition_penalty", "logit_bias": "logit_bias",
-                   "min_tokens": "min_tokens", "ignore_eos": "ignore_eos", "top_logprobs": "top_logprobs"}
-ENDPOINTS = {"/v1/chat/completions": True, "/v1/completions": False}  # url -> is chat
+ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}  # url -> endpoint
 
 
 class LineError(ValueError):
@@ -48,10 +47,20 @@ class LineError(ValueError):
 @dataclass(frozen=True)
 class BatchRequest:
     custom_id: str
-    chat: bool
-    prompt: str | list  # text or token ids; chat messages when `chat`
-    params: SamplingParams
-    default_max_tokens: bool  # max_tokens not given: capped to the context left after the prompt
+    request: OpenAIRequest
+
+    @property
+    def chat(self) -> bool:
+        return self.request.chat
+
+    @property
+    def prompt(self) -> str | list:
+        """Text or token ids; the chat messages when `chat`."""
+        return self.request.messages if self.chat else self.request.prompts[0]
+
+    @property
+    def params(self) -> SamplingParams:
+        return self.request.params
 
     @classmethod
     def parse(cls, raw: bytes, line_no: int) -> BatchRequest:
@@ -66,27 +75,23 @@ class BatchRequest:
         if not isinstance(cid, str) or not cid:
             raise LineError(f"line-{line_no}", "invalid_request",
                             f"line {line_no} has no custom_id (a non-empty string)")
-        body, chat = _body(obj, cid)
-        prompt = body["messages"] if chat else _prompt(body["prompt"], cid)
-        if body.get("n") not in (None, 1):
-            raise LineError(cid, "invalid_request", "n must be 1 in a batch job; give each sample its own custom_id")
-        fields = {SAMPLING_FIELDS[k]: v for k, v in body.items() if k in SAMPLING_FIELDS and v is not None}
-        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-        if max_tokens is not None:
-            fields["max_tokens"] = max_tokens
-        logprobs = body.get("logprobs")
-        if isinstance(logprobs, int) and not isinstance(logprobs, bool):  # legacy completions: logprobs=N alternatives
-            fields.update(logprobs=True, top_logprobs=logprobs)
-        elif logprobs is not None:
-            fields["logprobs"] = logprobs
+        body, endpoint = _body(obj, cid)
         try:
-            return cls(cid, chat, prompt, SamplingParams(**fields), max_tokens is None)
-        except (ValueError, TypeError) as e:
+            request = parse_request(body, endpoint)
+        except ParameterError as e:
             raise LineError(cid, "invalid_request", str(e)) from None
+        if request.n != 1:
+            raise LineError(cid, "invalid_request", "n must be 1 in a batch job; give each sample its own custom_id")
+        if request.stream:
+            raise LineError(cid, "invalid_request", "stream must be false in a batch job (each line is one reply)")
+        if not request.chat and len(request.prompts) != 1:
+            raise LineError(cid, "invalid_request", "prompt must be a string or a list of token ids (one prompt "
+                                                    "per line)")
+        return cls(cid, request)
 
 
-def _body(obj: dict, cid: str) -> tuple[dict, bool]:
-    """The request body and whether it is a chat request, for both input forms."""
+def _body(obj: dict, cid: str) -> tuple[dict, str]:
+    """The request body and its endpoint ("chat" or "completions"), for both input forms."""
     if "body" in obj or "url" in obj:  # an OpenAI Batch API request line
         url, body = obj.get("url"), obj.get("body")
         if url not in ENDPOINTS:
@@ -95,24 +100,16 @@ def _body(obj: dict, cid: str) -> tuple[dict, bool]:
             raise LineError(cid, "invalid_request", f"unsupported method {obj.get('method')!r} (use POST)")
         if not isinstance(body, dict):
             raise LineError(cid, "invalid_request", "body must be a JSON object")
-        chat, key = ENDPOINTS[url], "messages" if ENDPOINTS[url] else "prompt"
+        key = "messages" if ENDPOINTS[url] == "chat" else "prompt"
         if key not in body:
             raise LineError(cid, "invalid_request", f"a {url} body needs {key}")
-        return body, chat
+        return body, ENDPOINTS[url]
     if "prompt" in obj and "messages" in obj:
         raise LineError(cid, "invalid_request", "the request has both prompt and messages; give one")
     if "prompt" not in obj and "messages" not in obj:
         raise LineError(cid, "invalid_request", "the request has neither prompt nor messages")
-    return obj, "messages" in obj
-
-
-def _prompt(prompt, cid: str) -> str | list[int]:
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-        prompt = prompt[0]  # OpenAI's list form, holding one prompt
-    if isinstance(prompt, str) or (isinstance(prompt, list) and prompt
-                                   and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt)):
-        return prompt
-    raise LineError(cid, "invalid_request", "prompt must be a string or a list of token ids (one prompt per line)")
+    body = {k: v for k, v in obj.items() if k != "custom_id"}
+    return body, "chat" if "messages" in obj else "completions"
 
 
 class BatchOutput:
@@ -260,13 +257,9 @@ class BatchJob:
             return
         try:
             ids = self._prompt_ids(req)
-            params = req.params
-            if req.default_max_tokens:
-                room = self.llm.folder.context_length - len(ids)
-                params = replace(params, max_tokens=max(1, min(params.max_tokens, room)))
             while True:
                 try:
-                    handle = self.llm.submit(ids, params)
+                    handle = self.llm.submit(ids, req.params)
                     break
                 except QueueFullError:  # only when more than max_waiting are in flight: wait for one to end
                     self._collect()
@@ -276,16 +269,26 @@ class BatchJob:
             self._write_error(req.custom_id, "invalid_request", str(e))
             return
         self._in_flight[req.custom_id] = handle
-        threading.Thread(target=self._wait, args=(req, handle), daemon=True).start()
+        threading.Thread(target=self._wait, args=(req, handle, len(ids)), daemon=True).start()
 
     def _prompt_ids(self, req: BatchRequest) -> list[int]:
         if req.chat:
             return self.llm.encode(self.llm.render_chat(req.prompt), special=False)
         return self.llm.encode(req.prompt) if isinstance(req.prompt, str) else req.prompt
 
-    def _wait(self, req: BatchRequest, handle) -> None:
+    def _wait(self, req: BatchRequest, handle, prompt_tokens: int) -> None:
+        """The reply body, folded from the request's stream exactly as the server folds it."""
+        r = req.request
+        echo = None
+        if r.echo:
+            prompt = r.prompts[0]
+            echo = [prompt if isinstance(prompt, str) else self.llm.tokenizer.decode(prompt, skip_special_tokens=False)]
+        reply = ReplyStream(r.chat, self.model_name, 1, r.params.logprobs, True, prompt_tokens, echo)
         try:
-            result = handle.result()
+            c = handle.result()  # the stream folded: one chunk holding it all
+            whole = Chunk(c.text, tuple(c.token_ids), c.finish_reason, tuple(c.logprobs or ()), c.usage)
+            chunks = reply.start() + [x for x in (reply.add(0, whole),) if x is not None] + reply.end()
+            result = fold(chunks, r.chat, 1, r.params.logprobs)
         except Exception as e:  # an engine failure: the request becomes an error line
             result = e
         self._results.put((req, handle, result))
@@ -306,8 +309,7 @@ class BatchJob:
         if isinstance(result, Exception):
             self._write_error(req.custom_id, "generation_failed", str(result))
             return
-        body = (chat_completion if req.chat else text_completion)(result, self.model_name)
-        self.output.append(req.custom_id, {"status_code": 200, "request_id": body["id"], "body": body})
+        self.output.append(req.custom_id, {"status_code": 200, "request_id": result["id"], "body": result})
         self.summary.written += 1
         self.on_line()
 

@@ -13,12 +13,16 @@ import jinja2.nodes
 import jinja2.utils
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-ROLES = ("system", "user", "assistant", "tool")
-TEXT_PART_SEPARATOR = "\n"  # text parts of one message are joined like vLLM does
+from .chat_messages import normalize_messages
+from .sampling_params import ParameterError
+
+
+class _TemplateRaised(jinja2.exceptions.TemplateError):
+    """raise_exception() called by the template: its message is the template author's, fit for a user."""
 
 
 def _raise_exception(message: str):
-    raise jinja2.exceptions.TemplateError(message)
+    raise _TemplateRaised(message)
 
 
 def _tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False) -> str:
@@ -102,37 +106,6 @@ def _token_text(token: Any) -> str:
     return "" if token is None else str(token)
 
 
-def normalize_messages(messages: Any) -> list[dict[str, Any]]:
-    """Check chat messages and return copies with text-part lists joined into strings and None values dropped."""
-    if not isinstance(messages, (list, tuple)) or not messages:
-        raise ValueError("messages must be a non-empty list of {'role', 'content'} dicts")
-    out = []
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise ValueError(f"messages[{i}] must be a dict, got {type(message).__name__}")
-        if message.get("role") not in ROLES:
-            raise ValueError(f"messages[{i}].role must be one of {', '.join(ROLES)}, got {message.get('role')!r}")
-        message = {k: v for k, v in message.items() if v is not None}
-        content = message.get("content")
-        if content is None:
-            if message["role"] != "assistant":  # an assistant turn may carry only tool_calls
-                raise ValueError(f"messages[{i}].content is missing")
-        elif isinstance(content, (list, tuple)):
-            message["content"] = TEXT_PART_SEPARATOR.join(_part_text(part, i, j) for j, part in enumerate(content))
-        elif not isinstance(content, str):
-            raise ValueError(f"messages[{i}].content must be a string or a list of text parts")
-        out.append(message)
-    return out
-
-
-def _part_text(part: Any, i: int, j: int) -> str:
-    if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-        kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-        raise ValueError(f"messages[{i}].content[{j}]: only {{'type': 'text', 'text': ...}} parts are supported, "
-                         f"got {kind!r}")
-    return part["text"]
-
-
 class ChatTemplate:
     """A compiled chat template plus the special tokens it may print."""
 
@@ -177,12 +150,29 @@ class ChatTemplate:
         return cls(path.read_text(encoding="utf-8"), bos_token, eos_token)
 
     def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, **extra: Any) -> str:
-        """The prompt text for `messages`; `extra` (tools, documents, enable_thinking, ...) reaches the template."""
+        """The prompt text for `messages`; `extra` (tools, documents, enable_thinking, ...) reaches the template.
+        A conversation the template cannot express raises `ParameterError` naming the first message it fails on,
+        with the template's own words (raise_exception) but no Jinja internals."""
+        messages = normalize_messages(messages)
+        for i, m in enumerate(messages):
+            if "tool_calls" in m and "tool_calls" not in self.source:
+                raise ParameterError("messages", f"messages[{i}] has tool_calls, which this model's chat template "
+                                                 f"cannot express")
         variables = {"bos_token": self.bos_token, "eos_token": self.eos_token, "tools": None, "documents": None,
-                     **extra, "messages": normalize_messages(messages), "add_generation_prompt": add_generation_prompt}
+                     **extra, "add_generation_prompt": add_generation_prompt}
         try:
-            return self._template.render(**variables)
-        except jinja2.TemplateError as e:  # raise_exception, undefined values, sandbox refusals
-            raise ValueError(f"chat template error: {e.message or e}") from e
+            return self._template.render(**variables, messages=messages)
         except Exception as e:  # a template is untrusted code: any failure is the template's
-            raise ValueError(f"chat template error: {type(e).__name__}: {e}") from e
+            reason = e.message if isinstance(e, _TemplateRaised) else None
+        where = self._first_failing(messages, variables)
+        raise ParameterError("messages", f"{where or 'the conversation'} cannot be expressed by this model's chat "
+                                         f"template" + (f": {reason}" if reason else ""))
+
+    def _first_failing(self, messages: list[dict[str, Any]], variables: dict) -> str | None:
+        """'messages[i] (role r)' for the shortest prefix of `messages` the template fails on."""
+        for i in range(len(messages)):
+            try:
+                self._template.render(**variables, messages=messages[:i + 1])
+            except Exception:
+                return f"messages[{i}] (role {messages[i]['role']})"
+        return None

@@ -12,24 +12,6 @@ from .output_stream import OutputStream
 from .prompt_split import prefill_chunk, reusable
 from .request_sampler import RequestSampler
 from .runner import ModelRunner, decode_inputs, prefill_inputs
-from .sampling_params import ParameterError, SamplingParams
-
-
-def check_prompt(prompt_ids: list[int], params: SamplingParams, context_length: int, vocab_size: int) -> None:
-    """Reject what cannot run, naming the parameter."""
-    if not prompt_ids:
-        raise ParameterError("prompt", "prompt must not be empty")
-    if not all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in prompt_ids):
-        raise ParameterError("prompt", "prompt token ids must be integers")
-    lo, hi = min(prompt_ids), max(prompt_ids)
-    if lo < 0 or hi >= vocab_size:
-        raise ParameterError("prompt", f"prompt token id {lo if lo < 0 else hi} is outside the vocabulary (0..{vocab_size - 1})")
-    params.check_vocab(vocab_size)
-    if len(prompt_ids) >= context_length:
-        raise ParameterError("prompt", f"prompt is {len(prompt_ids)} tokens, the context length is {context_length}")
-    if len(prompt_ids) + params.max_tokens > context_length:
-        raise ParameterError("max_tokens", f"max_tokens ({params.max_tokens}) plus the prompt ({len(prompt_ids)} tokens) "
-                                           f"exceeds the context length ({context_length})")
 
 
 # Long prompts are prefilled in chunks: GroupQueryAttention computes each call's whole query x key rectangle,

@@ -13,10 +13,11 @@ from llm_runtime.kv_cache import KVCache
 from .chat_template import ChatTemplate
 from .completion import Chunk, Completion
 from .engine import Engine, RequestHandle
-from .generation import check_prompt, stream_tokens
+from .generation import stream_tokens
 from .model_folder import ModelFolder
 from .model_resolver import resolve_model
 from .output_stream import OutputStream
+from .prompt_check import check_prompt
 from .providers import CAPABILITIES, resolve
 from .request_sampler import RequestSampler
 from .runner import ModelRunner
@@ -80,15 +81,17 @@ class LLM:
     def encode(self, text: str, special: bool = True) -> list[int]:
         if not isinstance(text, str):
             raise ParameterError("prompt", f"prompt must be a string, got {type(text).__name__}")
-        return self.tokenizer.encode(text, add_special_tokens=special).ids
+        # encode_batch lets go of the GIL (encode does not): a long prompt tokenized in a worker thread leaves
+        # the server's event loop running
+        return self.tokenizer.encode_batch([text], add_special_tokens=special)[0].ids
 
     def render_chat(self, messages: list[dict]) -> str:
         return self.template.render(messages, add_generation_prompt=True)
 
     def stream_ids(self, prompt_ids: list[int], params: SamplingParams | None = None) -> Iterator[Chunk]:
         """Stream the completion of already-tokenized `prompt_ids`."""
-        params = params or SamplingParams()
-        check_prompt(prompt_ids, params, self.folder.context_length, self.folder.vocab_size)
+        params = check_prompt(prompt_ids, params or SamplingParams(), self.folder.context_length,
+                              self.folder.vocab_size)
         out = OutputStream(self.tokenizer, prompt_ids, params, self.folder.eos_token_ids)
         sampler = RequestSampler(params, prompt_ids, self.folder.eos_token_ids, out.token_text)
         with self._lock:

@@ -48,3 +48,12 @@ def resolve_model(model: str | Path, provider_build: str = "cpu", progress: bool
         log.info("building %s into %s", path, folder)
         build(path, folder, opts, force=True, progress=progress)
     return folder
+
+
+def model_name(model: str | Path) -> str:
+    """The name a model is served and reported under: "default", or the folder's (a .gguf file's) name without
+    its path, never a filesystem path."""
+    if str(model) == "default":
+        return "default"
+    path = Path(model)
+    return path.stem if path.suffix == ".gguf" else path.resolve().name

@@ -1,4 +1,8 @@
-"""Per-request sampling settings, validated once when built; bad values raise `ParameterError`."""
+"""Per-request sampling settings, validated once when built; bad values raise `ParameterError`.
+
+This module owns the defaults and limits of every door (API, CLI, server, batch): the server's pydantic
+models and the OpenAI request mapping read them from here.
+"""
 from __future__ import annotations
 
 import math
@@ -9,26 +13,62 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .structured.constraint import Constraint
 
+DEFAULT_TEMPERATURE = 1.0  # OpenAI's default, at every door; the CLI's --temperature flag says its own (0: greedy)
+DEFAULT_MAX_TOKENS = 1024  # max_tokens left out: this many, capped by the context left after the prompt
 SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1  # a signed 64-bit integer, as vLLM and OpenAI clients accept
 MAX_TOP_LOGPROBS = 20
 MAX_N = 16
+MAX_PROMPTS = 128  # completions: prompts in one request times n
+MAX_STOP, MAX_STOP_LEN = 4, 256  # stop strings per request (OpenAI's 4), characters per stop string
+MAX_LOGIT_BIAS = 300  # entries in logit_bias
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The allowed range of a numeric field: lo <= value (lo < value when `lo_open`) <= hi."""
+
+    lo: float
+    hi: float | None = None
+    lo_open: bool = False
+
+
+# field -> range: SamplingParams checks these, and the server's request models declare the same bounds
+LIMITS = {
+    "max_tokens": Limit(1),
+    "min_tokens": Limit(0),
+    "temperature": Limit(0.0, 2.0),
+    "top_k": Limit(0),
+    "top_p": Limit(0.0, 1.0, lo_open=True),
+    "min_p": Limit(0.0, 1.0),
+    # a penalty near 0 (or huge) pushes logits to inf and the distribution to NaN
+    "repetition_penalty": Limit(0.01, 10.0),
+    "presence_penalty": Limit(-2.0, 2.0),
+    "frequency_penalty": Limit(-2.0, 2.0),
+    "logit_bias": Limit(-100.0, 100.0),  # each value
+    "seed": Limit(SEED_MIN, SEED_MAX),
+    "top_logprobs": Limit(0, MAX_TOP_LOGPROBS),
+    "n": Limit(1, MAX_N),
+}
 
 
 class ParameterError(ValueError):
-    """A sampling parameter out of range; `param` names the field so an HTTP server can report it."""
+    """A request parameter that cannot run; `param` names the field and `code` (OpenAI's error codes, such as
+    `unsupported_parameter` or `context_length_exceeded`) says why, so an HTTP server can report both."""
 
-    def __init__(self, param: str, message: str):
-        super().__init__(message if message.startswith(param) else f"{param} {message}")
-        self.param = param
+    def __init__(self, param: str, message: str, code: str | None = None):
+        # "must be >= 0" becomes "temperature must be >= 0"; a capitalized message is a whole sentence already
+        whole = message.startswith(param) or message[:1].isupper()
+        super().__init__(message if whole else f"{param} {message}")
+        self.param, self.code = param, code
 
 
 @dataclass(frozen=True)
 class SamplingParams:
     """How to pick tokens for one request. `temperature == 0` (or `top_k == 1`) means greedy argmax."""
 
-    max_tokens: int = 256
+    max_tokens: int | None = None  # None: DEFAULT_MAX_TOKENS, capped by the context left (`fit_to_context`)
     min_tokens: int = 0  # stop tokens (EOS, stop_token_ids) are suppressed until this many are generated
-    temperature: float = 1.0
+    temperature: float = DEFAULT_TEMPERATURE
     top_k: int = 0  # 0: off
     top_p: float = 1.0  # 1: off
     min_p: float = 0.0  # 0: off
@@ -52,27 +92,23 @@ class SamplingParams:
     constraint: Constraint | None = field(default=None, repr=False)  # built from the fields above, or given whole
 
     def __post_init__(self):
-        _int_in("max_tokens", self.max_tokens, lo=1)
-        _int_in("min_tokens", self.min_tokens, lo=0, hi=self.max_tokens, hi_name="max_tokens")
-        _real_in("temperature", self.temperature, lo=0.0)
-        _int_in("top_k", self.top_k, lo=0)
-        _real_in("top_p", self.top_p, lo=0.0, hi=1.0, lo_open=True)
-        _real_in("min_p", self.min_p, lo=0.0, hi=1.0)
-        # bounded: a penalty near 0 (or huge) pushes logits to inf and the distribution to NaN
-        _real_in("repetition_penalty", self.repetition_penalty, lo=0.01, hi=100.0)
-        _real_in("presence_penalty", self.presence_penalty, lo=-2.0, hi=2.0)
-        _real_in("frequency_penalty", self.frequency_penalty, lo=-2.0, hi=2.0)
+        if self.max_tokens is not None:
+            _int_in("max_tokens", self.max_tokens)
+        _int_in("min_tokens", self.min_tokens, hi=self.max_tokens or DEFAULT_MAX_TOKENS, hi_name="max_tokens")
+        for name in ("temperature", "top_p", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty"):
+            _real_in(name, getattr(self, name))
+        _int_in("top_k", self.top_k)
         object.__setattr__(self, "logit_bias", _logit_bias(self.logit_bias))
         if self.seed is not None:
-            _int_in("seed", self.seed, lo=SEED_MIN, hi=SEED_MAX)
+            _int_in("seed", self.seed)
         object.__setattr__(self, "stop", _stop_strings(self.stop))
         object.__setattr__(self, "stop_token_ids", _token_ids("stop_token_ids", self.stop_token_ids))
         _bool("ignore_eos", self.ignore_eos)
         _bool("logprobs", self.logprobs)
-        _int_in("top_logprobs", self.top_logprobs, lo=0, hi=MAX_TOP_LOGPROBS)
+        _int_in("top_logprobs", self.top_logprobs)
         if self.top_logprobs and not self.logprobs:
             raise ParameterError("top_logprobs", "requires logprobs to be true")
-        _int_in("n", self.n, lo=1, hi=MAX_N)
+        _int_in("n", self.n)
         _bool("json_object", self.json_object)
         _bool("skip_special_tokens", self.skip_special_tokens)
         object.__setattr__(self, "constraint", _constraint(self))
@@ -121,24 +157,29 @@ def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _int_in(name: str, value, lo: int, hi: int | None = None, hi_name: str | None = None) -> None:
+def _int_in(name: str, value, hi: int | None = None, hi_name: str | None = None) -> None:
+    """An integer within LIMITS[name]; `hi` (named `hi_name`) overrides the upper bound."""
+    limit = LIMITS[name]
+    hi = limit.hi if hi is None else hi
     if not _is_int(value):
         raise ParameterError(name, f"must be an integer, got {value!r}")
-    if value < lo:
-        raise ParameterError(name, f"must be >= {lo}, got {value}")
+    if value < limit.lo:
+        raise ParameterError(name, f"must be >= {limit.lo}, got {value}")
     if hi is not None and value > hi:
         raise ParameterError(name, f"must be <= {hi_name or hi}, got {value}")
 
 
-def _real_in(name: str, value, lo: float, hi: float | None = None, lo_open: bool = False) -> None:
+def _real_in(name: str, value) -> None:
+    """A finite number within LIMITS[name]."""
+    limit = LIMITS[name]
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         raise ParameterError(name, f"must be a number, got {value!r}")
     if not math.isfinite(value):
         raise ParameterError(name, f"must be finite, got {value}")
-    if value < lo or (lo_open and value == lo):
-        raise ParameterError(name, f"must be {'>' if lo_open else '>='} {lo:g}, got {value}")
-    if hi is not None and value > hi:
-        raise ParameterError(name, f"must be <= {hi:g}, got {value}")
+    if value < limit.lo or (limit.lo_open and value == limit.lo):
+        raise ParameterError(name, f"must be {'>' if limit.lo_open else '>='} {limit.lo:g}, got {value}")
+    if limit.hi is not None and value > limit.hi:
+        raise ParameterError(name, f"must be <= {limit.hi:g}, got {value}")
 
 
 def _bool(name: str, value) -> None:
@@ -152,13 +193,16 @@ def _logit_bias(bias) -> dict[int, float] | None:
         return None
     if not isinstance(bias, dict):
         raise ParameterError("logit_bias", f"must be a mapping of token id to bias, got {type(bias).__name__}")
+    if len(bias) > MAX_LOGIT_BIAS:
+        raise ParameterError("logit_bias", f"may hold at most {MAX_LOGIT_BIAS} entries, got {len(bias)}")
+    lo, hi = LIMITS["logit_bias"].lo, LIMITS["logit_bias"].hi
     out: dict[int, float] = {}
     for key, value in bias.items():
         token = int(key) if isinstance(key, str) and key.strip().isdecimal() else key
         if not _is_int(token) or token < 0:
             raise ParameterError("logit_bias", f"keys must be token ids >= 0, got {key!r}")
-        if not isinstance(value, numbers.Real) or isinstance(value, bool) or not -100 <= value <= 100:
-            raise ParameterError("logit_bias", f"values must be in [-100, 100], got {value!r} for token {key!r}")
+        if not isinstance(value, numbers.Real) or isinstance(value, bool) or not lo <= value <= hi:
+            raise ParameterError("logit_bias", f"values must be in [{lo:g}, {hi:g}], got {value!r} for token {key!r}")
         out[int(token)] = float(value)
     return out
 
@@ -169,9 +213,11 @@ def _stop_strings(stop) -> tuple[str, ...]:
         return ()
     if not isinstance(stops, (list, tuple)):
         raise ParameterError("stop", f"must be a string or a list of strings, got {type(stop).__name__}")
+    if len(stops) > MAX_STOP:
+        raise ParameterError("stop", f"may hold at most {MAX_STOP} strings, got {len(stops)}")
     for s in stops:
-        if not isinstance(s, str) or not s:
-            raise ParameterError("stop", f"strings must be non-empty, got {s!r}")
+        if not isinstance(s, str) or not s or len(s) > MAX_STOP_LEN:
+            raise ParameterError("stop", f"strings must hold 1 to {MAX_STOP_LEN} characters, got {s!r}")
     return tuple(stops)
 
 

@@ -16,10 +16,12 @@ def add_arguments(p) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", action="append", default=[],
                    help="accepted bearer key (repeatable; also $LLM_RUNTIME_API_KEY); none: no authentication")
-    p.add_argument("--served-model-name", help="the model name clients send (default: the --model argument)")
+    p.add_argument("--served-model-name",
+                   help="the model name clients send (default: 'default', or the model folder's name)")
     p.add_argument("--max-concurrency", type=int, default=16, help="sequences generated at once")
     p.add_argument("--max-waiting", type=int, default=256, help="queued requests beyond which requests get 429")
     p.add_argument("--cors-origin", action="append", default=[], help="allowed CORS origin (repeatable; none: off)")
+    p.add_argument("--public-metrics", action="store_true", help="serve /metrics without the API key")
     ray = p.add_argument_group("Ray Serve (the ray extra): replicas of the same server")
     ray.add_argument("--ray", action="store_true", help="serve through Ray Serve, one engine per replica")
     ray.add_argument("--address", help="the cluster: auto, ray://HOST:10001 (default: a local cluster)")
@@ -33,13 +35,15 @@ def run(args) -> int:
     import uvicorn
 
     from llm_runtime.llm import LLM
+    from llm_runtime.model_resolver import model_name
 
     from .app import create_app
 
     if args.max_concurrency < 1 or args.max_waiting < 1 or not 0 <= args.port < 65536:
         raise ValueError("--max-concurrency and --max-waiting must be >= 1, --port in 0..65535")
     keys = args.api_key + ([os.environ["LLM_RUNTIME_API_KEY"]] if os.environ.get("LLM_RUNTIME_API_KEY") else [])
-    app = create_app(None, args.served_model_name or args.model, keys, args.cors_origin)
+    app = create_app(None, args.served_model_name or model_name(args.model), keys, args.cors_origin,
+                     args.public_metrics)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
     failed: list[BaseException] = []
 

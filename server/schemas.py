@@ -1,134 +1,119 @@
-"""Request bodies (pydantic lives only here, at the edge) and their conversion to SamplingParams."""
+"""Request bodies (pydantic lives only here, at the edge): types and bounds for the OpenAPI document and a first
+check. Bounds come from llm_runtime.sampling_params; what each field does (supported, 400, hint) is
+llm_runtime.request_fields' table, applied with the one mapping, llm_runtime.openai_request."""
 from __future__ import annotations
 
-import logging
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from llm_runtime.sampling_params import MAX_N, MAX_TOP_LOGPROBS, SEED_MAX, SEED_MIN, ParameterError, SamplingParams
+from llm_runtime.sampling_params import LIMITS, MAX_LOGIT_BIAS, MAX_STOP, MAX_STOP_LEN
 
-from .errors import bad_request
+MAX_MESSAGES, MAX_TEXT, MAX_PROMPT_IDS = 1024, 1 << 20, 1 << 17  # transport limits of one body
 
-log = logging.getLogger(__name__)
 
-MAX_STOP, MAX_STOP_LEN, MAX_BIAS, MAX_MESSAGES, MAX_TEXT, MAX_PROMPT_IDS = 4, 256, 300, 1024, 1 << 20, 1 << 17
-DEFAULT_CHAT_MAX_TOKENS = 1024  # when a chat request names no limit (capped by the room left in the context)
-DEFAULT_COMPLETION_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
+def limited(name: str, **kw):
+    """An optional field bounded by LIMITS[name] (null: the default of SamplingParams)."""
+    lim = LIMITS[name]
+    bounds = {"gt" if lim.lo_open else "ge": lim.lo, **({"le": lim.hi} if lim.hi is not None else {})}
+    return Field(default=None, **bounds, **kw)
 
 
 TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=MAX_PROMPT_IDS)]
 StopString = Annotated[str, Field(min_length=1, max_length=MAX_STOP_LEN)]
 TokenKey = Annotated[str, Field(pattern=r"^[0-9]{1,12}$")]  # a token id, as a JSON object key
-Bias = Annotated[float, Field(ge=-100, le=100)]
+Bias = Annotated[float, Field(ge=LIMITS["logit_bias"].lo, le=LIMITS["logit_bias"].hi)]
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
 
 
 class TextPart(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
     type: Literal["text"]
-    text: str = Field(max_length=MAX_TEXT)
+    text: Text
+
+
+class RefusalPart(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+    type: Literal["refusal"]
+    refusal: Text
+
+
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+    name: str = Field(max_length=256)
+    arguments: Text  # a JSON object, as a string
+
+
+class ToolCall(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+    id: str = Field(max_length=256)
+    type: Literal["function"] = "function"
+    function: FunctionCall
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
-    role: Literal["system", "user", "assistant", "developer"]
-    content: str | list[TextPart] | None = Field(default=None, max_length=MAX_TEXT)
+    """A chat message; keys OpenAI does not define are ignored, as OpenAI ignores them."""
 
-    def plain(self) -> dict:
-        """The template's message: developer is system, text parts become one string."""
-        content = self.content
-        if isinstance(content, list):
-            content = "\n".join(p.text for p in content)
-        return {"role": "system" if self.role == "developer" else self.role, "content": content}
+    model_config = ConfigDict(strict=True, extra="ignore")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: Text | Annotated[list[TextPart | RefusalPart], Field(max_length=MAX_MESSAGES)] | None = None
+    name: str | None = Field(default=None, max_length=256)
+    tool_calls: Annotated[list[ToolCall], Field(max_length=MAX_MESSAGES)] | None = None
+    tool_call_id: str | None = Field(default=None, max_length=256)
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
-    include_usage: bool = False
+    model_config = ConfigDict(strict=True, extra="allow")
+    include_usage: bool | None = None
 
 
 class Common(BaseModel):
-    """Fields shared by chat and completions. Types are strict; unknown fields are ignored and logged."""
+    """Fields shared by chat and completions. Types are strict; other fields pass on to the field policy, which
+    refuses unknown and unsupported ones by name (400) and drops the documented hints."""
 
     model_config = ConfigDict(strict=True, extra="allow")
     model: str = Field(max_length=256)
-    max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float = Field(default=1.0, ge=0, le=2)
-    top_p: float = Field(default=1.0, gt=0, le=1)
-    n: int = Field(default=1, ge=1, le=MAX_N)
+    max_tokens: int | None = limited("max_tokens")
+    temperature: float | None = limited("temperature")
+    top_p: float | None = limited("top_p")
+    n: int | None = limited("n")
     stop: StopString | Annotated[list[StopString], Field(max_length=MAX_STOP)] | None = None
-    seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
-    presence_penalty: float = Field(default=0.0, ge=-2, le=2)
-    frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
-    logit_bias: Annotated[dict[TokenKey, Bias], Field(max_length=MAX_BIAS)] | None = None
-    stream: bool = False
+    seed: int | None = limited("seed")
+    presence_penalty: float | None = limited("presence_penalty")
+    frequency_penalty: float | None = limited("frequency_penalty")
+    logit_bias: Annotated[dict[TokenKey, Bias], Field(max_length=MAX_LOGIT_BIAS)] | None = None
+    stream: bool | None = None
     stream_options: StreamOptions | None = None
     user: str | None = Field(default=None, max_length=256)
     # extensions, as vLLM names them
-    top_k: int = Field(default=0, ge=0)
-    min_p: float = Field(default=0.0, ge=0, le=1)
-    repetition_penalty: float = Field(default=1.0, ge=0.01, le=10)  # far below 1, logits overflow to inf
-    min_tokens: int = Field(default=0, ge=0)
-    ignore_eos: bool = False
+    top_k: int | None = limited("top_k")
+    min_p: float | None = limited("min_p")
+    repetition_penalty: float | None = limited("repetition_penalty")
+    min_tokens: int | None = limited("min_tokens")
+    ignore_eos: bool | None = None
+    stop_token_ids: Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=MAX_STOP_LEN)] | None = None
 
-    @model_validator(mode="after")
-    def _log_unknown(self):
-        if self.model_extra:
-            log.info("ignoring unknown fields: %s", ", ".join(sorted(self.model_extra)[:20]))
-        return self
-
-    @property
-    def include_usage(self) -> bool:
-        return bool(self.stream_options and self.stream_options.include_usage)
-
-    def _sampling(self, max_tokens: int, logprobs: bool, top_logprobs: int, index: int) -> SamplingParams:
-        """Choice `index` of n: its seed is derived from the request's, so n choices differ and repeat."""
-        seed = None if self.seed is None else (self.seed - SEED_MIN + index) % 2**64 + SEED_MIN
-        bias = {int(k): v for k, v in (self.logit_bias or {}).items()}
-        try:
-            return SamplingParams(
-                max_tokens=max_tokens, min_tokens=self.min_tokens, temperature=self.temperature, top_k=self.top_k,
-                top_p=self.top_p, min_p=self.min_p, repetition_penalty=self.repetition_penalty,
-                presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
-                logit_bias=bias or None, seed=seed, stop=self.stop or (), ignore_eos=self.ignore_eos,
-                logprobs=logprobs, top_logprobs=top_logprobs)
-        except ParameterError as e:
-            raise bad_request(str(e), e.param) from None
+    def body(self) -> dict:
+        """The fields the client sent, as plain JSON values, for the one request mapping."""
+        return self.model_dump(exclude_unset=True)
 
 
 class ChatRequest(Common):
     messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    logprobs: bool = False
-    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
-
-    @property
-    def asked_tokens(self) -> int | None:
-        return self.max_completion_tokens or self.max_tokens
-
-    def params(self, index: int, room: int) -> SamplingParams:
-        """`room`: tokens left in the context after the prompt."""
-        max_tokens = self.asked_tokens or min(DEFAULT_CHAT_MAX_TOKENS, room)
-        return self._sampling(max_tokens, self.logprobs, self.top_logprobs or 0, index)
+    max_completion_tokens: int | None = limited("max_tokens")
+    logprobs: bool | None = None
+    top_logprobs: int | None = limited("top_logprobs")
 
 
 class CompletionRequest(Common):
-    prompt: Annotated[str, Field(max_length=MAX_TEXT)] | TokenIds
-    logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
-    echo: bool = False
-
-    @property
-    def asked_tokens(self) -> int | None:
-        return self.max_tokens
-
-    def params(self, index: int, room: int) -> SamplingParams:
-        if self.echo:
-            raise bad_request("echo is not supported", "echo")
-        max_tokens = self.max_tokens or min(DEFAULT_COMPLETION_MAX_TOKENS, room)
-        return self._sampling(max_tokens, self.logprobs is not None, self.logprobs or 0, index)
+    prompt: Text | Annotated[list[Text], Field(min_length=1, max_length=MAX_MESSAGES)] | TokenIds | \
+        Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_MESSAGES)]
+    logprobs: int | None = limited("top_logprobs")
+    echo: bool | None = None
+    best_of: int | None = limited("n")
 
 
-# Reply shapes, for the OpenAPI document only: replies are built as dicts by server/streaming.py.
+# Reply shapes, for the OpenAPI document only: replies are built as dicts by llm_runtime/openai_reply.py.
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
@@ -138,6 +123,8 @@ class Usage(BaseModel):
 class ReplyMessage(BaseModel):
     role: Literal["assistant"]
     content: str
+    refusal: None
+    annotations: list
 
 
 class ChatChoice(BaseModel):
@@ -154,6 +141,7 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: Usage
+    system_fingerprint: None
 
 
 class TextChoice(BaseModel):

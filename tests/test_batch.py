@@ -39,9 +39,9 @@ def test_parse_both_input_forms():
     r = parse({"custom_id": "a", "prompt": "hi", "max_tokens": 5, "stop": "x", "logit_bias": {"3": 1}})
     assert (r.chat, r.prompt, r.params.max_tokens, r.params.stop) == (False, "hi", 5, ("x",))
     assert r.params.logit_bias == {3: 1.0}
-    assert not r.default_max_tokens
+    assert r.params.max_tokens == 5
     r = parse({"custom_id": "b", "messages": [{"role": "user", "content": "hi"}], "logprobs": True, "top_logprobs": 2})
-    assert r.chat and r.default_max_tokens and (r.params.logprobs, r.params.top_logprobs) == (True, 2)
+    assert r.chat and r.params.max_tokens is None and (r.params.logprobs, r.params.top_logprobs) == (True, 2)
     r = parse({"custom_id": "c", "method": "POST", "url": "/v1/chat/completions",
                "body": {"model": "x", "messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 9}})
     assert r.chat and r.params.max_tokens == 9
@@ -159,7 +159,7 @@ def test_job_keeps_n_in_flight_and_writes_every_line_once(tmp_path):
     assert got["long"]["error"]["code"] == "invalid_request" and got["long"]["response"] is None
     assert got["chat"]["response"]["body"]["choices"][0]["message"]["content"] == "HEY"
     assert got["r3"]["response"]["body"]["choices"][0]["text"] == "PPP"
-    assert ("ppp", 61) in llm.submitted  # no max_tokens: what the context leaves after the prompt
+    assert ("ppp", None) in llm.submitted  # no max_tokens: left to the engine's one context check
 
 
 def test_job_stop_cancels_in_flight_and_writes_nothing_partial(tmp_path):

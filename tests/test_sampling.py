@@ -265,7 +265,7 @@ def test_stop_is_normalised_to_a_tuple():
 
 @pytest.mark.parametrize("param, value", [
     ("max_tokens", 0), ("max_tokens", 2.5), ("max_tokens", True),
-    ("min_tokens", -1), ("min_tokens", 300),
+    ("min_tokens", -1), ("min_tokens", 2000),
     ("temperature", -1), ("temperature", float("inf")), ("temperature", float("nan")), ("temperature", "hot"),
     ("top_k", -1), ("top_k", 1.5),
     ("top_p", 0.0), ("top_p", 1.01), ("top_p", float("nan")),

@@ -65,7 +65,7 @@ def serving(folder, *args):
 
 
 def metric(base: str, name: str) -> float:
-    return float(re.search(rf"^{name} (\S+)$", httpx.get(f"{base}/metrics").text, re.M).group(1))
+    return float(re.search(rf"^{name} (\S+)$", httpx.get(f"{base}/metrics", headers=AUTH).text, re.M).group(1))
 
 
 def settle(base: str) -> None:
@@ -306,8 +306,12 @@ def test_size_limits_auth_and_unknown_fields(server):
     r = httpx.post(base + "/v1/completions", json={"model": "tiny", "prompt": "x"},
                    headers={"Authorization": "Bearer x"})
     assert r.status_code == 401
+    for field, value, code in (("best_of", 3, "unsupported_value"), ("suffix", "y", "unsupported_parameter"),
+                               ("made_up", {"a": 1}, "unknown_parameter")):  # refused by name, never dropped
+        r = httpx.post(base + "/v1/completions", headers=AUTH, json={"model": "tiny", "prompt": "x", field: value})
+        assert r.status_code == 400 and (r.json()["error"]["param"], r.json()["error"]["code"]) == (field, code)
     r = httpx.post(base + "/v1/completions", headers=AUTH, json={
-        "model": "tiny", "prompt": "x", "max_tokens": 2, "best_of": 3, "suffix": "y", "made_up": {"a": 1}})
+        "model": "tiny", "prompt": "x", "max_tokens": 2, "best_of": 1, "user": "u1"})
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] <= 2
     parts = [{"type": "text", "text": "hi"}, {"type": "text", "text": "there"}]
     r = httpx.post(base + "/v1/chat/completions", headers=AUTH, json={

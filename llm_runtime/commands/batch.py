@@ -33,6 +33,7 @@ def run(args) -> int:
 
     from ..batch_job import BatchJob, BatchOutput
     from ..llm import LLM
+    from ..model_resolver import model_name
 
     if not args.input.is_file():
         raise FileNotFoundError(f"input file not found: {args.input}")
@@ -45,7 +46,7 @@ def run(args) -> int:
         raise FileNotFoundError(f"cannot write {args.output}: {e.strerror or e}") from None
     try:
         llm = LLM(args.model, provider=args.provider, threads=args.threads, max_running=args.max_concurrency)
-        model_name = "default" if args.model == "default" else llm.folder.path.name
+        name = model_name(args.model)
         total = _count_lines(args.input)
         before = len(output.answered)
         bar = tqdm(total=total, initial=min(before, total), unit="req", desc="batch", file=sys.stderr,
@@ -59,7 +60,7 @@ def run(args) -> int:
 
         stop = threading.Event()
         with _stop_on_signals(stop) as signals:
-            job = BatchJob(llm, args.input, output, model_name, args.max_concurrency, stop, on_line)
+            job = BatchJob(llm, args.input, output, name, args.max_concurrency, stop, on_line)
             summary = job.run()
         bar.close()
     finally:

@@ -11,8 +11,8 @@ import numpy as np
 
 from llm_runtime.kv_cache import KVCache
 
-from ..generation import check_prompt
 from ..output_stream import OutputStream
+from ..prompt_check import check_prompt
 from ..request_sampler import RequestSampler
 from ..runner import ModelRunner, Step
 from ..sampling_params import SamplingParams
@@ -75,7 +75,7 @@ class Engine:
         return [seq.handle for seq in seqs]
 
     def _sequence(self, prompt_ids: list[int], params: SamplingParams, loop) -> Sequence:
-        check_prompt(prompt_ids, params, self.folder.context_length, self.folder.vocab_size)
+        params = check_prompt(prompt_ids, params, self.folder.context_length, self.folder.vocab_size)
         eos = self.folder.eos_token_ids
         seq = Sequence(list(prompt_ids), params)
         seq.out = OutputStream(self.folder.tokenizer, seq.prompt_ids, params, eos)

@@ -1,0 +1,123 @@
+"""OpenAI reply bodies, for the server and the batch job alike: engine chunks become OpenAI stream chunks, and the
+non-streamed reply is a fold over those same chunks (one code path for both)."""
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+
+from .completion import Chunk
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def _lp(v: float) -> float:
+    return max(v, -9999.0)  # JSON has no -Infinity
+
+
+def _entry(token: str, logprob: float) -> dict:
+    return {"token": token, "logprob": _lp(logprob), "bytes": list(token.encode(errors="replace"))}
+
+
+def chat_logprobs(lps) -> dict:
+    """Chat-style logprobs of a sequence of TokenLogprob."""
+    return {"content": [{**_entry(lp.token, lp.logprob), "top_logprobs": [_entry(t, v) for _, t, v in lp.top]}
+                        for lp in lps], "refusal": None}
+
+
+def text_logprobs(lps, text: str, offset: int) -> dict:
+    """Completions-style logprobs of a sequence of TokenLogprob that produced `text`, which starts at character
+    `offset` of the choice's text: each token's offset is where its text starts (within `text`'s length)."""
+    offsets, at = [], offset
+    for lp in lps:
+        offsets.append(min(at, offset + len(text)))
+        at += len(lp.token)
+    return {"tokens": [lp.token for lp in lps], "token_logprobs": [_lp(lp.logprob) for lp in lps],
+            "top_logprobs": [{t: _lp(v) for _, t, v in lp.top} for lp in lps], "text_offset": offsets}
+
+
+class ReplyStream:
+    """The OpenAI stream chunks of one request's choices: `start()` (chat: each choice's role; echo: its prompt),
+    then `add(i, chunk)` per engine chunk of choice i, then `end()` (the usage chunk, when asked for)."""
+
+    def __init__(self, chat: bool, model: str, choices: int, want_logprobs: bool, include_usage: bool,
+                 prompt_tokens: int, echo: list[str] | None = None):
+        self.chat, self.want_logprobs, self.include_usage = chat, want_logprobs, include_usage
+        self.choices, self.prompt_tokens, self.echo = choices, prompt_tokens, echo
+        self.base = {"id": new_id("chatcmpl" if chat else "cmpl"),
+                     "object": "chat.completion.chunk" if chat else "text_completion",
+                     "created": int(time.time()), "model": model}
+        if chat:
+            self.base["system_fingerprint"] = None
+        if include_usage:
+            self.base["usage"] = None
+        self.completion_tokens = 0
+        self.offsets = [0] * choices  # characters of each choice's text so far (text_offset)
+
+    def _chunk(self, choice: dict) -> dict:
+        return {**self.base, "choices": [choice]}
+
+    def start(self) -> list[dict]:
+        if self.chat:
+            return [self._chunk({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                                 "finish_reason": None}) for i in range(self.choices)]
+        if not self.echo:
+            return []
+        out = []
+        for i, text in enumerate(self.echo):
+            self.offsets[i] = len(text)
+            out.append(self._chunk({"index": i, "text": text, "logprobs": None, "finish_reason": None}))
+        return out
+
+    def add(self, i: int, chunk: Chunk) -> dict | None:
+        """Choice i's OpenAI chunk for this engine chunk; None when it carries nothing to send yet."""
+        self.completion_tokens += len(chunk.token_ids)
+        if not chunk.text and not chunk.finish_reason and not chunk.logprobs:
+            return None  # text held back (a partial character or a possible stop string)
+        if self.chat:
+            delta = {"content": chunk.text} if chunk.text or not chunk.finish_reason else {}
+            lps = chat_logprobs(chunk.logprobs) if self.want_logprobs and chunk.logprobs else None
+            return self._chunk({"index": i, "delta": delta, "logprobs": lps, "finish_reason": chunk.finish_reason})
+        lps = text_logprobs(chunk.logprobs, chunk.text, self.offsets[i]) if self.want_logprobs else None
+        self.offsets[i] += len(chunk.text)
+        return self._chunk({"index": i, "text": chunk.text, "logprobs": lps, "finish_reason": chunk.finish_reason})
+
+    def end(self) -> list[dict]:
+        if not self.include_usage:
+            return []
+        usage = {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                 "total_tokens": self.prompt_tokens + self.completion_tokens}
+        return [{**self.base, "choices": [], "usage": usage}]
+
+
+def fold(chunks: Iterable[dict], chat: bool, choices: int, want_logprobs: bool) -> dict:
+    """The non-streamed reply: a stream's chunks (with usage) joined per choice."""
+    texts, reasons, usage, head = [[] for _ in range(choices)], [None] * choices, None, None
+    lps = [({"content": [], "refusal": None} if chat else
+            {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []})
+           if want_logprobs else None for _ in range(choices)]
+    for c in chunks:
+        head = head or c
+        usage = c.get("usage") or usage
+        for ch in c["choices"]:
+            i = ch["index"]
+            texts[i].append(ch["delta"].get("content") or "" if chat else ch["text"])
+            reasons[i] = ch["finish_reason"] or reasons[i]
+            for key, values in (ch["logprobs"] or {}).items():
+                if isinstance(values, list):
+                    lps[i][key].extend(values)
+    out = []
+    for i in range(choices):
+        text = "".join(texts[i])
+        if chat:
+            body = {"message": {"role": "assistant", "content": text, "refusal": None, "annotations": []}}
+        else:
+            body = {"text": text}
+        out.append({"index": i, **body, "logprobs": lps[i], "finish_reason": reasons[i]})
+    reply = {"id": head["id"], "object": "chat.completion" if chat else "text_completion", "created": head["created"],
+             "model": head["model"], "choices": out, "usage": usage}
+    if chat:
+        reply["system_fingerprint"] = None
+    return reply
