@@ -1,16 +1,10 @@
 """The server over real HTTP on loopback (a `llm-runtime serve` process), driven by the official openai client."""
 import asyncio
-import contextlib
 import json
 import os
 import re
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
@@ -19,49 +13,11 @@ import pytest
 
 from llm_runtime import LLM, Chunk, Completion, SamplingParams
 from llm_runtime.engine import EngineError
+from server_process import serving
 
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-CLI = str(Path(sys.executable).parent / "llm-runtime")
 MSGS = [{"role": "user", "content": "What is the capital of France?"}]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serving(folder, *args):
-    """A `llm-runtime serve` process on a free loopback port; yields its base URL once /health is 200."""
-    port = free_port()
-    log = tempfile.TemporaryFile("w+")  # a file, not a pipe: a full pipe would stall the server
-    proc = subprocess.Popen([CLI, "serve", "--model", str(folder), "--port", str(port), *args],
-                            stdout=log, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        else:
-            proc.kill()
-            proc.wait()
-            log.seek(0)
-            pytest.fail(f"the server did not start:\n{log.read()}")
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.seek(0)
-        if "Traceback" in (text := log.read()):
-            print(text)  # shown with a failing test
-        log.close()
 
 
 def metric(base: str, name: str) -> float:
