@@ -27,13 +27,13 @@ def chat_logprobs(lps) -> dict:
                         for lp in lps], "refusal": None}
 
 
-def text_logprobs(lps, text: str, offset: int) -> dict:
-    """Completions-style logprobs of a sequence of TokenLogprob that produced `text`, which starts at character
-    `offset` of the choice's text: each token's offset is where its text starts (within `text`'s length)."""
-    offsets, at = [], offset
+def text_logprobs(lps, offset: int) -> dict:
+    """Completions-style logprobs of a sequence of TokenLogprob whose first token starts at character `offset`
+    of the choice's text; each next token starts where the text of the ones before it ends."""
+    offsets = []
     for lp in lps:
-        offsets.append(min(at, offset + len(text)))
-        at += len(lp.token)
+        offsets.append(offset)
+        offset += len(lp.token)
     return {"tokens": [lp.token for lp in lps], "token_logprobs": [_lp(lp.logprob) for lp in lps],
             "top_logprobs": [{t: _lp(v) for _, t, v in lp.top} for lp in lps], "text_offset": offsets}
 
@@ -49,12 +49,10 @@ class ReplyStream:
         self.base = {"id": new_id("chatcmpl" if chat else "cmpl"),
                      "object": "chat.completion.chunk" if chat else "text_completion",
                      "created": int(time.time()), "model": model}
-        if chat:
-            self.base["system_fingerprint"] = None
         if include_usage:
             self.base["usage"] = None
         self.completion_tokens = 0
-        self.offsets = [0] * choices  # characters of each choice's text so far (text_offset)
+        self.offsets = [0] * choices  # characters of each choice's tokens so far (text_offset), after any echo
 
     def _chunk(self, choice: dict) -> dict:
         return {**self.base, "choices": [choice]}
@@ -80,8 +78,8 @@ class ReplyStream:
             delta = {"content": chunk.text} if chunk.text or not chunk.finish_reason else {}
             lps = chat_logprobs(chunk.logprobs) if self.want_logprobs and chunk.logprobs else None
             return self._chunk({"index": i, "delta": delta, "logprobs": lps, "finish_reason": chunk.finish_reason})
-        lps = text_logprobs(chunk.logprobs, chunk.text, self.offsets[i]) if self.want_logprobs else None
-        self.offsets[i] += len(chunk.text)
+        lps = text_logprobs(chunk.logprobs, self.offsets[i]) if self.want_logprobs else None
+        self.offsets[i] += sum(len(lp.token) for lp in chunk.logprobs)
         return self._chunk({"index": i, "text": chunk.text, "logprobs": lps, "finish_reason": chunk.finish_reason})
 
     def end(self) -> list[dict]:
@@ -116,8 +114,5 @@ def fold(chunks: Iterable[dict], chat: bool, choices: int, want_logprobs: bool) 
         else:
             body = {"text": text}
         out.append({"index": i, **body, "logprobs": lps[i], "finish_reason": reasons[i]})
-    reply = {"id": head["id"], "object": "chat.completion" if chat else "text_completion", "created": head["created"],
-             "model": head["model"], "choices": out, "usage": usage}
-    if chat:
-        reply["system_fingerprint"] = None
-    return reply
+    return {"id": head["id"], "object": "chat.completion" if chat else "text_completion", "created": head["created"],
+            "model": head["model"], "choices": out, "usage": usage}

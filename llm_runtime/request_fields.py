@@ -89,7 +89,7 @@ FIELDS: dict[str, dict[str, FieldRule]] = {
         "prompt_cache_retention": hint("prompt prefixes are reused while the engine holds them"),
         "prompt_cache_options": hint("prompt prefixes are reused automatically"),
         "safety_identifier": hint("an end-user id for abuse monitoring; nothing is monitored here"),
-        "moderation": hint("no moderation runs here"),
+        "moderation": unsupported("no moderation runs here"),
     },
     "completions": {
         **_SAMPLING,

@@ -141,7 +141,6 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: Usage
-    system_fingerprint: None
 
 
 class TextChoice(BaseModel):

@@ -1,0 +1,139 @@
+"""Every field of each endpoint, through the real server and the official openai client: supported fields run,
+unsupported ones are a 400 naming them, hints run and change nothing, unknown ones are refused as OpenAI does.
+The cases must name every row of the policy table, so a new row cannot go untested."""
+import inspect
+
+import openai
+import pytest
+
+from llm_runtime.request_fields import FIELDS, Policy
+from server_process import serving
+
+KEY = "fields-key"
+MSGS = [{"role": "user", "content": "Say something."}]
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+OK, HINT = "ok", "hint"
+UNSUPPORTED, UNKNOWN, VALUE = "unsupported_parameter", "unknown_parameter", "unsupported_value"
+
+COMMON = {  # field -> (value, expected, extra fields the case needs)
+    "model": ("tiny", OK, {}),
+    "max_tokens": (3, OK, {}),
+    "temperature": (0.5, OK, {}),
+    "top_p": (0.9, OK, {}),
+    "n": (2, OK, {}),
+    "stop": (["zz"], OK, {}),
+    "seed": (3, OK, {}),
+    "presence_penalty": (0.5, OK, {}),
+    "frequency_penalty": (0.5, OK, {}),
+    "logit_bias": ({"5": 1.0}, OK, {}),
+    "stream": (True, OK, {}),
+    "stream_options": ({"include_usage": True}, OK, {"stream": True}),
+    "user": ("user-1", HINT, {}),
+    "top_k": (5, OK, {}),
+    "min_p": (0.1, OK, {}),
+    "repetition_penalty": (1.2, OK, {}),
+    "min_tokens": (1, OK, {}),
+    "ignore_eos": (True, OK, {}),
+    "stop_token_ids": ([7], OK, {}),
+}
+CASES = {
+    "chat": {
+        **COMMON,
+        "messages": (MSGS, OK, {}),
+        "max_completion_tokens": (3, OK, {}),
+        "logprobs": (True, OK, {}),
+        "top_logprobs": (2, OK, {"logprobs": True}),
+        "tools": ([TOOL], UNSUPPORTED, {}),
+        "tool_choice": ("required", UNSUPPORTED, {}),
+        "parallel_tool_calls": (False, UNSUPPORTED, {}),
+        "functions": ([{"name": "f", "parameters": {}}], UNSUPPORTED, {}),
+        "function_call": ("auto", UNSUPPORTED, {}),
+        "response_format": ({"type": "json_object"}, UNSUPPORTED, {}),
+        "modalities": (["text", "audio"], UNSUPPORTED, {}),
+        "audio": ({"voice": "alloy", "format": "wav"}, UNSUPPORTED, {}),
+        "web_search_options": ({}, UNSUPPORTED, {}),
+        "reasoning_effort": ("low", UNSUPPORTED, {}),
+        "verbosity": ("low", UNSUPPORTED, {}),
+        "moderation": ({"model": "omni-moderation-latest"}, UNSUPPORTED, {}),
+        "prediction": ({"type": "content", "content": "Say"}, HINT, {}),
+        "store": (True, HINT, {}),
+        "metadata": ({"k": "v"}, HINT, {}),
+        "service_tier": ("auto", HINT, {}),
+        "prompt_cache_key": ("conversation-1", HINT, {}),
+        "prompt_cache_retention": ("24h", HINT, {}),
+        "prompt_cache_options": ({}, HINT, {}),
+        "safety_identifier": ("user-hash", HINT, {}),
+    },
+    "completions": {
+        **COMMON,
+        "prompt": ("Once upon a time", OK, {}),
+        "logprobs": (2, OK, {}),
+        "echo": (True, OK, {}),
+        "best_of": (1, OK, {}),
+        "suffix": ("the end", UNSUPPORTED, {}),
+    },
+}
+EXTRA = {  # values and fields beyond one row each: neutral values, refused values, unknown fields
+    "chat": [("tools", [], OK), ("tool_choice", "none", OK), ("response_format", {"type": "text"}, OK),
+             ("response_format", {"type": "xml"}, UNSUPPORTED), ("tool_choice", {"type": "function",
+              "function": {"name": "f"}}, UNSUPPORTED), ("modalities", ["text"], OK), ("made_up", 1, UNKNOWN),
+             ("echo", True, UNKNOWN)],
+    "completions": [("best_of", 3, VALUE), ("made_up", {"a": 1}, UNKNOWN), ("messages", MSGS, UNKNOWN)],
+}
+
+
+@pytest.fixture(scope="module")
+def client(tiny_build):
+    with serving(tiny_build("llama-gqa2"), "--api-key", KEY, "--served-model-name", "tiny") as base:
+        yield openai.OpenAI(base_url=base + "/v1", api_key=KEY, max_retries=0)
+
+
+def test_the_cases_name_every_row():
+    for endpoint, rules in FIELDS.items():
+        assert set(CASES[endpoint]) == set(rules), endpoint
+        for name, (_, expected, _) in CASES[endpoint].items():
+            want = {Policy.SUPPORTED: OK, Policy.HINT: HINT}.get(rules[name].policy, UNSUPPORTED)
+            assert expected == want or (expected == VALUE and want == OK), name
+
+
+def call(client, endpoint: str, fields: dict):
+    """One request through the official client: the fields it knows as arguments, the others in extra_body."""
+    create = client.chat.completions.create if endpoint == "chat" else client.completions.create
+    known = inspect.signature(create).parameters
+    base = {"model": "tiny", "temperature": 0, **({} if "max_completion_tokens" in fields else {"max_tokens": 4})}
+    base.update({"messages": MSGS} if endpoint == "chat" else {"prompt": "Once upon a time"})
+    args = {**base, **fields}
+    kwargs = {k: v for k, v in args.items() if k in known}
+    extra = {k: v for k, v in args.items() if k not in known}
+    reply = create(**kwargs, extra_body=extra or None)
+    if args.get("stream"):
+        return list(reply)
+    return reply
+
+
+def text(reply, endpoint: str) -> str:
+    return reply.choices[0].message.content if endpoint == "chat" else reply.choices[0].text
+
+
+def check(client, endpoint: str, fields: dict, expected: str, name: str) -> None:
+    if expected in (OK, HINT):
+        reply = call(client, endpoint, fields)
+        assert reply, name
+        if expected == HINT:  # accepted and ignored: the greedy reply is the one without the field
+            assert text(reply, endpoint) == text(call(client, endpoint, {}), endpoint)
+        return
+    with pytest.raises(openai.BadRequestError) as e:
+        call(client, endpoint, fields)
+    assert (e.value.body["param"], e.value.body["code"]) == (name, expected)
+    assert e.value.body["type"] == "invalid_request_error" and name in e.value.body["message"]
+
+
+@pytest.mark.parametrize("endpoint, name", [(e, n) for e in CASES for n in CASES[e]])
+def test_every_field(client, endpoint, name):
+    value, expected, needs = CASES[endpoint][name]
+    check(client, endpoint, {**needs, name: value}, expected, name)
+
+
+@pytest.mark.parametrize("endpoint, name, value, expected", [(e, *case) for e in EXTRA for case in EXTRA[e]])
+def test_neutral_refused_and_unknown_values(client, endpoint, name, value, expected):
+    check(client, endpoint, {name: value}, expected, name)
