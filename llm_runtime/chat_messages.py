@@ -3,7 +3,9 @@
 Accepted: roles system, developer (rendered as system), user, assistant and tool; content as a string or a list
 of text parts (refusal parts of an assistant turn count as text); an assistant turn with `content: null` and
 `tool_calls` (each call's `function.arguments` JSON string parsed into a dict, as templates print it with
-`tojson`); `tool_call_id` on tool messages; `name` on any message. Other keys are ignored, as OpenAI ignores them.
+`tojson`); `tool_call_id` on tool messages; `name` on any message; the legacy `function_call` of an assistant
+turn (one tool call) and `function` messages (a tool result named by `name`). Other keys are ignored, as OpenAI
+ignores them.
 """
 from __future__ import annotations
 
@@ -12,9 +14,9 @@ from typing import Any
 
 from .sampling_params import ParameterError
 
-ROLES = ("system", "developer", "user", "assistant", "tool")
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 TEXT_PART_SEPARATOR = "\n"  # text parts of one message are joined like vLLM does
-_KEPT = ("role", "content", "name", "tool_calls", "tool_call_id")
+_KEPT = ("role", "content", "name", "tool_calls", "tool_call_id", "function_call")
 
 
 def _error(where: str, message: str) -> ParameterError:
@@ -35,7 +37,9 @@ def _message(message: Any, where: str) -> dict[str, Any]:
     if role not in ROLES:
         raise _error(where, f"role must be one of {', '.join(ROLES)}, got {role!r}")
     out = {k: message[k] for k in _KEPT if message.get(k) is not None}
-    out["role"] = "system" if role == "developer" else role
+    out["role"] = {"developer": "system", "function": "tool"}.get(role, role)
+    if "function_call" in out:  # legacy: one call, as a tool call
+        out["tool_calls"] = [*out.get("tool_calls", []), {"id": "", "function": out.pop("function_call")}]
     if "name" in out and not isinstance(out["name"], str):
         raise _error(where, "name must be a string")
     content = out.get("content")
@@ -50,7 +54,7 @@ def _message(message: Any, where: str) -> dict[str, Any]:
         if role != "assistant":
             raise _error(where, "only assistant messages may carry tool_calls")
         out["tool_calls"] = _tool_calls(out["tool_calls"], f"{where}.tool_calls")
-    if role == "tool" and not isinstance(out.get("tool_call_id"), str):
+    if out["role"] == "tool" and not isinstance(out.get("tool_call_id") or out.get("name"), str):
         raise _error(where, "a tool message needs tool_call_id (a string)")
     return out
 
@@ -76,9 +80,9 @@ def _tool_calls(calls: Any, where: str) -> list[dict[str, Any]]:
             try:
                 arguments = json.loads(arguments) if arguments.strip() else {}
             except ValueError:
-                raise _error(f"{where}[{j}].function.arguments", "is not valid JSON") from None
+                arguments = None
         if not isinstance(arguments, dict):
-            raise _error(f"{where}[{j}].function.arguments", "must be a JSON object")
+            raise ParameterError("messages", f"{where}[{j}].function.arguments must be a JSON object (as text)")
         out.append({"id": call.get("id"), "type": "function",
                     "function": {"name": function["name"], "arguments": arguments}})
     return out

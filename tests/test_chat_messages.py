@@ -45,6 +45,11 @@ def test_normalized_agent_history():
     assert out[4] == {"role": "tool", "tool_call_id": "call_2", "content": "21 C"}
     assert out[5] == {"role": "assistant", "content": "Paris 18 C, Rome 21 C."}  # unknown keys ignored
     assert normalize_messages(out) == out  # idempotent: a door may normalize twice
+    legacy = normalize_messages([{"role": "assistant", "content": None,
+                                  "function_call": {"name": "f", "arguments": '{"a": 1}'}},
+                                 {"role": "function", "name": "f", "content": "done"}])
+    assert legacy == [{"role": "assistant", "tool_calls": [{"id": "", "type": "function", "function": {
+        "name": "f", "arguments": {"a": 1}}}]}, {"role": "tool", "name": "f", "content": "done"}]
 
 
 @pytest.mark.parametrize("tools", [None, [WEATHER]])
@@ -61,11 +66,11 @@ def test_qwen_template_renders_an_agent_history_as_transformers_does(tools):
     ({"role": "tool", "content": "x"}, "tool_call_id"),
     ({"role": "assistant", "content": None}, "content is missing"),
     ({"role": "user", "content": "x", "tool_calls": [{"function": {"name": "f"}}]}, "only assistant"),
-    ({"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{oops"}}]}, "not valid JSON"),
-    ({"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "[1]"}}]}, "JSON object"),
+    ({"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{oops"}}]}, "must be a JSON object"),
+    ({"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "[1]"}}]}, "must be a JSON object"),
     ({"role": "assistant", "tool_calls": [{"function": {"arguments": "{}"}}]}, "function.name"),
     ({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}, "only text parts"),
-    ({"role": "function", "content": "x"}, "role must be one of"),
+    ({"role": "wizard", "content": "x"}, "role must be one of"),
     ({"role": "user", "content": "x", "name": 3}, "name must be a string"),
 ])
 def test_bad_messages_name_the_message(message, says):

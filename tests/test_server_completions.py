@@ -141,7 +141,7 @@ def test_agent_history_is_rendered_by_the_models_template(client, llm):
 @pytest.mark.parametrize("messages, says", [
     (AGENT[:2] + [{"role": "tool", "content": "x"}], "messages[2]: a tool message needs tool_call_id"),
     (AGENT[:2] + [{"role": "assistant", "content": None, "tool_calls": [
-        {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{bad"}}]}], "not valid JSON"),
+        {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{bad"}}]}], "must be a JSON object"),
 ])
 def test_bad_agent_messages_are_400_naming_the_message(server, messages, says):
     r = post(server, "chat/completions", {"model": "tiny", "messages": messages, "max_tokens": 2})
