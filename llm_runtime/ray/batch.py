@@ -8,7 +8,7 @@ from pathlib import Path
 import ray.data
 from ray.data import ActorPoolStrategy
 
-from ..model_resolver import resolve_model
+from ..model_resolver import model_name as served_name, resolve_model
 from ..providers import CAPABILITIES, resolve
 from ..sampling_params import SamplingParams
 from .worker import BatchWorker
@@ -36,7 +36,7 @@ def batch(dataset: ray.data.Dataset, model: str | Path = "default", params: Samp
         raise ValueError("replicas and max_concurrency must be >= 1, threads_per_replica >= 0")
     folder = resolve_model(model, CAPABILITIES[resolve(provider)].build_provider)
     threads = threads_per_replica or max(1, (os.cpu_count() or 1) // replicas)
-    name = model_name or ("default" if str(model) == "default" else folder.name)
+    name = model_name or served_name(model)
     worker_args = dict(model=str(folder), model_name=name, threads=threads, max_concurrency=max_concurrency,
                        provider=provider, defaults=request_defaults(params))
     pool = ActorPoolStrategy(size=replicas, max_tasks_in_flight_per_actor=CALLS_PER_ACTOR,

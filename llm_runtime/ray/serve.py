@@ -14,7 +14,7 @@ from ray import serve
 from llm_runtime.server.app import create_app
 
 from ..llm import LLM
-from ..model_resolver import resolve_model
+from ..model_resolver import model_name, resolve_model
 from ..providers import CAPABILITIES, resolve
 
 DEPLOYMENT = "llm-runtime"
@@ -66,5 +66,5 @@ def application(model: str | Path = "default", served_model_name: str | None = N
                if autoscale else {"num_replicas": replicas})
     deployment = serve.deployment(LLMServer, name=DEPLOYMENT, ray_actor_options={"num_cpus": threads},
                                   max_ongoing_requests=max_concurrency, max_queued_requests=max_waiting, **scaling)
-    return deployment.bind(str(folder), served_model_name or str(model), list(api_keys), list(cors_origins),
+    return deployment.bind(str(folder), served_model_name or model_name(model), list(api_keys), list(cors_origins),
                            provider, threads, max_concurrency, max_waiting)
