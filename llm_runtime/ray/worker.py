@@ -42,12 +42,14 @@ class BatchWorker:
 
     def __call__(self, block: pa.Table):
         """Yields tables of OUTPUT_SCHEMA as requests finish (at least every YIELD_EVERY_S while any finish)."""
-        sink, done = RowSink(), threading.Event()
+        sink, done, failed = RowSink(), threading.Event(), []
         job = BatchJob(self.llm, self._lines(block), sink, self.model_name, self.max_concurrency)
 
         def run() -> None:
             try:
                 job.run()
+            except BaseException as e:  # raised below, in Ray's task: the block fails and Ray Data reports it
+                failed.append(e)
             finally:
                 done.set()
 
@@ -58,6 +60,8 @@ class BatchWorker:
                 yield _table(rows)
         if rows := _drain(sink.lines):
             yield _table(rows)
+        if failed:
+            raise failed[0]
 
     def _lines(self, block: pa.Table) -> list[tuple[int, bytes]]:
         rows = block.to_pylist()
