@@ -10,7 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import PlainTextResponse
 
-from . import errors
+from . import errors, web_ui
 from .completions import complete, parse
 from .errors import ERROR_RESPONSES, APIError
 from .metrics import Metrics
@@ -97,10 +97,10 @@ def _too_large() -> APIError:
 
 
 def create_app(llm, served_model_name: str, api_keys: list[str] = (), cors_origins: list[str] = (),
-               public_metrics: bool = False) -> FastAPI:
+               public_metrics: bool = False, web: bool = True) -> FastAPI:
     """The app over `llm` (an LLM). `llm` may be None while the model loads: set `app.state.llm` when
     ready; until then /health and /v1 answer 503. With `api_keys`, /v1 and /metrics (unless `public_metrics`)
-    need one of them."""
+    need one of them. `web`: the chat page at `/`."""
     app = FastAPI(title="llm-runtime", version="0.1.0")
     app.state.llm = llm
     metrics = Metrics()
@@ -169,4 +169,6 @@ def create_app(llm, served_model_name: str, api_keys: list[str] = (), cors_origi
         return app.openapi_schema
 
     app.openapi = openapi
+    if web:
+        app.include_router(web_ui.router)
     return app

@@ -22,6 +22,7 @@ def add_arguments(p) -> None:
     p.add_argument("--max-waiting", type=int, default=256, help="queued requests beyond which requests get 429")
     p.add_argument("--cors-origin", action="append", default=[], help="allowed CORS origin (repeatable; none: off)")
     p.add_argument("--public-metrics", action="store_true", help="serve /metrics without the API key")
+    p.add_argument("--no-web-ui", action="store_true", help="do not serve the chat page at /")
     ray = p.add_argument_group("Ray Serve (the ray extra): replicas of the same server")
     ray.add_argument("--ray", action="store_true", help="serve through Ray Serve, one engine per replica")
     ray.add_argument("--address", help="the cluster: auto, ray://HOST:10001 (default: a local cluster)")
@@ -43,7 +44,7 @@ def run(args) -> int:
         raise ValueError("--max-concurrency and --max-waiting must be >= 1, --port in 0..65535")
     keys = args.api_key + ([os.environ["LLM_RUNTIME_API_KEY"]] if os.environ.get("LLM_RUNTIME_API_KEY") else [])
     app = create_app(None, args.served_model_name or model_name(args.model), keys, args.cors_origin,
-                     args.public_metrics)
+                     args.public_metrics, web=not args.no_web_ui)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
     failed: list[BaseException] = []
 
