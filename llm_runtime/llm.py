@@ -23,6 +23,7 @@ from .request_sampler import RequestSampler
 from .runner import ModelRunner
 from .sampling_params import ParameterError, SamplingParams
 from .session import SessionConfig, make_session
+from .speculation import SpeculationConfig
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,12 @@ class LLM:
     def __init__(self, model: str | Path = "default", provider: str = "cpu", threads: int = 0,
                  optimization: str = "all", optimized_model_path: str | None = None,
                  provider_options: dict | None = None, max_cache_bytes: int | None = None,
-                 max_running: int = 16, max_waiting: int = 1024, token_budget: int = 256):
+                 max_running: int = 16, max_waiting: int = 1024, token_budget: int = 256,
+                 speculation: str | SpeculationConfig | None = None, num_speculative_tokens: int = 4):
+        # speculation="ngram": prompt-lookup drafts verified in the engine's step (validated before loading)
+        if isinstance(speculation, str):
+            speculation = SpeculationConfig(speculation, num_speculative_tokens)
+        self.speculation = speculation
         self.provider = resolve(provider)
         cap = CAPABILITIES[self.provider]
         self.folder = ModelFolder.open(resolve_model(model, cap.build_provider))
@@ -62,7 +68,8 @@ class LLM:
                             capacity=256, device=a["cache_device"], max_bytes=a["max_cache_bytes"],
                             max_capacity=self.folder.context_length, windows=dict(c.window_cache))
             runner = ModelRunner(self.folder, self.runner.session)
-            self._engine = Engine(runner, cache, a["max_running"], a["max_waiting"], a["token_budget"], lock=self._lock)
+            self._engine = Engine(runner, cache, a["max_running"], a["max_waiting"], a["token_budget"], lock=self._lock,
+                                  speculation=self.speculation)
         return self._engine
 
     def reset_prefix_cache(self) -> None:

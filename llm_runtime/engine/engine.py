@@ -11,14 +11,17 @@ import numpy as np
 
 from llm_runtime.kv_cache import KVCache
 
+from ..completion import Chunk, TokenLogprob
 from ..output_stream import OutputStream
 from ..prompt_check import check_prompt
 from ..request_sampler import RequestSampler
 from ..runner import ModelRunner, Step
 from ..sampling_params import SamplingParams
+from ..speculation import SpeculationConfig
 from .handle import RequestHandle
 from .scheduler import QueueFullError, Scheduled, Scheduler
 from .sequence import Sequence
+from .speculator import Speculator
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +41,19 @@ class EngineStats:
     prompt_tokens: int  # computed by the graph
     reused_prompt_tokens: int  # copied from another sequence's cache (a shared prompt prefix)
     healthy: bool
+    draft_tokens: int = 0  # speculation: drafted tokens verified
+    accepted_tokens: int = 0  # of those, accepted
+    verifications: int = 0  # verified runs (rows that drafted, per step)
 
 
 class Engine:
     """Thread-safe: `submit` from any thread; the loop runs in one background thread."""
 
     def __init__(self, runner: ModelRunner, cache: KVCache, max_running: int = 16, max_waiting: int = 1024,
-                 token_budget: int = 256, chunk_size: int = 128, lock: threading.Lock | None = None):
+                 token_budget: int = 256, chunk_size: int = 128, lock: threading.Lock | None = None,
+                 speculation: SpeculationConfig | None = None):
         self.runner, self.cache = runner, cache
+        self.speculator = Speculator(speculation, cache) if speculation else None
         self.folder = runner.folder
         self.scheduler = Scheduler(cache, max_running, max_waiting, token_budget, chunk_size)
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -81,6 +89,8 @@ class Engine:
         seq.out = OutputStream(self.folder.tokenizer, seq.prompt_ids, params, eos)
         seq.sampler = RequestSampler(params, seq.prompt_ids, eos, seq.out.token_text)
         seq.handle = RequestHandle(self, seq.id, loop, params.logprobs)
+        if self.speculator is not None:
+            self.speculator.attach(seq)
         return seq
 
     def cancel(self, seq_id: int) -> None:
@@ -89,8 +99,10 @@ class Engine:
 
     def stats(self) -> EngineStats:
         s = self.scheduler
+        sp = self.speculator
         return EngineStats(len(s.running), len(s.waiting), self.cache.nbytes, int(self.cache.lengths.sum()),
-                           self.steps, self.generated, self.prompt_tokens, s.reused_tokens, self.healthy)
+                           self.steps, self.generated, self.prompt_tokens, s.reused_tokens, self.healthy,
+                           *((sp.drafted, sp.accepted, sp.verifications) if sp else ()))
 
     def shutdown(self) -> None:
         self._stop = True
@@ -127,6 +139,8 @@ class Engine:
 
     def _step(self) -> None:
         plan = self.scheduler.schedule()
+        if self.speculator is not None:
+            plan = self.speculator.draft(plan, self.scheduler.token_budget - sum(len(item.tokens) for item in plan))
         if not plan:
             time.sleep(0.001)  # waiting requests that do not fit yet
             return
@@ -143,24 +157,35 @@ class Engine:
             for item in call:
                 self._finish(item.seq, EngineError(f"generation failed: {e}"))
             return
-        rows = iter(logits)
+        at = 0  # logits: one row per sampling item, every position of a verified run
         for item in call:
-            seq, samples = item.seq, item.wants_logits  # decided before the sequence advances
+            seq, rows = item.seq, logits[at:at + item.logit_rows]
+            at += item.logit_rows
             if seq.out.generated == 0:
                 self.prompt_tokens += len(item.tokens)
-            seq.cached += len(item.tokens)
-            if samples:
-                row = next(rows)
+            if not item.draft:
+                seq.cached += len(item.tokens)
+            if len(rows):
                 try:
-                    self._emit(seq, *seq.sampler.pick(row))
+                    self._emit(seq, self.speculator.accept(item, rows, seq.sampler.pick) if item.draft
+                               else [seq.sampler.pick(rows[0])])
                 except Exception as e:  # one request's sampling failure ends that request, not the engine
                     log.exception("request %d failed", seq.id)
                     self._finish(seq, EngineError(f"generation failed: {e}"))
 
-    def _emit(self, seq: Sequence, token: int, logprob) -> None:
-        self.generated += 1
+    def _emit(self, seq: Sequence, picks: list[tuple[int, TokenLogprob | None]]) -> None:
+        """Stream picked tokens as one chunk, up to the one that ends the request (EOS, a stop string, max_tokens
+        inside a verified run: the rest is dropped)."""
+        chunks = []
+        for token, logprob in picks:
+            self.generated += 1
+            chunks.append(seq.out.add(token, logprob))
+            if seq.out.finished:
+                break
         seq.next_token = token
-        chunk = seq.out.add(token, logprob)
+        if seq.proposer is not None:
+            seq.proposer.extend(t for c in chunks for t in c.token_ids)
+        chunk = Chunk.join(chunks)
         if seq.out.finished:
             self._finish(seq, chunk)
         else:
@@ -186,7 +211,8 @@ def group_calls(plan: list[Scheduled], padded: bool = True) -> list[list[Schedul
     else they go one call each. A graph without query_seqlens (`padded` False: onnxruntime-genai's builder,
     onnxruntime < 1.32) takes neither idle nor padded rows: decodes go in runs of consecutive slots, and each
     chunk alone."""
-    decodes = sorted((item for item in plan if item.decode), key=lambda item: item.seq.slot)
+    decodes = sorted((item for item in plan if item.decode and not item.draft), key=lambda item: item.seq.slot)
+    verified = sorted((item for item in plan if item.draft), key=lambda item: item.seq.slot)
     chunks = [item for item in plan if not item.decode]
     if not padded:
         runs: list[list[Scheduled]] = []
@@ -195,10 +221,11 @@ def group_calls(plan: list[Scheduled], padded: bool = True) -> list[list[Schedul
                 runs[-1].append(item)
             else:
                 runs.append([item])
-        return runs + [[c] for c in chunks]
+        return runs + [[v] for v in verified] + [[c] for c in chunks]
     calls = [decodes] if decodes else []
-    if chunks:
-        calls += [chunks] if padded_tokens(chunks) <= 2 * sum(len(c.tokens) for c in chunks) else [[c] for c in chunks]
+    for multi in (verified, chunks):  # verified runs (multi-token, like chunks) share a call of their own
+        if multi:
+            calls += [multi] if padded_tokens(multi) <= 2 * sum(len(c.tokens) for c in multi) else [[c] for c in multi]
     return calls
 
 
@@ -216,6 +243,8 @@ def build_step(items: list[Scheduled], cache: KVCache) -> Step:
         ids[row, :n] = item.tokens
         totals[row] = item.seq.cached + n
         query[row] = n
-        if item.wants_logits:
+        if item.draft:  # every position of a verified run
+            logits_at.extend(range(row * width, row * width + n))
+        elif item.wants_logits:
             logits_at.append(row * width + n - 1)
     return Step(ids, totals, query, np.array(logits_at, np.int64), first)

@@ -18,11 +18,17 @@ class QueueFullError(RuntimeError):
 @dataclass(frozen=True)
 class Scheduled:
     seq: Sequence
-    tokens: list[int]  # fed this step: one decode token or a prompt chunk
+    tokens: list[int]  # fed this step: one decode token (then its drafts, if any) or a prompt chunk
+    draft: tuple[int, ...] = ()  # the drafted tokens at the end of `tokens`, verified by this call
+
+    @property
+    def logit_rows(self) -> int:
+        """Rows of logits this item gets back: every position of a verified run, else its last one if it samples."""
+        return len(self.tokens) if self.draft else int(self.wants_logits)
 
     @property
     def decode(self) -> bool:
-        """One sampled token fed back (the prompt is all in the cache), not a prompt chunk."""
+        """A sampled token fed back (the prompt is all in the cache; drafts may follow it), not a prompt chunk."""
         return self.seq.cached >= len(self.seq.prompt_ids)
 
     @property

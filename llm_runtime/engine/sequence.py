@@ -8,6 +8,7 @@ from enum import Enum
 from ..output_stream import OutputStream
 from ..request_sampler import RequestSampler
 from ..sampling_params import SamplingParams
+from ..speculation import DraftPolicy, Proposer
 
 _ids = itertools.count()
 
@@ -30,6 +31,8 @@ class Sequence:
     cached: int = 0  # tokens already in this sequence's cache slot
     next_token: int = -1  # the last sampled token, fed by the next decode
     status: Status = Status.WAITING
+    proposer: Proposer | None = None  # drafts this sequence's next tokens (speculation on)
+    policy: DraftPolicy | None = None  # how many it drafts
 
     @property
     def prefilling(self) -> bool:

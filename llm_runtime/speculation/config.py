@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..sampling_params import ParameterError
+from .policy import DraftPolicy
 from .proposer import PromptLookup, Proposer
 
 METHODS = ("ngram",)
@@ -31,3 +32,7 @@ class SpeculationConfig:
     def proposer(self, prompt_ids: list[int]) -> Proposer:
         """A new sequence's proposer, fed its prompt."""
         return PromptLookup(prompt_ids, self.min_n, self.max_n)
+
+    def policy(self) -> DraftPolicy:
+        """A new sequence's draft policy."""
+        return DraftPolicy(max_k=self.num_speculative_tokens)

@@ -1,0 +1,62 @@
+"""Speculation inside the engine step: which decoding rows draft, and what a verified run accepts.
+
+A decoding row that drafts feeds its last token plus k drafts as one chunk of k + 1 tokens and gets k + 1 rows of
+logits (`Scheduled.draft`). After the call, the walk of `acceptance.verify_run` picks at each position with the
+request's own sampling chain; the row keeps the accepted drafts' keys and values and rewinds the rest by its cache
+length: GroupQueryAttention reads a row only up to its length, so nothing is copied or cleared.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from llm_runtime.kv_cache import KVCache
+
+from ..speculation import SpeculationConfig, verify_run
+from .scheduler import Scheduled
+from .sequence import Sequence
+
+
+class Speculator:
+    """The engine's speculation: per-sequence proposer and policy, drafting within the step's token budget,
+    acceptance and rewinding, and the counters /metrics reports."""
+
+    def __init__(self, config: SpeculationConfig, cache: KVCache):
+        self.config, self.cache = config, cache
+        self.drafted = self.accepted = self.verifications = 0
+
+    def attach(self, seq: Sequence) -> None:
+        """A new sequence gets a proposer fed with its prompt and its own draft policy."""
+        seq.proposer = self.config.proposer(seq.prompt_ids)
+        seq.policy = self.config.policy()
+
+    def draft(self, plan: list[Scheduled], budget: int) -> list[Scheduled]:
+        """The plan with drafts added to its decodes, at most `budget` draft tokens in all. Each row's policy sets
+        its k from its acceptance history and the number of decoding rows; the proposer may guess fewer."""
+        batch = sum(1 for item in plan if item.decode)
+        out = []
+        for item in plan:
+            seq = item.seq
+            if item.decode and budget > 0 and seq.proposer is not None:
+                k = min(seq.policy.k(batch, seq.params.max_tokens - seq.out.generated), budget)
+                guess = seq.proposer.propose(k) if k > 0 else []
+                if guess:
+                    item = Scheduled(seq, item.tokens + guess, tuple(guess))
+                    budget -= len(guess)
+            out.append(item)
+        return out
+
+    def accept(self, item: Scheduled, rows: np.ndarray, pick: Callable[[np.ndarray], tuple]) -> list[tuple]:
+        """Walk a verified run (rows float32 [k + 1, vocab]); the row keeps its last token and the accepted drafts
+        in its cache, the rejected positions are rewound. Returns the (token, logprob) picks to emit."""
+        seq = item.seq
+        run = verify_run(item.draft, rows, pick)
+        accepted = len(run) - 1
+        seq.policy.update(len(item.draft), accepted)
+        self.drafted += len(item.draft)
+        self.accepted += accepted
+        self.verifications += 1
+        seq.cached += 1 + accepted
+        self.cache.lengths[seq.slot] = seq.cached
+        return run
