@@ -51,7 +51,8 @@ def run(args) -> int:
     def load() -> None:
         try:
             llm = LLM(args.model, provider=args.provider, threads=args.threads, max_running=args.max_concurrency,
-                      max_waiting=args.max_waiting)
+                      max_waiting=args.max_waiting, speculation=args.speculation,
+                      num_speculative_tokens=args.num_speculative_tokens)
             llm.engine  # started before the first request
             app.state.llm = llm
             log.warning("serving %s at http://%s:%d/v1", args.model, args.host, args.port)

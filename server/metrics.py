@@ -59,7 +59,11 @@ class Metrics:
                       "llm_cache_bytes": stats.cache_bytes, "llm_cache_used_tokens": stats.cache_used_tokens}
             counters = {"llm_prompt_tokens_total": stats.prompt_tokens,
                         "llm_prompt_tokens_reused_total": stats.reused_prompt_tokens,
-                        "llm_generation_tokens_total": stats.generated_tokens, "llm_engine_steps_total": stats.steps}
+                        "llm_generation_tokens_total": stats.generated_tokens, "llm_engine_steps_total": stats.steps,
+                        "llm_speculative_draft_tokens_total": stats.draft_tokens,
+                        "llm_speculative_accepted_tokens_total": stats.accepted_tokens,
+                        "llm_speculative_verifications_total": stats.verifications}
+            gauges["llm_speculative_acceptance_rate"] = stats.accepted_tokens / max(stats.draft_tokens, 1)
             lines += [x for k, v in gauges.items() for x in (f"# TYPE {k} gauge", f"{k} {v}")]
             lines += [x for k, v in counters.items() for x in (f"# TYPE {k} counter", f"{k} {v}")]
         return "\n".join(lines) + "\n"

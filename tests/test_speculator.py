@@ -241,3 +241,35 @@ def test_bad_speculation_settings_are_refused_before_loading():
         LLM("/nonexistent", speculation="medusa")
     with pytest.raises(ValueError, match="num_speculative_tokens"):
         LLM("/nonexistent", speculation="ngram", num_speculative_tokens=0)
+
+
+def test_cli_generate_with_speculation_prints_the_same_text(tiny_build, capsys):
+    from llm_runtime.cli import main
+
+    folder = str(tiny_build("llama-gqa2"))
+    argv = ["generate", "--model", folder, "--max-tokens", "16", "--ignore-eos", PROMPTS[0]]
+    assert main(argv) == 0
+    plain_text = capsys.readouterr().out
+    assert main(argv[:1] + ["--speculation", "ngram", "--num-speculative-tokens", "3"] + argv[1:]) == 0
+    assert capsys.readouterr().out == plain_text
+    assert main(argv[:1] + ["--speculation", "ngram", "--num-speculative-tokens", "0"] + argv[1:]) == 2
+    assert "num_speculative_tokens" in capsys.readouterr().err
+
+
+def test_server_with_speculation_answers_as_without_and_reports_acceptance(tiny_build, plain):
+    from openai import OpenAI
+    from test_server import metric, serving
+
+    folder = tiny_build("llama-gqa2")
+    messages = [{"role": "user", "content": PROMPTS[2]}]
+    expected = plain.chat(messages, SamplingParams(max_tokens=24, temperature=0, ignore_eos=True)).text
+    with serving(folder, "--speculation", "ngram") as base:
+        client = OpenAI(base_url=f"{base}/v1", api_key="none")
+        reply = client.chat.completions.create(model=str(folder), messages=messages, max_tokens=24, temperature=0,
+                                               extra_body={"ignore_eos": True})
+        assert reply.choices[0].message.content == expected
+        assert reply.usage.completion_tokens == 24
+        drafted = metric(base, "llm_speculative_draft_tokens_total")
+        accepted = metric(base, "llm_speculative_accepted_tokens_total")
+        assert drafted > 0 and 0 <= accepted <= drafted
+        assert metric(base, "llm_speculative_acceptance_rate") == pytest.approx(accepted / max(drafted, 1))

@@ -45,7 +45,8 @@ def run(args) -> int:
     except OSError as e:
         raise FileNotFoundError(f"cannot write {args.output}: {e.strerror or e}") from None
     try:
-        llm = LLM(args.model, provider=args.provider, threads=args.threads, max_running=args.max_concurrency)
+        llm = LLM(args.model, provider=args.provider, threads=args.threads, max_running=args.max_concurrency,
+                  speculation=args.speculation, num_speculative_tokens=args.num_speculative_tokens)
         name = model_name(args.model)
         total = _count_lines(args.input)
         before = len(output.answered)

@@ -16,7 +16,8 @@ def run(args) -> int:
     from ..llm import LLM
 
     params = sampling_params(args)
-    llm = LLM(args.model, provider=args.provider, threads=args.threads)
+    llm = LLM(args.model, provider=args.provider, threads=args.threads, speculation=args.speculation,
+              num_speculative_tokens=args.num_speculative_tokens)
     start = [{"role": "system", "content": args.system}] if args.system else []
     history = list(start)
     interactive = sys.stdin.isatty()

@@ -18,7 +18,8 @@ def run(args) -> int:
 
     params = sampling_params(args)
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    llm = LLM(args.model, provider=args.provider, threads=args.threads)
+    llm = LLM(args.model, provider=args.provider, threads=args.threads, speculation=args.speculation,
+              num_speculative_tokens=args.num_speculative_tokens)
     chunks = llm.chat_stream([{"role": "user", "content": prompt}], params) if args.chat else llm.stream(prompt, params)
     for chunk in chunks:
         sys.stdout.write(chunk.text)

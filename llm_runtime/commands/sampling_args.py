@@ -15,6 +15,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help="built folder, Hugging Face folder, .gguf or 'default'")
     p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt, dml, openvino, coreml or auto")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: onnxruntime's default)")
+    p.add_argument("--speculation", choices=["ngram"],
+                   help="speculative decoding: prompt-lookup drafts verified in the engine's step (same output)")
+    p.add_argument("--num-speculative-tokens", type=int, default=4, help="drafts per verification at most (default 4)")
 
 
 def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
