@@ -96,9 +96,13 @@ class LLM:
         return self.template.render(messages, add_generation_prompt=True)
 
     def stream_ids(self, prompt_ids: list[int], params: SamplingParams | None = None) -> Iterator[Chunk]:
-        """Stream the completion of already-tokenized `prompt_ids`."""
+        """Stream the completion of already-tokenized `prompt_ids`. With speculation on, through the engine, whose
+        step verifies the drafts."""
         params = check_prompt(prompt_ids, params or SamplingParams(), self.folder.context_length,
                               self.folder.vocab_size)
+        if self.speculation is not None:
+            yield from self.submit(prompt_ids, params)
+            return
         out = OutputStream(self.tokenizer, prompt_ids, params, self.folder.eos_token_ids)
         sampler = RequestSampler(params, prompt_ids, self.folder.eos_token_ids, out.token_text)
         with self._lock:

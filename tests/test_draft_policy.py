@@ -57,3 +57,16 @@ def test_a_row_with_nothing_to_copy_probes_rarely():
     assert p.k(1, 100) == 1  # a probe
     p.update(1, 1)  # that succeeds: probing resumes soon
     assert p.backoff == 4
+
+
+def test_drafts_pay_for_their_call_alone_but_not_a_lone_probe_in_a_large_batch():
+    from llm_runtime.speculation.policy import drafts_pay
+
+    one = dict(drafted=1, width=2, drafted_span=1, plain=0, plain_span=0, all_span=1)
+    assert drafts_pay(expected=1.5, **one)  # batch 1: a 2-token call at 1.28x for 1.5 tokens
+    assert not drafts_pay(expected=1.1, **one)
+    probe = dict(drafted=1, width=2, drafted_span=1, plain=7, plain_span=7, all_span=8)
+    assert not drafts_pay(expected=1.5, **probe)  # batch 8: a second call for one row's draft
+    every = dict(drafted=8, drafted_span=8, plain=0, plain_span=0, all_span=8)
+    assert drafts_pay(expected=8 * 1.9, width=2, **every)  # batch 8, every row drafts one, nearly always taken
+    assert not drafts_pay(expected=8 * 2.9, width=4, **every)  # three each: 32 tokens cost more than they save

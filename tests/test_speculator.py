@@ -64,6 +64,9 @@ class FixedK:
     def update(self, drafted: int, accepted: int) -> None:
         pass
 
+    def expected(self, k: int) -> float:
+        return k + 1.0  # every draft taken: worth a call of its own, unless beside many plain rows
+
 
 class OracleConfig(SpeculationConfig):
     """Speculation whose proposer is an Oracle over the references, looked up by prompt, k drafts every step."""
@@ -113,11 +116,12 @@ def test_batched_with_plain_rows_and_prompt_chunks_equals_alone(plain, spec):
     assert spec.engine.stats().verifications > before
 
 
-def oracle_llm(tiny_build, plain, prompts, params, k=3, spoil=True):
+def oracle_llm(tiny_build, plain, prompts, params, k=3, spoil=True, concurrency=4):
     ids = [plain.encode(p) for p in prompts]
     refs = {tuple(i): i + reply(plain, i, params).token_ids for i in ids}
     config = OracleConfig(refs, k, spoil)
-    return LLM(tiny_build("llama-gqa2"), max_running=4, token_budget=64, speculation=config), ids, refs, config
+    llm = LLM(tiny_build("llama-gqa2"), max_running=concurrency, token_budget=64, speculation=config)
+    return llm, ids, refs, config
 
 
 def test_rejections_at_every_position_give_the_same_tokens(tiny_build, plain):
@@ -209,7 +213,7 @@ def test_sampled_distribution_is_unchanged_by_speculation(tiny_build, plain):
     distributions with drafts (the greedy continuation, 3 per step: accepted when the draw equals it; seeds 0..599)
     against plain sampling (seeds 1000..1599), by a two-sample chi-squared test."""
     greedy = SamplingParams(max_tokens=4, temperature=0, ignore_eos=True)
-    llm, ids, refs, config = oracle_llm(tiny_build, plain, [PROMPTS[3]], greedy, k=3, spoil=False)
+    llm, ids, refs, config = oracle_llm(tiny_build, plain, [PROMPTS[3]], greedy, k=3, spoil=False, concurrency=1)
     n, vocab = 600, plain.folder.vocab_size
 
     def tokens(model: LLM, seeds: range) -> np.ndarray:
@@ -273,3 +277,12 @@ def test_server_with_speculation_answers_as_without_and_reports_acceptance(tiny_
         accepted = metric(base, "llm_speculative_accepted_tokens_total")
         assert drafted > 0 and 0 <= accepted <= drafted
         assert metric(base, "llm_speculative_acceptance_rate") == pytest.approx(accepted / max(drafted, 1))
+
+
+def test_sliding_window_models_decode_without_drafts(tiny_build):
+    """A window-sized cache drops its oldest rows to make room for a verified run: a rewind could not restore them."""
+    folder = tiny_build("mistral-window")
+    prompt, params = "one two one two one two one two " * 6, SamplingParams(max_tokens=40, temperature=0, ignore_eos=True)
+    spec = LLM(folder, speculation="ngram")
+    assert reply(spec, prompt, params).token_ids == reply(LLM(folder), prompt, params).token_ids
+    assert spec.engine.stats().verifications == 0

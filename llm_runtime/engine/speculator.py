@@ -14,6 +14,7 @@ import numpy as np
 from llm_runtime.kv_cache import KVCache
 
 from ..speculation import SpeculationConfig, verify_run
+from ..speculation.policy import drafts_pay
 from .scheduler import Scheduled
 from .sequence import Sequence
 
@@ -27,25 +28,38 @@ class Speculator:
         self.drafted = self.accepted = self.verifications = 0
 
     def attach(self, seq: Sequence) -> None:
-        """A new sequence gets a proposer fed with its prompt and its own draft policy."""
+        """A new sequence gets a proposer fed with its prompt and its own draft policy. Not with sliding-window
+        layers: their window-sized caches drop the oldest rows to make room, and a rewind cannot bring them back."""
+        if self.cache.window_rows:
+            return
         seq.proposer = self.config.proposer(seq.prompt_ids)
         seq.policy = self.config.policy()
 
     def draft(self, plan: list[Scheduled], budget: int) -> list[Scheduled]:
         """The plan with drafts added to its decodes, at most `budget` draft tokens in all. Each row's policy sets
-        its k from its acceptance history and the number of decoding rows; the proposer may guess fewer."""
-        batch = sum(1 for item in plan if item.decode)
-        out = []
-        for item in plan:
+        its k from its acceptance history and the number of decoding rows; the proposer may guess fewer; and the
+        drafts must pay for the call they need (`drafts_pay`), else the step decodes without them."""
+        decodes = [item for item in plan if item.decode]
+        drafted: dict[int, Scheduled] = {}  # id(plan item) -> the item with its drafts
+        expected = 0.0
+        for item in decodes:
             seq = item.seq
-            if item.decode and budget > 0 and seq.proposer is not None:
-                k = min(seq.policy.k(batch, seq.params.max_tokens - seq.out.generated), budget)
-                guess = seq.proposer.propose(k) if k > 0 else []
-                if guess:
-                    item = Scheduled(seq, item.tokens + guess, tuple(guess))
-                    budget -= len(guess)
-            out.append(item)
-        return out
+            if budget <= 0 or seq.proposer is None:
+                continue
+            k = min(seq.policy.k(len(decodes), seq.params.max_tokens - seq.out.generated), budget)
+            guess = seq.proposer.propose(k) if k > 0 else []
+            if guess:
+                drafted[id(item)] = Scheduled(seq, item.tokens + guess, tuple(guess))
+                expected += seq.policy.expected(len(guess))
+                budget -= len(guess)
+        if not drafted:
+            return plan
+        plain = [item for item in decodes if id(item) not in drafted]
+        width = 1 + max(len(d.draft) for d in drafted.values())
+        if not drafts_pay(len(drafted), expected, width, _span(list(drafted.values())), len(plain), _span(plain),
+                          _span(decodes)):
+            return plan
+        return [drafted.get(id(item), item) for item in plan]
 
     def accept(self, item: Scheduled, rows: np.ndarray, pick: Callable[[np.ndarray], tuple]) -> list[tuple]:
         """Walk a verified run (rows float32 [k + 1, vocab]); the row keeps its last token and the accepted drafts
@@ -60,3 +74,9 @@ class Speculator:
         seq.cached += 1 + accepted
         self.cache.lengths[seq.slot] = seq.cached
         return run
+
+
+def _span(items: list[Scheduled]) -> int:
+    """Cache slots a call over these items spans (idle ones between them included)."""
+    slots = [item.seq.slot for item in items]
+    return max(slots) - min(slots) + 1 if slots else 0

@@ -8,7 +8,8 @@ row relatively more as the batch grows: at B = 1 one draft adds 28% to the row's
 
 A row with per-draft acceptance rate a that drafts k tokens emits E(a, k) = (1 - a^(k + 1)) / (1 - a) tokens
 per call at a cost of (F / B + 1 + k); the policy picks the k that maximises E / cost, 0 when no k beats plain
-decoding. `a` is an exponentially weighted count of accepted and rejected drafts. A row whose drafts fail
+decoding. The step then checks that the drafts pay for the call of their own they need (`drafts_pay`): in a
+large batch a lone row's draft does not. `a` is an exponentially weighted count of accepted and rejected drafts. A row whose drafts fail
 `fail_limit` times in a row, or whose estimate says drafting does not pay, stops drafting for a cooldown that
 doubles each time it happens again (up to `max_cooldown` steps) and resets when a draft is accepted; after a
 cooldown one draft probes again.
@@ -23,6 +24,17 @@ FIXED_COST = 2.6  # the fixed part of a graph call, in units of its per-token pa
 def expected_tokens(a: float, k: int) -> float:
     """Tokens emitted per verification of k drafts, each accepted with probability a given the previous ones."""
     return k + 1.0 if a >= 1.0 else (1.0 - a ** (k + 1)) / (1.0 - a)
+
+
+def drafts_pay(drafted: int, expected: float, width: int, drafted_span: int, plain: int, plain_span: int,
+               all_span: int, fixed_cost: float = FIXED_COST) -> bool:
+    """Whether a step's drafts pay for the call they need. Without them the step's decodes are one one-token call
+    over all their slots (cost F + `all_span`). With them the `drafted` rows get a call of their own, their
+    `drafted_span` slots right-padded to `width` tokens (F + span x width), and the `plain` others a one-token
+    call (F + `plain_span`, when there are any); the drafting rows are expected to emit `expected` tokens."""
+    without = (drafted + plain) / (fixed_cost + all_span)
+    cost = fixed_cost + drafted_span * width + (fixed_cost + plain_span if plain else 0.0)
+    return (plain + expected) / cost > 1.02 * without
 
 
 def best_k(a: float, max_k: int, batch: int, fixed_cost: float = FIXED_COST) -> int:
@@ -51,6 +63,10 @@ class DraftPolicy:
     @property
     def rate(self) -> float:
         return self.accepted / self.tried
+
+    def expected(self, k: int) -> float:
+        """Tokens a verification of k drafts is expected to emit, by this row's estimate."""
+        return expected_tokens(self.rate, k)
 
     def k(self, batch: int, remaining: int) -> int:
         """Drafts to ask for this step, in a batch of `batch` decoding rows with `remaining` tokens still allowed
