@@ -208,9 +208,9 @@ def group_calls(plan: list[Scheduled], padded: bool = True) -> list[list[Schedul
     """A step's graph calls. The decodes share a one-token call: GroupQueryAttention's one-token path, the one
     a sequence takes alone (right-padding them to a chunk's width would multiply their work and change their
     numerics). The prompt chunks share one right-padded call while padding costs no more than the work itself,
-    else they go one call each. A graph without query_seqlens (`padded` False: onnxruntime-genai's builder,
-    onnxruntime < 1.32) takes neither idle nor padded rows: decodes go in runs of consecutive slots, and each
-    chunk alone."""
+    else they go one call each; so do the verified runs of speculating rows (last token plus drafts), in calls of
+    their own. A graph without query_seqlens (`padded` False: onnxruntime-genai's builder, onnxruntime < 1.32)
+    takes neither idle nor padded rows: decodes go in runs of consecutive slots, each run and chunk alone."""
     decodes = sorted((item for item in plan if item.decode and not item.draft), key=lambda item: item.seq.slot)
     verified = sorted((item for item in plan if item.draft), key=lambda item: item.seq.slot)
     chunks = [item for item in plan if not item.decode]
@@ -223,7 +223,7 @@ def group_calls(plan: list[Scheduled], padded: bool = True) -> list[list[Schedul
                 runs.append([item])
         return runs + [[v] for v in verified] + [[c] for c in chunks]
     calls = [decodes] if decodes else []
-    for multi in (verified, chunks):  # verified runs (multi-token, like chunks) share a call of their own
+    for multi in (verified, chunks):
         if multi:
             calls += [multi] if padded_tokens(multi) <= 2 * sum(len(c.tokens) for c in multi) else [[c] for c in multi]
     return calls
