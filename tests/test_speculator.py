@@ -262,14 +262,16 @@ def test_cli_generate_with_speculation_prints_the_same_text(tiny_build, capsys):
 
 def test_server_with_speculation_answers_as_without_and_reports_acceptance(tiny_build, plain):
     from openai import OpenAI
-    from test_server import metric, serving
+    from server_process import serving
+    from test_server import metric
 
     folder = tiny_build("llama-gqa2")
     messages = [{"role": "user", "content": PROMPTS[2]}]
     expected = plain.chat(messages, SamplingParams(max_tokens=24, temperature=0, ignore_eos=True)).text
     with serving(folder, "--speculation", "ngram") as base:
         client = OpenAI(base_url=f"{base}/v1", api_key="none")
-        reply = client.chat.completions.create(model=str(folder), messages=messages, max_tokens=24, temperature=0,
+        model = client.models.list().data[0].id
+        reply = client.chat.completions.create(model=model, messages=messages, max_tokens=24, temperature=0,
                                                extra_body={"ignore_eos": True})
         assert reply.choices[0].message.content == expected
         assert reply.usage.completion_tokens == 24
