@@ -26,6 +26,7 @@ from .default_model import default_gguf, home
 from .genai_config import genai_config
 from .graph_writer import GraphWriter
 from .precision import BuildOptions, BuildTarget, Precision
+from .quant_summary import QuantSummary
 from .source import SourceError, WeightSource
 from .weights import Weights
 
@@ -38,6 +39,7 @@ MODEL_FILE, DATA_FILE = "model.onnx", "model.onnx.data"
 class BuildResult:
     folder: Path
     seconds: float
+    quantization: QuantSummary  # what happened to each quantized tensor, per source format
 
 
 def open_source(source: str | Path) -> WeightSource:
@@ -86,15 +88,16 @@ def build(source: str | Path, out: str | Path, opts: BuildOptions = BuildOptions
         g = GraphWriter(tmp, DATA_FILE)
         bar = tqdm(total=cfg.num_layers + 1, desc=f"building {opts.precision.value}", unit="layer",
                    disable=not progress)
+        weights = Weights(src, cfg)
         try:
-            DecoderEmitter(g, cfg, arch, opts, Weights(src, cfg), contract, progress=lambda: bar.update()).emit()
+            DecoderEmitter(g, cfg, arch, opts, weights, contract, progress=lambda: bar.update()).emit()
             g.save(tmp / MODEL_FILE, f"{cfg.model_type}-decoder",
                    {"llm_runtime.contract_version": str(CONTRACT_VERSION)})
         finally:
             bar.close()
             g.close()
         onnx.checker.check_model(str(tmp / MODEL_FILE))
-        _write_folder(tmp, src, cfg, arch, opts, contract, tok)
+        _write_folder(tmp, src, cfg, arch, opts, contract, tok, weights.summary)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -106,10 +109,11 @@ def build(source: str | Path, out: str | Path, opts: BuildOptions = BuildOptions
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return BuildResult(out, time.perf_counter() - start)
+    return BuildResult(out, time.perf_counter() - start, weights.summary)
 
 
-def _write_folder(folder: Path, src: WeightSource, cfg, arch, opts: BuildOptions, contract, tok) -> None:
+def _write_folder(folder: Path, src: WeightSource, cfg, arch, opts: BuildOptions, contract, tok,
+                  summary: QuantSummary) -> None:
     def dump(name: str, obj) -> None:
         (folder / name).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
@@ -135,6 +139,8 @@ def _write_folder(folder: Path, src: WeightSource, cfg, arch, opts: BuildOptions
         "io_dtype": opts.io_dtype.__name__,
         "block_size": opts.block_size if opts.bits else None,
         "symmetric": opts.symmetric if opts.bits else None,
+        "quantization": {"gguf_exact": opts.gguf_exact, "quantizer": opts.quantizer, "grid": opts.grid,
+                         "accuracy_level": opts.accuracy_level, "tensors": summary.as_dict()} if opts.bits else None,
         "lm_head_bits": opts.head_bits,
         "query_seqlens": opts.query_seqlens,
         "window_cache": {str(i): cfg.window(i) for i in range(cfg.num_layers) if cfg.window(i)},

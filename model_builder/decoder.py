@@ -14,7 +14,7 @@ from .architectures import Architecture
 from .attention import AttentionLengths, AttentionParts, attention
 from .config import ModelConfig
 from .graph_writer import MS_DOMAIN, GraphWriter
-from .linear import linear, matmul_nbits, nbits_initializers, quantized_weight
+from .linear import gather_offsets, linear, matmul_nbits, nbits_initializers, quantized_part
 from .precision import BuildOptions
 from .rope import rotary_caches
 from .weights import LAYER, MLP, NORM, Weights
@@ -114,7 +114,8 @@ class DecoderEmitter:
         if not bits:
             return None
         src = LM_HEAD if not self.cfg.tie_embeddings else EMBED
-        return quantized_weight(self.w, [src], [(self.cfg.vocab_size, self.cfg.hidden_size)], bits, self.opts)
+        return quantized_part(self.w, src, (self.cfg.vocab_size, self.cfg.hidden_size), bits, self.opts,
+                              exact_bits_only=self.opts.lm_head_bits is not None)
 
     # input_ids [B, S] -> hidden [B, S, H]
     def embedding(self, ids: str) -> str:
@@ -125,6 +126,8 @@ class DecoderEmitter:
             x = g.op("GatherBlockQuantized", [self.tied_table(p, bq), ids, *filter(None, self.lm_head_weights[1:])],
                      f"{p}/GatherBlockQuantized", MS_DOMAIN, bits=bq.bits, block_size=bq.block_size,
                      gather_axis=0, quantize_axis=1)
+            if bq.offsets is not None:
+                x = gather_offsets(g, p, x, ids, bq, self.opts)
         else:
             table = self.w.tensor(EMBED, (cfg.vocab_size, cfg.hidden_size)).astype(self.io)
             self.embed_table = g.initializer(EMBED, table)

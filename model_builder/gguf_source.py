@@ -18,6 +18,7 @@ from typing import Callable
 import gguf
 import numpy as np
 
+from .gguf_blocks import CONVERTERS
 from .gguf_tokenizer import build_tokenizer_files
 from .source import QuantBlocks, SourceError, TokenizerFiles, ensure_file
 
@@ -139,7 +140,6 @@ LAYER_TENSORS = {
 CONFIG_TENSORS = ("rope_freqs.weight",)
 _LAYER_NAME = re.compile(r"blk\.(\d+)\.(.+)")
 _QK_HEADS = {"q_proj": "num_attention_heads", "k_proj": "num_key_value_heads"}
-_RAW_BLOCKS = {QT.Q4_0: "q4_0", QT.Q8_0: "q8_0"}
 
 
 def hf_tensor_name(gguf_name: str, layer_tensors: dict[str, str] = LAYER_TENSORS) -> str | None:
@@ -331,13 +331,16 @@ class GGUFSource:
             w = w - np.float32(self.arch.norm_shift)
         return np.ascontiguousarray(self._hf_order(name, w.astype(np.float32, copy=False)))
 
+    def tensor_format(self, name: str) -> str:
+        return self._tensor(name).tensor_type.name
+
     def get_blocks(self, name: str) -> QuantBlocks | None:
+        """Raw blocks of a 2-D tensor stored in a type `gguf_blocks` converts exactly, rows in HF order."""
         t = self._tensor(name)
-        kind = _RAW_BLOCKS.get(t.tensor_type)
-        if kind is None or len(t.shape) != 2:
+        if t.tensor_type.name not in CONVERTERS or len(t.shape) != 2:
             return None
         data = np.ascontiguousarray(self._hf_order(name, np.array(t.data, dtype=np.uint8)))
-        return QuantBlocks(kind=kind, data=data, shape=(int(t.shape[1]), int(t.shape[0])))
+        return QuantBlocks(kind=t.tensor_type.name, data=data, shape=(int(t.shape[1]), int(t.shape[0])))
 
     # -- tokenizer ------------------------------------------------------------------------------------------
     def tokenizer_files(self) -> TokenizerFiles:

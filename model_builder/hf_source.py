@@ -103,6 +103,9 @@ class HFSource:
     def get_blocks(self, name: str):
         return None
 
+    def tensor_format(self, name: str) -> str:
+        return str(self._where[name].header[name]["dtype"])
+
     def tokenizer_files(self) -> TokenizerFiles:
         out = TokenizerFiles()
         for name in TOKENIZER_FILES:

@@ -38,6 +38,7 @@ IO_DTYPE: dict[tuple[Precision, BuildTarget], type] = {
 }
 
 WEIGHT_BITS = {Precision.INT8: 8, Precision.INT4: 4}
+QUANTIZERS = ("search", "rtn")
 GENAI_PROVIDER = {BuildTarget.CPU: None, BuildTarget.CUDA: "cuda", BuildTarget.DML: "dml"}
 
 
@@ -47,7 +48,11 @@ class BuildOptions:
     target: BuildTarget = BuildTarget.CPU
     block_size: int = 32
     symmetric: bool = True  # False: packed uint8 zero points
-    lm_head_bits: int | None = None  # None: same as the weights; 8 keeps the lm_head at int8
+    offsets: bool = False  # float per-block offsets (value = q * scale + offset, Q4_1-like), beside MatMulNBits
+    quantizer: str = "search"  # float weights -> blocks: "search" (scale_search.py) or "rtn" (round-to-nearest)
+    gguf_exact: bool = True  # GGUF blocks with an exact MatMulNBits encoding keep their own format (gguf_blocks.py)
+    float_activations: bool = False  # MatMulNBits at accuracy_level 0 on CPU: exact float products, ~10x slower
+    lm_head_bits: int | None = None  # None: as the weights (a GGUF's exact table as stored); 4 or 8: those bits
     query_seqlens: bool = True  # the batching input; False for onnxruntime < 1.32 (one sequence per call)
 
     def __post_init__(self):
@@ -57,13 +62,27 @@ class BuildOptions:
                               f"{self.target.value} (supported: {pairs})")
         if self.block_size < 16 or self.block_size & (self.block_size - 1):
             raise SourceError(f"block size must be a power of two >= 16, got {self.block_size}")
+        if self.quantizer not in QUANTIZERS:
+            raise SourceError(f"quantizer must be one of {', '.join(QUANTIZERS)}, got {self.quantizer!r}")
+        if self.offsets and self.quantizer == "rtn":
+            raise SourceError("float offsets need the search quantizer (--quantizer search)")
         if self.lm_head_bits not in (None, 4, 8):
             raise SourceError(f"lm_head bits must be 4 or 8, got {self.lm_head_bits}")
 
     @property
+    def grid(self) -> str:
+        """The quantization grid of float weights: "symmetric", "zero_points" or "offsets" (scale_search.py)."""
+        return "offsets" if self.offsets else "symmetric" if self.symmetric else "zero_points"
+
+    @property
     def tag(self) -> str:
-        """A folder-name suffix that tells builds with different options apart."""
-        return f"{self.precision.value}-{self.target.value}" + ("" if self.query_seqlens else "-single")
+        """A folder-name suffix that tells builds with different options apart (the quantization recipe's
+        version too: a cached default build from an older recipe is not reused)."""
+        tag = f"{self.precision.value}-{self.target.value}" + ("" if self.query_seqlens else "-single")
+        if self.bits:
+            tag += f"-{'exact' if self.gguf_exact else 'requant'}-{self.quantizer}"
+            tag += "-float-act" if self.float_activations else ""
+        return tag
 
     @property
     def io_dtype(self) -> type:
@@ -80,5 +99,5 @@ class BuildOptions:
 
     @property
     def accuracy_level(self) -> int:
-        # int8 activations with int8 dot kernels on CPU; GPUs run their own kernels.
-        return 4 if self.target is BuildTarget.CPU else 0
+        # int8 activations with int8 dot kernels on CPU (unless asked for float ones); GPUs run their own kernels.
+        return 4 if self.target is BuildTarget.CPU and not self.float_activations else 0

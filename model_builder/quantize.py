@@ -21,9 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-GGUF_BLOCK = 32  # elements per Q4_0 / Q8_0 block
-
-
 @dataclass(frozen=True)
 class BlockQuant:
     """A weight [N, K] quantized blockwise along K, in MatMulNBits layout."""
@@ -34,6 +31,7 @@ class BlockQuant:
     bits: int
     block_size: int
     shape: tuple[int, int]  # (N, K)
+    offsets: np.ndarray | None = None  # float32 [N, k_blocks]: value = (q - zero_point) * scale + offset
 
 
 def _round_half_away(t: np.ndarray) -> np.ndarray:
@@ -114,44 +112,33 @@ def zero_points_of(bq: BlockQuant) -> np.ndarray:
 
 
 def dequantize_blockwise(bq: BlockQuant) -> np.ndarray:
-    """float32 [N, K] = (q - zero_point) * scale: the reference for what the onnxruntime ops compute."""
+    """float32 [N, K] = (q - zero_point) * scale (+ offset): the reference for what the onnxruntime ops compute."""
     n, k = bq.shape
     codes = unpack(bq.q, bq.bits).astype(np.float32)  # [N, k_blocks, block]
     codes -= zero_points_of(bq)[..., None]
     codes *= bq.scales[..., None]
+    if bq.offsets is not None:
+        codes += bq.offsets[..., None]
     return codes.reshape(n, -1)[:, :k]
 
 
-def _gguf_blocks(raw: np.ndarray, shape: tuple[int, int], block_bytes: int) -> tuple[np.ndarray, np.ndarray]:
-    """raw uint8 [N, n_blocks * block_bytes] -> (d float32 [N, n_blocks], payload uint8 [N, n_blocks, rest])."""
-    n, k = shape
-    if k % GGUF_BLOCK:
-        raise ValueError(f"GGUF rows must be whole blocks of {GGUF_BLOCK}, got K={k}")
-    blocks = np.ascontiguousarray(raw, dtype=np.uint8).reshape(n, k // GGUF_BLOCK, block_bytes)
-    d = np.ascontiguousarray(blocks[..., :2]).view(np.float16)[..., 0].astype(np.float32)
-    return d, blocks[..., 2:]
-
-
-def from_gguf_q4_0(raw: np.ndarray, shape: tuple[int, int]) -> BlockQuant:
-    """GGUF Q4_0 blocks -> 4-bit MatMulNBits blocks of 32, implied zero point 8; exact, no re-quantization.
-
-    A Q4_0 block is float16 d then 16 bytes; byte j holds element j (low nibble) and j + 16 (high nibble);
-    value = (q - 8) * d.
-    """
-    d, qs = _gguf_blocks(raw, shape, 2 + GGUF_BLOCK // 2)  # qs: [N, n_blocks, 16]
-    codes = np.concatenate([qs & 0x0F, qs >> 4], axis=-1)  # [N, n_blocks, 32] in element order
-    return BlockQuant(q=pack(codes, 4), scales=d, zero_points=None, bits=4, block_size=GGUF_BLOCK,
-                      shape=tuple(shape))
-
-
-def from_gguf_q8_0(raw: np.ndarray, shape: tuple[int, int]) -> BlockQuant:
-    """GGUF Q8_0 blocks -> 8-bit MatMulNBits blocks of 32, implied zero point 128; exact.
-
-    A Q8_0 block is float16 d then 32 int8 q; value = q * d. The uint8 code is q + 128 (flip the sign bit).
-    """
-    d, qs = _gguf_blocks(raw, shape, 2 + GGUF_BLOCK)  # qs: [N, n_blocks, 32]
-    return BlockQuant(q=qs ^ np.uint8(0x80), scales=d, zero_points=None, bits=8, block_size=GGUF_BLOCK,
-                      shape=tuple(shape))
+def stack_rows(parts: list[BlockQuant]) -> BlockQuant:
+    """BlockQuants of one K, bits and block size -> one with their rows stacked (packed Q/K/V); zero points and
+    offsets become explicit when some part has them."""
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+    if len({(p.bits, p.block_size, p.shape[1]) for p in parts}) != 1:
+        raise ValueError("stacked blocks need one K, bits and block size")
+    zp = None
+    if any(p.zero_points is not None for p in parts):
+        zp = pack_zero_points(np.concatenate([zero_points_of(p) for p in parts]), first.bits)
+    offsets = None
+    if any(p.offsets is not None for p in parts):
+        offsets = np.concatenate([p.offsets if p.offsets is not None else np.zeros_like(p.scales) for p in parts])
+    return BlockQuant(q=np.concatenate([p.q for p in parts]), scales=np.concatenate([p.scales for p in parts]),
+                      zero_points=zp, bits=first.bits, block_size=first.block_size,
+                      shape=(sum(p.shape[0] for p in parts), first.shape[1]), offsets=offsets)
 
 
 def gather_block_quantized_inputs(bq: BlockQuant) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

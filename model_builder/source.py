@@ -13,9 +13,9 @@ import numpy as np
 
 @dataclass(frozen=True)
 class QuantBlocks:
-    """Raw GGUF blocks of one [out, in] matrix that map exactly onto MatMulNBits (no re-quantization)."""
+    """Raw GGUF blocks of one [out, in] matrix (converted exactly by `gguf_blocks` where an encoding exists)."""
 
-    kind: str  # "q4_0" or "q8_0"
+    kind: str  # the GGUF type name: "Q4_0", "Q4_K", "Q6_K", ...
     data: np.ndarray  # uint8 [out, n_blocks * bytes_per_block], rows in Hugging Face order
     shape: tuple[int, int]  # (out, in)
 
@@ -40,7 +40,11 @@ class WeightSource(Protocol):
         ...
 
     def get_blocks(self, name: str) -> QuantBlocks | None:
-        """Raw Q4_0 / Q8_0 blocks when the source stores `name` that way, else None."""
+        """Raw blocks when the source stores the 2-D tensor `name` in a quantized GGUF type, else None."""
+        ...
+
+    def tensor_format(self, name: str) -> str:
+        """How `name` is stored: "F32", "F16", "BF16", or a GGUF block type name ("Q4_1", "Q6_K", ...)."""
         ...
 
     def tokenizer_files(self) -> TokenizerFiles: ...

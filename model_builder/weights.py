@@ -9,6 +9,7 @@ import numpy as np
 
 from .architectures import architecture
 from .config import ModelConfig
+from .quant_summary import QuantSummary
 from .source import QuantBlocks, SourceError, WeightSource
 
 LAYER = "model.layers.{i}."
@@ -34,6 +35,7 @@ class Weights:
         self._names = set(source.names())
         self._parts, self._fused_rows = self._split_map(architecture(cfg.model_type).fused_weights)
         self._fused: tuple[str, np.ndarray] | None = None  # the last fused tensor read: its parts come in a row
+        self.summary = QuantSummary()
 
     def _split_map(self, fused: dict[str, tuple[str, ...]]) -> tuple[dict[str, tuple[str, int, int]], dict[str, int]]:
         """(part name -> (fused checkpoint name, first row, end row), fused name -> rows) for those present."""
@@ -79,12 +81,13 @@ class Weights:
         """float32 [sum(out), in]: the rows of several [out, in] matrices stacked (packed QKV)."""
         return np.concatenate([self.tensor(n, s) for n, s in zip(names, shapes)], axis=0)
 
-    def blocks(self, names: list[str]) -> QuantBlocks | None:
-        """The same stack as raw GGUF blocks, when every part is stored in one exact block format."""
-        if any(n in self._parts for n in names):
+    def format(self, name: str) -> str:
+        """The storage format of a tensor (GGUF type name, or safetensors dtype), of the fused tensor for a part."""
+        src = self._parts[name][0] if name in self._parts else name
+        return self.source.tensor_format(src)
+
+    def blocks(self, name: str) -> QuantBlocks | None:
+        """A tensor's raw GGUF blocks (rows in Hugging Face order), None for float tensors and fused parts."""
+        if name in self._parts:
             return None
-        parts = [self.source.get_blocks(n) for n in names]
-        if any(p is None for p in parts) or len({p.kind for p in parts}) != 1:
-            return None
-        data = np.concatenate([p.data for p in parts], axis=0)
-        return QuantBlocks(parts[0].kind, data, (data.shape[0], parts[0].shape[1]))
+        return self.source.get_blocks(name)

@@ -194,7 +194,7 @@ def test_get_blocks_are_raw_rows_in_hf_order(tiny, qtype):
                          ("model.layers.1.self_attn.k_proj.weight", cfg.num_key_value_heads),
                          ("model.layers.0.mlp.down_proj.weight", None)):
         blocks = src.get_blocks(name)
-        assert blocks.kind == qtype.name.lower() and blocks.shape == weights[name].shape
+        assert blocks.kind == qtype.name and blocks.shape == weights[name].shape
         assert blocks.data.dtype == np.uint8 and blocks.data.shape == stored[name].shape
         raw = stored[name] if n_head is None else unpermute(stored[name], n_head)
         np.testing.assert_array_equal(blocks.data, raw)
@@ -365,5 +365,8 @@ def test_smollm2_weights_match_transformers(smol, smol_source):
                  "model.layers.29.mlp.down_proj.weight"):
         np.testing.assert_allclose(src.get(name), ref[name].float().numpy(), rtol=0, atol=1e-6, err_msg=name)
     blocks = src.get_blocks("model.embed_tokens.weight")  # the one Q8_0 tensor
-    assert blocks.kind == "q8_0" and blocks.shape == (49152, 576)
-    assert src.get_blocks("model.layers.0.self_attn.q_proj.weight") is None  # Q4_1 has a per-block minimum
+    assert blocks.kind == "Q8_0" and blocks.shape == (49152, 576)
+    assert src.tensor_format("model.embed_tokens.weight") == "Q8_0"
+    blocks = src.get_blocks("model.layers.0.self_attn.q_proj.weight")  # the others are Q4_1
+    assert blocks.kind == "Q4_1" and blocks.shape == (576, 576)
+    assert src.tensor_format("model.norm.weight") == "F32" and src.get_blocks("model.norm.weight") is None

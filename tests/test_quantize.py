@@ -8,11 +8,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.capi._pybind_state import quantize_matmul_4bits, quantize_matmul_8bits
 
-from llm_runtime.model_builder.quantize import (BlockQuant, dequantize_blockwise, from_gguf_q4_0, from_gguf_q8_0,
-                                    gather_block_quantized_inputs, pack_zero_points, quantize_blockwise,
-                                    unpack, zero_points_of)
+from llm_runtime.model_builder.gguf_blocks import q4_0 as from_gguf_q4_0
+from llm_runtime.model_builder.quantize import (BlockQuant, dequantize_blockwise, gather_block_quantized_inputs,
+                                                pack_zero_points, quantize_blockwise, stack_rows, unpack,
+                                                zero_points_of)
 
-Q4_0, Q8_0 = gguf.GGMLQuantizationType.Q4_0, gguf.GGMLQuantizationType.Q8_0
+Q4_0 = gguf.GGMLQuantizationType.Q4_0
 
 
 def weights(n: int, k: int, seed: int = 0) -> np.ndarray:
@@ -179,15 +180,6 @@ def test_layout():
             quantize_blockwise(w, **bad)
 
 
-@pytest.mark.parametrize("qtype,convert", [(Q4_0, from_gguf_q4_0), (Q8_0, from_gguf_q8_0)])
-def test_gguf_blocks_convert_exactly(qtype, convert):
-    w = weights(24, 96, seed=3)
-    raw = gguf.quants.quantize(w, qtype)  # uint8 [24, 3 * bytes_per_block]
-    bq = convert(raw, (24, 96))
-    assert bq.block_size == 32 and bq.zero_points is None and bq.q.shape == (24, 3, 32 * bq.bits // 8)
-    np.testing.assert_array_equal(dequantize_blockwise(bq), gguf.quants.dequantize(raw, qtype))
-
-
 def test_q4_0_is_a_fixed_point_of_quantize_blockwise():
     """ggml's Q4_0 uses the same rule (d = m / -8), so re-quantizing its values reproduces its blocks."""
     raw = gguf.quants.quantize(weights(24, 128, seed=4), Q4_0)
@@ -195,6 +187,19 @@ def test_q4_0_is_a_fixed_point_of_quantize_blockwise():
     again = quantize_blockwise(dequantize_blockwise(bq), 4, 32)
     np.testing.assert_array_equal(again.q, bq.q)
     np.testing.assert_array_equal(again.scales, bq.scales)
+
+
+def test_stack_rows_makes_zero_points_and_offsets_explicit():
+    a = quantize_blockwise(weights(6, 96, seed=12), 4, 32)  # symmetric: implied zero point 8, no offsets
+    b = quantize_blockwise(weights(5, 96, seed=13), 4, 32, symmetric=False)
+    c = BlockQuant(b.q, b.scales, b.zero_points, 4, 32, b.shape, offsets=np.full(b.scales.shape, 0.25, np.float32))
+    stacked = stack_rows([a, b, c])
+    assert stacked.shape == (16, 96) and stacked.offsets.shape == (16, 3)
+    np.testing.assert_array_equal(dequantize_blockwise(stacked),
+                                  np.concatenate([dequantize_blockwise(p) for p in (a, b, c)]))
+    assert stack_rows([a]) is a
+    with pytest.raises(ValueError):
+        stack_rows([a, quantize_blockwise(weights(2, 96), 8, 32)])
 
 
 # --- through onnxruntime ------------------------------------------------------------------------------------
@@ -233,13 +238,6 @@ def test_matmul_nbits_accuracy_level_4(bits, symmetric):
     assert err.max() > 0  # it really took the int8 path
 
 
-@pytest.mark.parametrize("qtype,convert", [(Q4_0, from_gguf_q4_0), (Q8_0, from_gguf_q8_0)])
-def test_gguf_blocks_through_matmul_nbits(qtype, convert):
-    raw = gguf.quants.quantize(weights(40, 128, seed=8), qtype)
-    x = np.random.default_rng(9).standard_normal((2, 128)).astype(np.float32)
-    assert_close(matmul_nbits(x, convert(raw, (40, 128))), x, gguf.quants.dequantize(raw, qtype), rtol=1e-4)
-
-
 @pytest.mark.parametrize("bits", [4, 8])
 @pytest.mark.parametrize("symmetric", [True, False])
 @pytest.mark.parametrize("k,block", [(256, 32), (320, 128)])  # 320: the last block is padded
@@ -259,10 +257,3 @@ def test_gather_block_quantized_default_zero_point_is_the_matmul_nbits_one(bits)
     explicit = pack_zero_points(zero_points_of(bq), bits)
     np.testing.assert_array_equal(gather_block_quantized(ids, bq), gather_block_quantized(ids, bq, explicit))
     np.testing.assert_array_equal(gather_block_quantized(ids, bq)[0], dequantize_blockwise(bq))
-
-
-def test_gather_block_quantized_on_gguf_q4_0():
-    raw = gguf.quants.quantize(weights(30, 64, seed=11), Q4_0)
-    ids = np.array([3, 29, 0], np.int64)
-    np.testing.assert_array_equal(gather_block_quantized(ids, from_gguf_q4_0(raw, (30, 64))),
-                                  gguf.quants.dequantize(raw, Q4_0)[ids])

@@ -20,6 +20,7 @@ from safetensors.numpy import load_file, save_file
 from graph_driver import PlainDecoder
 from llm_runtime.model_builder import quantize
 from llm_runtime.model_builder.build import build
+from llm_runtime.model_builder.linear import quantize_float
 from llm_runtime.model_builder.precision import BuildOptions, Precision
 
 CASES = ["llama-gqa2", "llama-gqa4-tied"]
@@ -84,8 +85,7 @@ def fake_quantized(hf: Path, opts: BuildOptions, out: Path) -> Path:
         head = name == "lm_head.weight" or (tied and name == "model.embed_tokens.weight")
         bits = opts.head_bits if head else opts.bits if w.ndim == 2 and name.startswith("model.layers.") else None
         if bits:
-            bq = quantize.quantize_blockwise(w, bits, opts.block_size, symmetric=opts.symmetric)
-            weights[name] = quantize.dequantize_blockwise(bq)
+            weights[name] = quantize.dequantize_blockwise(quantize_float(w, bits, opts))  # the builder's quantizer
     save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
     return out
 

@@ -16,7 +16,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the execution provider the graph is built for")
     p.add_argument("--block-size", type=int, default=32, help="quantization block size (int4/int8)")
     p.add_argument("--zero-points", action="store_true", help="asymmetric quantization with packed zero points")
-    p.add_argument("--lm-head-bits", type=int, choices=[4, 8], help="keep the lm_head at 8 bits in an int4 build")
+    p.add_argument("--offsets", action="store_true",
+                   help="asymmetric quantization with float per-block offsets (Q4_1-like, exact offset term beside "
+                        "MatMulNBits; slower)")
+    p.add_argument("--quantizer", choices=["search", "rtn"], default="search",
+                   help="float weights -> blocks: per-block error search (default) or round-to-nearest")
+    p.add_argument("--requantize", action="store_true",
+                   help="GGUF: dequantize every tensor and quantize it again, instead of importing the blocks "
+                        "exactly where MatMulNBits can hold them")
+    p.add_argument("--float-activations", action="store_true",
+                   help="CPU: MatMulNBits on float activations (accuracy_level 0) instead of int8: exact products, "
+                        "about 10x slower decode")
+    p.add_argument("--lm-head-bits", type=int, choices=[4, 8],
+                   help="lm_head (and tied embedding) bits: 8 in an int4 build; 4 also re-quantizes a GGUF's "
+                        "8-bit table (faster decode)")
     p.add_argument("--no-query-seqlens", action="store_true",
                    help="leave out the batching input, for onnxruntime older than 1.32 (one sequence per call)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output folder")
@@ -25,10 +38,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     opts = BuildOptions(precision=Precision(args.precision), target=BuildTarget(args.provider),
-                        block_size=args.block_size, symmetric=not args.zero_points, lm_head_bits=args.lm_head_bits,
+                        block_size=args.block_size, symmetric=not args.zero_points, offsets=args.offsets,
+                        quantizer=args.quantizer, gguf_exact=not args.requantize,
+                        float_activations=args.float_activations, lm_head_bits=args.lm_head_bits,
                         query_seqlens=not args.no_query_seqlens)
     result = build(args.source, args.output, opts, force=args.force)
     print(f"built {result.folder} in {result.seconds:.1f} s")
+    if result.quantization.counts:
+        print("quantized tensors, by source format:")
+        print("\n".join(result.quantization.lines()))
     if args.verify:
         from llm_runtime.model_builder.default_model import default_gguf
         from llm_runtime.model_builder.verify import verify
