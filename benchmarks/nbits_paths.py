@@ -86,7 +86,8 @@ def session(n: int, k: int, bits: int, block: int, zp: str | None, repeat: int, 
               numpy_helper.from_array(np.array([-1], np.int64), "minus1")]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x0", TensorProto.FLOAT, ["m", k])],
                               [helper.make_tensor_value_info(x, TensorProto.FLOAT, None)], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)],
+    opsets = [helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets,
                               ir_version=10)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads

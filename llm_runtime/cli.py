@@ -21,7 +21,8 @@ COMMANDS = {
               "serve an OpenAI-compatible API (chat and completions, streaming) on the batching engine"),
     "bench": ("llm_runtime.commands.bench", "measure time to first token, prefill and decode speed and peak memory, "
                                             "optionally against onnxruntime-genai"),
-    "perplexity": ("llm_runtime.commands.perplexity", "perplexity of a model on a text, and KL divergence from a reference"),
+    "perplexity": ("llm_runtime.commands.perplexity",
+                   "perplexity of a model on a text, and KL divergence from a reference"),
 }
 
 

@@ -4,7 +4,8 @@
 Windows of `context` tokens start every `stride` tokens (at most context - 1, so consecutive windows share a
 token); each scores only the tokens no earlier window scored (the first window all but its first token), so
 every token but the text's first is scored exactly once, and with stride < context every scored token after the
-first window sees at least context - stride tokens before it. The last window ends at the text's end. The logits of every position come from one graph call per window
+first window sees at least context - stride tokens before it. The last window ends at the text's end.
+The logits of every position come from one graph call per window
 through the graph's `logits_indices` input (folders without it, onnxruntime-genai's, return every position anyway).
 """
 from __future__ import annotations
@@ -146,7 +147,8 @@ class LogitsModel:
         """ids [S] -> float32 [S, vocab]: position i's logits predict token i + 1; the cache starts empty."""
         n = len(ids)
         if n > self.folder.context_length:
-            raise ValueError(f"a window of {n} tokens is longer than the model's context ({self.folder.context_length})")
+            raise ValueError(f"a window of {n} tokens is longer than the model's context "
+                             f"({self.folder.context_length})")
         step = Step(np.asarray([ids], np.int64), np.array([n]), np.array([n]), np.arange(n))
         return self.runner.run(step, self.cache).copy()
 

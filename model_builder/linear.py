@@ -131,7 +131,8 @@ def linear(g: GraphWriter, name: str, x: str, weights: Weights, names: list[str]
     if bits:
         groups = quantized_groups(weights, names, shapes, bits, opts)
         if len(groups) == 1:
-            return matmul_nbits(g, name, x, groups[0], opts, g.initializer(f"{name}.bias", bias) if bias is not None else "")
+            b = g.initializer(f"{name}.bias", bias) if bias is not None else ""
+            return matmul_nbits(g, name, x, groups[0], opts, b)
         outs = [matmul_nbits(g, f"{name}/part{i}", x, bq, opts) for i, bq in enumerate(groups)]
         y = g.op("Concat", outs, f"{name}/Concat", axis=-1)
         return g.op("Add", [y, g.initializer(f"{name}.bias", bias)], f"{name}/Add") if bias is not None else y

@@ -19,7 +19,8 @@ import numpy as np
 from .quantize import BlockQuant, _check, pack, pack_zero_points
 
 CHUNK_ELEMENTS = 1 << 16  # rows are searched in chunks of about this many weights: temporaries stay in cache
-STEPS = np.float32([-0.5, -0.25, 0.0, 0.25, 0.5, 1.0])  # candidate grids: (levels + step) / range; 0 is round-to-nearest's
+# candidate inverse scales (levels + step) / range; step 0 is round-to-nearest's grid
+STEPS = np.float32([-0.5, -0.25, 0.0, 0.25, 0.5, 1.0])
 
 
 def _weights(x: np.ndarray) -> np.ndarray:
