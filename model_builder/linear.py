@@ -35,7 +35,7 @@ def quantized_part(weights: Weights, name: str, shape: tuple[int, int], bits: in
     if fmt in ("F32", "F16", "BF16", "float"):
         reason = "float weights"
     elif not opts.gguf_exact:
-        reason = "--requantize"
+        reason = "no --gguf-exact"
     elif exact:
         reason = "--lm-head-bits"
     elif blocks is None and fmt in gguf_blocks.CONVERTERS:

@@ -49,8 +49,8 @@ class BuildOptions:
     block_size: int = 32
     symmetric: bool = True  # False: packed uint8 zero points
     offsets: bool = False  # float per-block offsets (value = q * scale + offset, Q4_1-like), beside MatMulNBits
-    quantizer: str = "search"  # float weights -> blocks: "search" (scale_search.py) or "rtn" (round-to-nearest)
-    gguf_exact: bool = True  # GGUF blocks with an exact MatMulNBits encoding keep their own format (gguf_blocks.py)
+    quantizer: str = "rtn"  # float weights -> blocks: "rtn" (round-to-nearest) or "search" (scale_search.py)
+    gguf_exact: bool = False  # True: GGUF blocks with an exact MatMulNBits encoding keep their own format
     float_activations: bool = False  # MatMulNBits at accuracy_level 0 on CPU: exact float products, ~10x slower
     lm_head_bits: int | None = None  # None: as the weights (a GGUF's exact table as stored); 4 or 8: those bits
     query_seqlens: bool = True  # the batching input; False for onnxruntime < 1.32 (one sequence per call)

@@ -19,11 +19,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offsets", action="store_true",
                    help="asymmetric quantization with float per-block offsets (Q4_1-like, exact offset term beside "
                         "MatMulNBits; slower)")
-    p.add_argument("--quantizer", choices=["search", "rtn"], default="search",
-                   help="float weights -> blocks: per-block error search (default) or round-to-nearest")
-    p.add_argument("--requantize", action="store_true",
-                   help="GGUF: dequantize every tensor and quantize it again, instead of importing the blocks "
-                        "exactly where MatMulNBits can hold them")
+    p.add_argument("--quantizer", choices=["rtn", "search"], default="rtn",
+                   help="float weights -> blocks: round-to-nearest (default) or per-block error search")
+    p.add_argument("--gguf-exact", action="store_true",
+                   help="GGUF: import the blocks exactly where MatMulNBits can hold them (each tensor in its own "
+                        "format) instead of dequantizing and quantizing again")
     p.add_argument("--float-activations", action="store_true",
                    help="CPU: MatMulNBits on float activations (accuracy_level 0) instead of int8: exact products, "
                         "about 10x slower decode")
@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     opts = BuildOptions(precision=Precision(args.precision), target=BuildTarget(args.provider),
                         block_size=args.block_size, symmetric=not args.zero_points, offsets=args.offsets,
-                        quantizer=args.quantizer, gguf_exact=not args.requantize,
+                        quantizer=args.quantizer, gguf_exact=args.gguf_exact,
                         float_activations=args.float_activations, lm_head_bits=args.lm_head_bits,
                         query_seqlens=not args.no_query_seqlens)
     result = build(args.source, args.output, opts, force=args.force)
