@@ -107,6 +107,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="alternating server/engine rounds; medians are reported")
     args = ap.parse_args()
     from llm_runtime import LLM
+    from llm_runtime.engine import EngineConfig
     from llm_runtime.model_resolver import resolve_model
 
     folder = str(resolve_model(args.model))
@@ -125,7 +126,7 @@ def main() -> None:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        llm = LLM(folder, max_running=max(levels))
+        llm = LLM(folder, engine=EngineConfig(max_concurrency=max(levels)))
         engine_run(llm, 1, 1, 8)  # warm both up (first-run allocations)
         asyncio.run(server_run(base, "bench", 1, 1, 8))
         print(f"{'N':>3} {'req/s':>6} {'server tok/s':>13} {'engine tok/s':>13} {'share':>6} {'TTFT p50':>9} "

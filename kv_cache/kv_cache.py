@@ -2,7 +2,8 @@
 
 One buffer per layer and per key/value: [slots, kv_heads, capacity, head_dim]. Each sequence owns a
 slot (a row); a step binds a run of consecutive slots (contiguous: the slot is the outermost axis), so no copy
-happens per step.
+happens per step. Capacity grows with the longest sequence and the slot count with the number of sequences
+(doubling up to `max_slots`): a lone stream holds one slot's memory.
 GroupQueryAttention writes each row's new keys/values in place at that row's own offset. Layers with a
 window-sized cache (sliding-window layers) keep a fixed [slots, kv_heads, window + slack, head_dim] buffer
 that the op compacts in place; only the full-length layers grow.
@@ -28,13 +29,15 @@ def round_up(n: int, multiple: int = 256) -> int:
 class KVCache:
     def __init__(self, num_layers: int, kv_heads: int, head_dim: int, dtype, slots: int, capacity: int,
                  device: str = "cpu", device_id: int = 0, max_bytes: int | None = None, max_capacity: int | None = None,
-                 windows: dict[int, int] | None = None, memory: HostMemory | DeviceMemory | None = None):
+                 windows: dict[int, int] | None = None, memory: HostMemory | DeviceMemory | None = None,
+                 max_slots: int | None = None):
         self.num_layers, self.kv_heads, self.head_dim = num_layers, kv_heads, head_dim
         # layer -> rows of its window-sized buffer (CUDA's kernel needs exactly the window)
         slack = WINDOW_SLACK if device == "cpu" else 0
         self.window_rows = {layer: w + slack for layer, w in (windows or {}).items()}
         self.dtype = np.dtype(dtype)
         self.slots = slots
+        self.max_slots = max(max_slots or slots, slots)  # slots double up to this when all are taken
         self.max_bytes = max_bytes
         self.max_capacity = max_capacity
         self.memory = memory or (HostMemory() if device == "cpu" else DeviceMemory(device, device_id))
@@ -43,7 +46,17 @@ class KVCache:
         self.version = 0  # bumped on every reallocation, so bindings know to refresh
         self.capacity = 0
         self.buffers: list = []
-        self._allocate(capacity)
+        self._allocate(capacity, slots)
+
+    def nbytes_for(self, capacity: int, slots: int) -> int:
+        """Bytes of the whole cache at this capacity and slot count."""
+        window = 2 * sum(self.window_rows.values()) * slots * self.kv_heads * self.head_dim * self.dtype.itemsize
+        return self.bytes_per_token * slots * capacity + window
+
+    @property
+    def slots_after_allocation(self) -> int:
+        """How many slots the cache has once one more is given out (all taken: the count doubles, to max_slots)."""
+        return self.slots if self._free else min(self.max_slots, 2 * self.slots)
 
     @property
     def bytes_per_token(self) -> int:
@@ -66,24 +79,28 @@ class KVCache:
     def shape(self, rows: int, index: int = 0) -> tuple[int, int, int, int]:
         return (rows, self.kv_heads, self.rows_of(index), self.head_dim)
 
-    def _allocate(self, capacity: int) -> None:
+    def _allocate(self, capacity: int, slots: int) -> None:
+        """(Re)allocate every buffer at this capacity and slot count, keeping what the old ones hold."""
         if self.max_capacity:
             capacity = min(capacity, self.max_capacity)
-        need = self.bytes_per_token * self.slots * capacity + self.window_bytes
+        need = self.nbytes_for(capacity, slots)
         if self.max_bytes is not None and need > self.max_bytes:
             raise CacheFullError(f"the KV cache would need {need / 2**20:.1f} MiB "
-                                 f"({self.slots} slots x {capacity} tokens), over the cap of {self.max_bytes / 2**20:.1f} MiB")
-        old, old_cap = self.buffers, self.capacity
-        self.capacity = capacity
+                                 f"({slots} slots x {capacity} tokens), over the cap of {self.max_bytes / 2**20:.1f} MiB")
+        old, old_cap, old_slots = self.buffers, self.capacity, self.slots
+        self.capacity, self.slots = capacity, slots
         self.buffers = []
         for i in range(2 * self.num_layers):
-            if old and i // 2 in self.window_rows:
+            window = i // 2 in self.window_rows
+            if old and window and slots == old_slots:
                 self.buffers.append(old[i])  # window-sized: never grows
                 continue
-            self.buffers.append(self.memory.allocate((self.slots, self.kv_heads, self.rows_of(i), self.head_dim),
-                                                     self.dtype))
+            self.buffers.append(self.memory.allocate((slots, self.kv_heads, self.rows_of(i), self.head_dim), self.dtype))
             if old:
-                self.memory.copy_prefix(self.buffers[i], old[i], old_cap)
+                self.memory.copy_prefix(self.buffers[i], old[i], self.rows_of(i) if window else old_cap)
+        if slots > old_slots:
+            self.lengths = np.concatenate([self.lengths, np.zeros(slots - old_slots, np.int64)])
+            self._free = sorted(self._free + list(range(old_slots, slots)), reverse=True)
         self.version += 1
 
     def ensure_capacity(self, tokens: int) -> None:
@@ -91,7 +108,10 @@ class KVCache:
         if tokens > self.capacity:
             if self.max_capacity and tokens > self.max_capacity:
                 raise CacheFullError(f"{tokens} tokens exceed the cache's maximum of {self.max_capacity}")
-            self._allocate(round_up(max(tokens, self.capacity * 3 // 2)))
+            grown = round_up(max(tokens, self.capacity * 3 // 2))
+            if self.max_bytes is not None and self.nbytes_for(grown, self.slots) > self.max_bytes:
+                grown = round_up(tokens)  # no headroom under the cap: just what was asked for
+            self._allocate(grown, self.slots)
 
     @property
     def copies_slots(self) -> bool:
@@ -109,6 +129,8 @@ class KVCache:
 
     def allocate_slot(self, avoid=()) -> int:
         """The lowest free slot not in `avoid` (slots whose contents are worth keeping), else the lowest free slot."""
+        if not self._free and self.slots < self.max_slots:
+            self._allocate(self.capacity, self.slots_after_allocation)
         if not self._free:
             raise CacheFullError("no free cache slot")
         slot = next((s for s in reversed(self._free) if s not in avoid), self._free[-1])

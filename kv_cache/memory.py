@@ -11,7 +11,8 @@ class HostMemory:
         return np.zeros(shape, dtype)
 
     def copy_prefix(self, new: np.ndarray, old: np.ndarray, tokens: int) -> None:
-        new[:, :, :tokens] = old[:, :, :tokens]
+        """The first `tokens` rows of every old slot into `new` (which may have more slots)."""
+        new[:len(old), :, :tokens] = old[:, :, :tokens]
 
     def pointer(self, buf: np.ndarray) -> int:
         return buf.ctypes.data
@@ -29,8 +30,9 @@ class DeviceMemory:
 
     def copy_prefix(self, new, old, tokens: int) -> None:
         # Growth is rare: stage through the host rather than carry a device copy kernel.
-        host = np.zeros(new.shape(), old.numpy().dtype)
-        host[:, :, :tokens] = old.numpy()[:, :, :tokens]
+        before = old.numpy()
+        host = np.zeros(new.shape(), before.dtype)
+        host[:len(before), :, :tokens] = before[:, :, :tokens]
         new.update_inplace(host)
 
     def pointer(self, buf) -> int:

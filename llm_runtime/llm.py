@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,14 +11,10 @@ from llm_runtime.kv_cache import KVCache
 
 from .chat_template import ChatTemplate
 from .completion import Chunk, Completion
-from .engine import Engine, RequestHandle
-from .generation import stream_tokens
+from .engine import Engine, EngineConfig, RequestHandle
 from .model_folder import ModelFolder
 from .model_resolver import resolve_model
-from .output_stream import OutputStream
-from .prompt_check import check_prompt
 from .providers import CAPABILITIES, resolve
-from .request_sampler import RequestSampler
 from .runner import ModelRunner
 from .sampling_params import ParameterError, SamplingParams
 from .session import SessionConfig, make_session
@@ -34,8 +29,7 @@ class LLM:
 
     def __init__(self, model: str | Path = "default", provider: str = "cpu", threads: int = 0,
                  optimization: str = "all", optimized_model_path: str | None = None,
-                 provider_options: dict | None = None, max_cache_bytes: int | None = None,
-                 max_running: int = 16, max_waiting: int = 1024, token_budget: int = 256,
+                 provider_options: dict | None = None, engine: EngineConfig | None = None,
                  speculation: str | SpeculationConfig | None = None, num_speculative_tokens: int = 4):
         # speculation="ngram": prompt-lookup drafts verified in the engine's step (validated before loading)
         if isinstance(speculation, str):
@@ -47,37 +41,21 @@ class LLM:
         self.session_config = SessionConfig(threads, optimization, optimized_model_path, provider_options)
         session = make_session(self.folder.model_file, self.provider, self.session_config)
         self.runner = ModelRunner(self.folder, session)
+        config = engine or EngineConfig()
         c = self.folder.contract
-        self.cache = KVCache(c.num_layers, c.num_kv_heads, c.head_dim, np.dtype(c.kv_dtype), slots=1, capacity=256,
-                             device=cap.cache_device, max_bytes=max_cache_bytes, max_capacity=self.folder.context_length,
+        # one cache for every door: a slot per running sequence, each sized to its prompt plus max_tokens
+        self.cache = KVCache(c.num_layers, c.num_kv_heads, c.head_dim, np.dtype(c.kv_dtype),
+                             slots=1, max_slots=config.max_concurrency, capacity=256, device=cap.cache_device,
+                             max_bytes=config.max_cache_bytes, max_capacity=self.folder.context_length,
                              windows=dict(c.window_cache))
-        self._held: list[int] = []  # prompt tokens whose keys and values self.cache's slot 0 holds
+        self.engine = Engine(self.runner, self.cache, config, speculation)
         self.tokenizer = self.folder.tokenizer
         self.template = ChatTemplate.for_model(self.folder)
-        self._lock = threading.Lock()  # one graph call at a time: the single path and the engine share the session
-        self._engine_args = dict(max_running=max_running, max_waiting=max_waiting, token_budget=token_budget,
-                                 max_cache_bytes=max_cache_bytes, cache_device=cap.cache_device)
-        self._engine: Engine | None = None
-
-    @property
-    def engine(self) -> Engine:
-        """The continuous-batching engine over this model (started on first use)."""
-        if self._engine is None:
-            a, c = self._engine_args, self.folder.contract
-            cache = KVCache(c.num_layers, c.num_kv_heads, c.head_dim, np.dtype(c.kv_dtype), slots=a["max_running"],
-                            capacity=256, device=a["cache_device"], max_bytes=a["max_cache_bytes"],
-                            max_capacity=self.folder.context_length, windows=dict(c.window_cache))
-            runner = ModelRunner(self.folder, self.runner.session)
-            self._engine = Engine(runner, cache, a["max_running"], a["max_waiting"], a["token_budget"], lock=self._lock,
-                                  speculation=self.speculation)
-        return self._engine
 
     def reset_prefix_cache(self) -> None:
-        """Forget which tokens the caches hold, so the next prompts are computed whole (cold-prefill benchmarks)."""
-        with self._lock:
-            self._held.clear()
-            if self._engine is not None:
-                self._engine.scheduler.retained.clear()
+        """Forget which prompt tokens the cache holds, so the next prompts are computed whole (cold-prefill
+        benchmarks)."""
+        self.engine.reset_prefix_cache()
 
     def submit(self, prompt: str | list[int], params: SamplingParams | None = None, loop=None) -> RequestHandle:
         """Queue a request on the engine; the handle streams chunks and can be cancelled."""
@@ -96,17 +74,9 @@ class LLM:
         return self.template.render(messages, add_generation_prompt=True)
 
     def stream_ids(self, prompt_ids: list[int], params: SamplingParams | None = None) -> Iterator[Chunk]:
-        """Stream the completion of already-tokenized `prompt_ids`. With speculation on, through the engine, whose
-        step verifies the drafts."""
-        params = check_prompt(prompt_ids, params or SamplingParams(), self.folder.context_length,
-                              self.folder.vocab_size)
-        if self.speculation is not None:
-            yield from self.submit(prompt_ids, params)
-            return
-        out = OutputStream(self.tokenizer, prompt_ids, params, self.folder.eos_token_ids)
-        sampler = RequestSampler(params, prompt_ids, self.folder.eos_token_ids, out.token_text)
-        with self._lock:
-            yield from stream_tokens(self.runner, self.cache, prompt_ids, sampler, out, self._held)
+        """Stream the completion of already-tokenized `prompt_ids`, stepping the engine on this thread while
+        nothing else runs."""
+        yield from self.engine.submit_all([_token_ids(prompt_ids)], params or SamplingParams(), inline=True)[0]
 
     def stream(self, prompt: str, params: SamplingParams | None = None) -> Iterator[Chunk]:
         """Text deltas and token ids as they are generated."""
@@ -119,8 +89,12 @@ class LLM:
             return Completion.fold(self.stream(prompts, params), want)
         if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) for p in prompts):
             raise ParameterError("prompt", "prompts must be a string or a list of strings")
-        handles = self.engine.submit_all([self.encode(p) for p in prompts], params or SamplingParams())
-        return [h.result() for h in handles]  # all in flight at once, batched by the engine
+        handles = self.engine.submit_all([self.encode(p) for p in prompts], params or SamplingParams(), inline=True)
+        try:
+            return [h.result() for h in handles]  # all in flight at once, batched by the engine
+        finally:
+            for h in handles:  # an interrupted caller leaves nothing running
+                h.cancel()
 
     def chat_stream(self, messages: list[dict], params: SamplingParams | None = None) -> Iterator[Chunk]:
         return self.stream_ids(self.encode(self.render_chat(messages), special=False), params)

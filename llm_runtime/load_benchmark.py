@@ -38,8 +38,9 @@ def ours(folder: str, n: int, tokens: int) -> dict:
     """The N requests submitted one by one and read on one event loop, as the server reads them (one wakeup per
     engine step for all streams, not a thread per stream)."""
     from llm_runtime import LLM, SamplingParams
+    from llm_runtime.engine import EngineConfig
 
-    llm = LLM(folder, max_running=max(n, 1), token_budget=512)
+    llm = LLM(folder, engine=EngineConfig(max_concurrency=max(n, 1), token_budget=512))
     params = SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True)
     ids = [llm.encode(text, special=False) for text in chat_texts(folder, n)]
     llm.generate("warm up", SamplingParams(max_tokens=4))
@@ -48,7 +49,7 @@ def ours(folder: str, n: int, tokens: int) -> dict:
     async def run() -> float:
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
-        handles = [llm.engine.submit(i, params, loop) for i in ids]
+        handles = [llm.submit(i, params, loop=loop) for i in ids]
 
         async def consume(handle) -> None:
             nonlocal count

@@ -35,6 +35,7 @@ def run(args) -> int:
         return run_on_ray(args)
     import uvicorn
 
+    from llm_runtime.engine import EngineConfig
     from llm_runtime.llm import LLM
     from llm_runtime.model_resolver import model_name
 
@@ -50,9 +51,9 @@ def run(args) -> int:
 
     def load() -> None:
         try:
-            llm = LLM(args.model, provider=args.provider, threads=args.threads, max_running=args.max_concurrency,
-                      max_waiting=args.max_waiting, speculation=args.speculation,
-                      num_speculative_tokens=args.num_speculative_tokens)
+            llm = LLM(args.model, provider=args.provider, threads=args.threads,
+                      engine=EngineConfig(max_concurrency=args.max_concurrency, max_waiting=args.max_waiting),
+                      speculation=args.speculation, num_speculative_tokens=args.num_speculative_tokens)
             llm.engine  # started before the first request
             app.state.llm = llm
             log.warning("serving %s at http://%s:%d/v1", args.model, args.host, args.port)

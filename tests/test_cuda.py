@@ -13,6 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from llm_runtime.kv_cache import KVCache
+from llm_runtime.engine import EngineConfig
 from llm_runtime import LLM, SamplingParams
 from llm_runtime.providers import CAPABILITIES, Provider
 from llm_runtime.model_folder import ModelFolder
@@ -106,7 +107,7 @@ def test_stream_and_seed_on_the_device(built):
 def test_engine_on_the_device(built, tiny_hf):
     """Several requests batched on the device (onnxruntime < 1.32: runs of consecutive slots, no padded rows);
     each row's greedy tokens agree with the reference up to fp16 near-ties."""
-    llm = LLM(built("llama-gqa2", FLOAT), provider=PROVIDER.value, max_running=3, token_budget=10)
+    llm = LLM(built("llama-gqa2", FLOAT), provider=PROVIDER.value, engine=EngineConfig(max_concurrency=3, token_budget=10))
     prompts = [PROMPT, "Once upon a time", "Héllo wörld 🙂", "What is the capital of France?", "0123456789"]
     for prompt, done in zip(prompts, llm.generate(prompts, GREEDY)):
         ids = llm.encode(prompt)

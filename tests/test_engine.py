@@ -10,8 +10,8 @@ import numpy as np
 
 from llm_runtime.kv_cache import KVCache
 from llm_runtime import LLM, SamplingParams
-from llm_runtime.engine import QueueFullError
-from llm_runtime.engine.engine import build_step, group_calls
+from llm_runtime.engine import EngineConfig, QueueFullError
+from llm_runtime.engine.step_inputs import build_step, group_calls
 from llm_runtime.engine.scheduler import Scheduled
 from llm_runtime.engine.sequence import Sequence
 from llm_runtime.prompt_split import MIN_SHARED, common_prefix
@@ -23,7 +23,7 @@ SYSTEM = "You are a careful assistant who answers briefly and never makes things
 
 @pytest.fixture(scope="module")
 def llm(tiny_build):
-    return LLM(tiny_build("llama-gqa2"), max_running=4, token_budget=12)
+    return LLM(tiny_build("llama-gqa2"), engine=EngineConfig(max_concurrency=4, token_budget=12))
 
 
 def item(slot: int, prompt: int, cached: int, tokens: int) -> Scheduled:
@@ -65,7 +65,7 @@ def test_a_call_spans_only_the_slots_of_its_items():
 
 def test_batched_greedy_equals_one_at_a_time(llm):
     params = SamplingParams(max_tokens=24, temperature=0, ignore_eos=True)
-    alone = [llm.generate(p, params).token_ids for p in PROMPTS]  # the single-sequence path
+    alone = [llm.generate(p, params).token_ids for p in PROMPTS]  # one at a time, stepped on this thread
     # more prompts than slots, budget smaller than the prompts: chunked prefill mixed with decodes
     together = llm.generate(PROMPTS * 2, params)
     assert [c.token_ids for c in together] == alone * 2
@@ -137,7 +137,7 @@ def test_many_concurrent_submissions_with_cancellations_leave_nothing_behind(llm
 
 
 def test_full_queue_is_reported(tiny_build):
-    small = LLM(tiny_build("llama-gqa2"), max_running=1, max_waiting=2)
+    small = LLM(tiny_build("llama-gqa2"), engine=EngineConfig(max_concurrency=1, max_waiting=2))
     params = SamplingParams(max_tokens=200, ignore_eos=True)
     handles = []
     with pytest.raises(QueueFullError):
@@ -160,7 +160,7 @@ def test_bad_requests_are_rejected_at_submit(llm):
 
 def test_batched_equals_alone_with_window_sized_caches(tiny_build):
     """Sliding-window layers compact their caches in place, per row, inside mixed batched steps."""
-    llm = LLM(tiny_build("mistral-window"), max_running=3, token_budget=10)
+    llm = LLM(tiny_build("mistral-window"), engine=EngineConfig(max_concurrency=3, token_budget=10))
     assert llm.folder.contract.window_cache
     params = SamplingParams(max_tokens=100, temperature=0, ignore_eos=True)  # past window + slack
     alone = [llm.generate(p, params).token_ids for p in PROMPTS[:5]]
@@ -179,13 +179,14 @@ def test_default_model_int4_batched_equals_alone(smollm_build, budget):
     into ~1 logit on near-ties: 39% of tokens agreed with a budget of 24. A prompt prefilled in chunks on its
     own cache gives the same tokens as a whole prefill here.
     """
-    llm = LLM(smollm_build("int4"), max_running=8, token_budget=budget)
+    llm = LLM(smollm_build("int4"), engine=EngineConfig(max_concurrency=8, token_budget=budget))
     params = SamplingParams(max_tokens=48, temperature=0, ignore_eos=True)
     prompts = [llm.render_chat([{"role": "user", "content": f"Tell me about {t}."}])
                for t in ("Paris", "the sea", "bread", "owls", "chess", "rain", "Mars", "jazz")]
     ids = [llm.encode(p, special=False) for p in prompts]
     assert budget >= max(map(len, ids)) or budget < min(map(len, ids))
-    alone = [[t for c in llm.stream_ids(i, params) for t in c.token_ids] for i in ids]
+    single = LLM(smollm_build("int4"))  # one at a time on its own engine: this engine's reuse counter starts at 0
+    alone = [[t for c in single.stream_ids(i, params) for t in c.token_ids] for i in ids]
     batched = [h.result().token_ids for h in llm.engine.submit_all(ids, params)]
     assert batched == alone
     shared = common_prefix(ids[0], ids[1])  # the default system prompt and "Tell me about"

@@ -15,6 +15,7 @@ from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM
 
 from graph_driver import PlainDecoder, genai_greedy
+from llm_runtime.engine import EngineConfig
 from llm_runtime import LLM, SamplingParams
 
 TEXTS = ["Hello, world! How are you today?", "naïve café — 日本語のテキスト 🤗", "In 2024, pi was 3.14159\n\n\ttabs"]
@@ -114,7 +115,7 @@ def test_our_runtime_runs_genai_builds(genai_built, tiny_hf):
 
 def test_engine_batches_a_graph_without_query_seqlens(genai_built):
     """No idle or padded rows: decodes in runs of consecutive slots, each prompt chunk alone."""
-    llm = LLM(genai_built("fp32"), max_running=3, token_budget=10)
+    llm = LLM(genai_built("fp32"), engine=EngineConfig(max_concurrency=3, token_budget=10))
     prompts = ["Once upon a time", "The quick brown fox jumps", "Héllo wörld 🙂", "What is the capital of France?",
                "0123456789", "a"]
     params = SamplingParams(temperature=0, max_tokens=20, ignore_eos=True)

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from llm_runtime.kv_cache import KVCache
+from llm_runtime.engine.config import EngineConfig
 from llm_runtime.engine.prefix import find_donor
 from llm_runtime.engine.scheduler import QueueFullError, Scheduler
 from llm_runtime.engine.sequence import Sequence, Status
@@ -12,7 +13,7 @@ from llm_runtime.prompt_split import MIN_SHARED, prefill_chunk
 
 def make(slots=4, budget=16, chunk=8, max_waiting=8, max_bytes=None):
     cache = KVCache(2, 1, 16, np.float32, slots=slots, capacity=16, max_bytes=max_bytes)
-    return Scheduler(cache, max_running=slots, max_waiting=max_waiting, token_budget=budget, chunk_size=chunk), cache
+    return Scheduler(cache, EngineConfig(max_concurrency=slots, max_waiting=max_waiting, token_budget=budget, chunk_size=chunk)), cache
 
 
 def seq(n, max_tokens=4):
@@ -157,7 +158,7 @@ def test_a_donor_that_finishes_early_leaves_the_waiting_sequence_to_compute_the_
 
 def test_window_sized_caches_share_no_prefixes():
     cache = KVCache(2, 1, 16, np.float32, slots=2, capacity=16, windows={0: 8})
-    s = Scheduler(cache, max_running=2, max_waiting=8, token_budget=64, chunk_size=64)
+    s = Scheduler(cache, EngineConfig(max_concurrency=2, max_waiting=8, token_budget=64, chunk_size=64))
     a, b = sharing(20, 1), sharing(20, 2)
     s.add(a)
     s.add(b)

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from llm_runtime import LLM, SamplingParams
-from llm_runtime.engine.engine import group_calls
+from llm_runtime.engine import EngineConfig
+from llm_runtime.engine.step_inputs import group_calls
 from llm_runtime.engine.scheduler import Scheduled
 from llm_runtime.engine.sequence import Sequence
 from llm_runtime.speculation import SpeculationConfig
@@ -88,12 +89,12 @@ class OracleConfig(SpeculationConfig):
 
 @pytest.fixture(scope="module")
 def plain(tiny_build):
-    return LLM(tiny_build("llama-gqa2"), max_running=4, token_budget=64)
+    return LLM(tiny_build("llama-gqa2"), engine=EngineConfig(max_concurrency=4, token_budget=64))
 
 
 @pytest.fixture(scope="module")
 def spec(tiny_build):
-    return LLM(tiny_build("llama-gqa2"), max_running=4, token_budget=64, speculation="ngram")
+    return LLM(tiny_build("llama-gqa2"), engine=EngineConfig(max_concurrency=4, token_budget=64), speculation="ngram")
 
 
 def reply(llm: LLM, prompt, params: SamplingParams = GREEDY):
@@ -120,7 +121,8 @@ def oracle_llm(tiny_build, plain, prompts, params, k=3, spoil=True, concurrency=
     ids = [plain.encode(p) for p in prompts]
     refs = {tuple(i): i + reply(plain, i, params).token_ids for i in ids}
     config = OracleConfig(refs, k, spoil)
-    llm = LLM(tiny_build("llama-gqa2"), max_running=concurrency, token_budget=64, speculation=config)
+    llm = LLM(tiny_build("llama-gqa2"), engine=EngineConfig(max_concurrency=concurrency, token_budget=64),
+              speculation=config)
     return llm, ids, refs, config
 
 

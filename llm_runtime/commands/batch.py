@@ -32,6 +32,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from ..batch_job import BatchJob, BatchOutput
+    from ..engine import EngineConfig
     from ..llm import LLM
     from ..model_resolver import model_name
 
@@ -45,7 +46,8 @@ def run(args) -> int:
     except OSError as e:
         raise FileNotFoundError(f"cannot write {args.output}: {e.strerror or e}") from None
     try:
-        llm = LLM(args.model, provider=args.provider, threads=args.threads, max_running=args.max_concurrency,
+        llm = LLM(args.model, provider=args.provider, threads=args.threads,
+                  engine=EngineConfig(max_concurrency=args.max_concurrency),
                   speculation=args.speculation, num_speculative_tokens=args.num_speculative_tokens)
         name = model_name(args.model)
         total = _count_lines(args.input)

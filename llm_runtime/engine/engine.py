@@ -1,27 +1,35 @@
-"""The engine: one background thread runs schedule -> run -> postprocess over the shared cache."""
+"""The engine: `step()` schedules, runs the graph, samples and post-processes, over one shared KV cache.
+
+Exactly one thread steps at a time, under the engine's lock. A request submitted `inline` while nothing else runs
+is driven by its caller's thread (`LLM.generate / stream / chat`: no thread hop per token); any other submission
+(the server, `LLM.submit`, a second request while one runs) switches the engine to its background thread, which
+then steps for everyone until the engine is idle again, while inline callers wait on their handles."""
 from __future__ import annotations
 
 import logging
 import queue
 import threading
 import time
+from functools import partial
 from dataclasses import dataclass
 
 import numpy as np
 
-from llm_runtime.kv_cache import KVCache
+from llm_runtime.kv_cache import CacheFullError, KVCache, round_up
 
 from ..completion import Chunk, TokenLogprob
 from ..output_stream import OutputStream
 from ..prompt_check import check_prompt
 from ..request_sampler import RequestSampler
-from ..runner import ModelRunner, Step
+from ..runner import ModelRunner
 from ..sampling_params import SamplingParams
 from ..speculation import SpeculationConfig
+from .config import EngineConfig
 from .handle import RequestHandle
 from .scheduler import QueueFullError, Scheduled, Scheduler
 from .sequence import Sequence
 from .speculator import Speculator
+from .step_inputs import DecodeInputs, build_step, group_calls
 
 log = logging.getLogger(__name__)
 
@@ -47,43 +55,53 @@ class EngineStats:
 
 
 class Engine:
-    """Thread-safe: `submit` from any thread; the loop runs in one background thread."""
+    """Thread-safe: `submit` from any thread; `step` runs on one thread at a time."""
 
-    def __init__(self, runner: ModelRunner, cache: KVCache, max_running: int = 16, max_waiting: int = 1024,
-                 token_budget: int = 256, chunk_size: int = 128, lock: threading.Lock | None = None,
+    def __init__(self, runner: ModelRunner, cache: KVCache, config: EngineConfig | None = None,
                  speculation: SpeculationConfig | None = None):
         self.runner, self.cache = runner, cache
+        self.config = config or EngineConfig()
         self.speculator = Speculator(speculation, cache) if speculation else None
         self.folder = runner.folder
-        self.scheduler = Scheduler(cache, max_running, max_waiting, token_budget, chunk_size)
-        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.scheduler = Scheduler(cache, self.config)
+        self._decode = DecodeInputs()
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()  # ids of cancelled sequences
         self._wake = threading.Event()
-        self._lock = lock or threading.Lock()
+        self._lock = threading.Lock()  # held by the stepping thread, and to change the queues or the driver
         self._sequences: dict[int, Sequence] = {}
+        self._background = False  # the background thread drives; else the inline caller (or nobody: idle)
+        self._thread: threading.Thread | None = None
         self._stop = False
         self.steps = self.generated = self.prompt_tokens = 0
         self.healthy = True
-        self._thread = threading.Thread(target=self._loop, name="llm-engine", daemon=True)
-        self._thread.start()
+
+    # ---- requests in ------------------------------------------------------------------------------------------
 
     def submit(self, prompt_ids: list[int], params: SamplingParams, loop=None) -> RequestHandle:
-        """Queue a request; raises ParameterError for bad input and QueueFullError when the queue is full."""
+        """Queue a request for the background thread; raises ParameterError for bad input, CacheFullError when it
+        cannot fit the cache's cap, QueueFullError when the queue is full."""
         return self.submit_all([prompt_ids], params, loop)[0]
 
-    def submit_all(self, prompts: list[list[int]], params: SamplingParams, loop=None) -> list[RequestHandle]:
-        """Queue several requests at once: the same step sees them all (all or none are queued)."""
+    def submit_all(self, prompts: list[list[int]], params: SamplingParams, loop=None,
+                   inline: bool = False) -> list[RequestHandle]:
+        """Queue several requests at once: the same step sees them all (all or none are queued). `inline`: the
+        caller's thread will iterate the handles; it steps the engine itself while nothing else runs."""
         seqs = [self._sequence(ids, params, loop) for ids in prompts]
         with self._lock:
             if len(self.scheduler.waiting) + len(seqs) > self.scheduler.max_waiting:
                 raise QueueFullError(f"the waiting queue is full ({self.scheduler.max_waiting} requests)")
+            inline = inline and loop is None and not self._background and self.scheduler.idle
             for seq in seqs:
                 self.scheduler.add(seq)
                 self._sequences[seq.id] = seq
-        self._wake.set()
+                seq.handle.inline = inline
+            if not inline:
+                self._drive_in_background()
         return [seq.handle for seq in seqs]
 
     def _sequence(self, prompt_ids: list[int], params: SamplingParams, loop) -> Sequence:
         params = check_prompt(prompt_ids, params, self.folder.context_length, self.folder.vocab_size)
+        self._check_fits(len(prompt_ids) + params.max_tokens)
         eos = self.folder.eos_token_ids
         seq = Sequence(list(prompt_ids), params)
         seq.out = OutputStream(self.folder.tokenizer, seq.prompt_ids, params, eos)
@@ -93,9 +111,31 @@ class Engine:
             self.speculator.attach(seq)
         return seq
 
+    def _check_fits(self, tokens: int) -> None:
+        """A request the cache's cap cannot hold even alone would wait forever: refuse it now."""
+        c = self.cache
+        need = c.nbytes_for(round_up(tokens), c.slots)
+        if c.max_bytes is not None and need > c.max_bytes:
+            raise CacheFullError(f"this request needs a KV cache of {need / 2**20:.1f} MiB ({c.slots} slots x "
+                                 f"{round_up(tokens)} tokens), over the cap of {c.max_bytes / 2**20:.1f} MiB")
+
     def cancel(self, seq_id: int) -> None:
+        """End a request at the next step (at once when no step is running); its slot is freed."""
         self._inbox.put(seq_id)
-        self._wake.set()
+        if self._background:
+            self._wake.set()
+            return
+        if self._lock.acquire(blocking=False):  # an inline request: its caller may never step again
+            try:
+                self._take_cancellations()
+            finally:
+                self._lock.release()
+        # else a step is running (on this thread, when a generator is collected mid-step): it takes it at its end
+
+    def reset_prefix_cache(self) -> None:
+        """Forget the prompts that finished sequences left in their slots: the next prompts are computed whole."""
+        with self._lock:
+            self.scheduler.retained.clear()
 
     def stats(self) -> EngineStats:
         s = self.scheduler
@@ -104,40 +144,63 @@ class Engine:
                            self.steps, self.generated, self.prompt_tokens, s.reused_tokens, self.healthy,
                            *((sp.drafted, sp.accepted, sp.verifications) if sp else ()))
 
-    def shutdown(self) -> None:
-        self._stop = True
+    # ---- who steps --------------------------------------------------------------------------------------------
+
+    def step_inline(self) -> bool:
+        """One step on the calling thread, unless the background thread drives (then False: wait on the handle)."""
+        with self._lock:
+            if self._background:
+                return False
+            self._guarded_step()
+            return True
+
+    def _drive_in_background(self) -> None:
+        """Hand the stepping to the background thread (started on first use). Called under the lock."""
+        self._background = True
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="llm-engine", daemon=True)
+            self._thread.start()
         self._wake.set()
-        self._thread.join(timeout=10)
 
     def _loop(self) -> None:
-        try:
-            self._serve()
-        except BaseException:  # a dead loop must not look healthy: /health turns 503, waiting callers are told
-            log.exception("engine loop died")
-            self.healthy = False
-            for seq in list(self._sequences.values()):
-                seq.handle.put(EngineError("the engine stopped"))
-                seq.handle.close()
-            raise
-
-    def _serve(self) -> None:
         while not self._stop:
             self._wake.wait(timeout=0.5)
             self._wake.clear()
             while not self._stop:
                 with self._lock:
-                    self._take_cancellations()
-                    if self.scheduler.idle:
+                    if not self._background:
                         break
-                    self._step()
+                    if self.scheduler.idle and self._inbox.empty():
+                        self._background = False  # the next lone inline request drives itself
+                        break
+                    try:
+                        self._guarded_step()
+                    except BaseException:  # told to every request already; a later submission starts a new thread
+                        self._background, self._thread = False, None
+                        return
 
-    def _take_cancellations(self) -> None:
-        while not self._inbox.empty():
-            seq = self._sequences.get(self._inbox.get())
-            if seq is not None:
-                self._finish(seq, seq.out.cancel())
+    def shutdown(self) -> None:
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
 
-    def _step(self) -> None:
+    def _guarded_step(self) -> None:
+        try:
+            self.step()
+        except BaseException:  # a broken engine must not look healthy: /health turns 503, waiting callers are told
+            log.exception("engine step failed unexpectedly")
+            self.healthy = False
+            for seq in list(self._sequences.values()):
+                self._finish(seq, EngineError("the engine stopped"))
+            raise
+
+    # ---- the step ---------------------------------------------------------------------------------------------
+
+    def step(self) -> None:
+        """Schedule, run the graph (decodes in one call, prompt chunks in others), sample, post-process. The
+        caller holds the engine's lock."""
+        self._take_cancellations()
         plan = self.scheduler.schedule()
         if self.speculator is not None:
             plan = self.speculator.draft(plan, self.scheduler.token_budget - sum(len(item.tokens) for item in plan))
@@ -145,19 +208,24 @@ class Engine:
             time.sleep(0.001)  # waiting requests that do not fit yet
             return
         for call in group_calls(plan, padded=self.runner.has_query_seqlens):
-            self._run(call)
+            lone = call[0].decode and not call[0].draft  # one-token decodes: inputs refilled in place
+            step = self._decode.build(call, self.cache) if lone else build_step(call, self.cache)
+            try:
+                logits = self.runner.run(step, self.cache)
+            except Exception as e:  # the engine outlives a failed call; its requests end with the error
+                log.exception("engine call failed")
+                for item in call:
+                    self._finish(item.seq, EngineError(f"generation failed: {e}"))
+                continue
+            self._postprocess(call, logits)
         self.steps += 1
+        self._take_cancellations()
 
-    def _run(self, call: list[Scheduled]) -> None:
-        """One graph call, then each of its sequences advances and, where its logits were computed, samples."""
-        try:
-            logits = self.runner.run(build_step(call, self.cache), self.cache)
-        except Exception as e:  # the engine outlives a failed call; its requests end with the error
-            log.exception("engine step failed")
-            for item in call:
-                self._finish(item.seq, EngineError(f"generation failed: {e}"))
-            return
-        at = 0  # logits: one row per sampling item, every position of a verified run
+    def _postprocess(self, call: list[Scheduled], logits: np.ndarray) -> None:
+        """Each sequence of the call advances; where its logits were computed (logits: float32 [n, vocab]: one row
+        per sampling item in call order, every position of a verified run), it picks its next tokens and streams
+        them."""
+        at = 0
         for item in call:
             seq, rows = item.seq, logits[at:at + item.logit_rows]
             at += item.logit_rows
@@ -167,11 +235,17 @@ class Engine:
                 seq.cached += len(item.tokens)
             if len(rows):
                 try:
-                    self._emit(seq, self.speculator.accept(item, rows, seq.sampler.pick) if item.draft
-                               else [seq.sampler.pick(rows[0])])
+                    picks = (self.speculator.accept(item, rows, partial(self.next_token, seq)) if item.draft
+                             else [self.next_token(seq, rows[0])])
                 except Exception as e:  # one request's sampling failure ends that request, not the engine
                     log.exception("request %d failed", seq.id)
                     self._finish(seq, EngineError(f"generation failed: {e}"))
+                    continue
+                self._emit(seq, picks)
+
+    def next_token(self, seq: Sequence, logits: np.ndarray) -> tuple[int, TokenLogprob | None]:
+        """The one place where a row's logits (float32 [vocab]) become its next token."""
+        return seq.sampler.pick(logits)
 
     def _emit(self, seq: Sequence, picks: list[tuple[int, TokenLogprob | None]]) -> None:
         """Stream picked tokens as one chunk, up to the one that ends the request (EOS, a stop string, max_tokens
@@ -191,60 +265,14 @@ class Engine:
         else:
             seq.handle.put(chunk)
 
+    def _take_cancellations(self) -> None:
+        while not self._inbox.empty():
+            seq = self._sequences.get(self._inbox.get())
+            if seq is not None:
+                self._finish(seq, seq.out.cancel())
+
     def _finish(self, seq: Sequence, last) -> None:
         self.scheduler.finish(seq)
         self._sequences.pop(seq.id, None)
         seq.handle.put(last)
         seq.handle.close()
-
-
-def padded_tokens(items: list[Scheduled]) -> int:
-    """Token rows one right-padded call over these items computes: every slot in their range times the widest."""
-    slots = [item.seq.slot for item in items]
-    return (max(slots) - min(slots) + 1) * max(len(item.tokens) for item in items)
-
-
-def group_calls(plan: list[Scheduled], padded: bool = True) -> list[list[Scheduled]]:
-    """A step's graph calls. The decodes share a one-token call: GroupQueryAttention's one-token path, the one
-    a sequence takes alone (right-padding them to a chunk's width would multiply their work and change their
-    numerics). The prompt chunks share one right-padded call while padding costs no more than the work itself,
-    else they go one call each; so do the verified runs of speculating rows (last token plus drafts), in calls of
-    their own. A graph without query_seqlens (`padded` False: onnxruntime-genai's builder, onnxruntime < 1.32)
-    takes neither idle nor padded rows: decodes go in runs of consecutive slots, each run and chunk alone."""
-    decodes = sorted((item for item in plan if item.decode and not item.draft), key=lambda item: item.seq.slot)
-    verified = sorted((item for item in plan if item.draft), key=lambda item: item.seq.slot)
-    chunks = [item for item in plan if not item.decode]
-    if not padded:
-        runs: list[list[Scheduled]] = []
-        for item in decodes:
-            if runs and runs[-1][-1].seq.slot + 1 == item.seq.slot:
-                runs[-1].append(item)
-            else:
-                runs.append([item])
-        return runs + [[v] for v in verified] + [[c] for c in chunks]
-    calls = [decodes] if decodes else []
-    for multi in (verified, chunks):
-        if multi:
-            calls += [multi] if padded_tokens(multi) <= 2 * sum(len(c.tokens) for c in multi) else [[c] for c in multi]
-    return calls
-
-
-def build_step(items: list[Scheduled], cache: KVCache) -> Step:
-    """Right-pad the items into one call over the slots they span; idle slots in between get Q = 0."""
-    first = min(item.seq.slot for item in items)
-    rows = max(item.seq.slot for item in items) - first + 1
-    width = max(len(item.tokens) for item in items)
-    ids = np.zeros((rows, width), np.int64)  # [rows, S]
-    totals = np.maximum(cache.lengths[first:first + rows], 1)  # idle rows keep their length (at least 1, the op's rule)
-    query = np.zeros(rows, np.int64)
-    logits_at = []
-    for item in items:
-        row, n = item.seq.slot - first, len(item.tokens)
-        ids[row, :n] = item.tokens
-        totals[row] = item.seq.cached + n
-        query[row] = n
-        if item.draft:  # every position of a verified run
-            logits_at.extend(range(row * width, row * width + n))
-        elif item.wants_logits:
-            logits_at.append(row * width + n - 1)
-    return Step(ids, totals, query, np.array(logits_at, np.int64), first)

@@ -51,6 +51,7 @@ class RequestHandle:
         self._mailbox = _LoopMailbox.of(loop) if loop else None
         self._queue: queue.SimpleQueue | asyncio.Queue = asyncio.Queue() if loop else queue.SimpleQueue()
         self.want_logprobs = want_logprobs
+        self.inline = False  # the reading thread steps the engine itself while the background thread does not
         self.done = False
         self.cancelled = False
 
@@ -70,9 +71,20 @@ class RequestHandle:
             self.cancelled = True
             self._engine.cancel(self.id)
 
+    def _next(self):
+        """The next item; an inline reader steps the engine until one is there or the background thread drives."""
+        while self.inline:
+            try:
+                return self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            if not self._engine.step_inline():
+                self.inline = False
+        return self._queue.get()
+
     def __iter__(self) -> Iterator[Chunk]:
         try:
-            while (item := self._queue.get()) is not _END:
+            while (item := self._next()) is not _END:
                 if isinstance(item, BaseException):
                     self.done = True
                     raise item

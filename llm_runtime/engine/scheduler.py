@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from llm_runtime.kv_cache import KVCache, round_up
 
 from ..prompt_split import MIN_SHARED, prefill_chunk
+from .config import EngineConfig
 from .prefix import Donor, find_donor
 from .sequence import Sequence, Status
 
@@ -38,12 +39,12 @@ class Scheduled:
 
 
 class Scheduler:
-    def __init__(self, cache: KVCache, max_running: int, max_waiting: int, token_budget: int, chunk_size: int):
+    def __init__(self, cache: KVCache, config: EngineConfig):
         self.cache = cache
-        self.max_running = min(max_running, cache.slots)
-        self.max_waiting = max_waiting
-        self.token_budget = token_budget
-        self.chunk_size = chunk_size
+        self.max_concurrency = min(config.max_concurrency, cache.max_slots)
+        self.max_waiting = config.max_waiting
+        self.token_budget = config.token_budget
+        self.chunk_size = config.chunk_size
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.reused_tokens = 0  # prompt tokens taken from another sequence's cache instead of computed
@@ -68,7 +69,7 @@ class Scheduler:
             if budget <= 0:
                 break
             budget -= self._add_chunk(plan, seq, budget)
-        while budget > 0 and self.waiting and len(self.running) < self.max_running:
+        while budget > 0 and self.waiting and len(self.running) < self.max_concurrency:
             seq = self.waiting[0]
             donor = self._donor(seq)
             if donor is not None and donor.ready < donor.shared:
@@ -97,8 +98,8 @@ class Scheduler:
         """Give `seq` a slot if the cache can hold it next to the running sequences, with the donor's prefix
         (a free donor slot is taken as is; other slots are given out least valuable first: not retained)."""
         need = round_up(max([seq.max_length] + [s.max_length for s in self.running]))
-        cost = need * self.cache.slots * self.cache.bytes_per_token + self.cache.window_bytes
-        if self.cache.max_bytes is not None and cost > self.cache.max_bytes:
+        slots = self.cache.slots if donor and donor.free else self.cache.slots_after_allocation
+        if self.cache.max_bytes is not None and self.cache.nbytes_for(max(need, self.cache.capacity), slots) > self.cache.max_bytes:
             return False
         self.cache.ensure_capacity(need)
         seq.slot = self.cache.take_slot(donor.slot) if donor and donor.free else self.cache.allocate_slot(self.retained)

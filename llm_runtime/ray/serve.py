@@ -13,6 +13,7 @@ from ray import serve
 
 from llm_runtime.server.app import create_app
 
+from ..engine import EngineConfig
 from ..llm import LLM
 from ..model_resolver import model_name, resolve_model
 from ..providers import CAPABILITIES, resolve
@@ -26,9 +27,8 @@ class LLMServer:
 
     def __init__(self, model: str, served_model_name: str, api_keys: list[str], cors_origins: list[str],
                  provider: str, threads: int, max_concurrency: int, max_waiting: int):
-        self.llm = LLM(model, provider=provider, threads=threads, max_running=max_concurrency,
-                       max_waiting=max_waiting)
-        self.llm.engine  # started before the first request
+        self.llm = LLM(model, provider=provider, threads=threads,
+                       engine=EngineConfig(max_concurrency=max_concurrency, max_waiting=max_waiting))
         self.app_args = (served_model_name, api_keys, cors_origins)
 
     def __serve_build_asgi_app__(self):

@@ -8,6 +8,7 @@ import threading
 import pyarrow as pa
 
 from ..batch_job import BatchJob, result_line
+from ..engine import EngineConfig
 from ..llm import LLM
 
 # every output block has this schema; response and error hold JSON text (a block's structs would differ)
@@ -35,8 +36,7 @@ class BatchWorker:
 
     def __init__(self, model: str, model_name: str, threads: int, max_concurrency: int, provider: str = "cpu",
                  defaults: dict | None = None):
-        self.llm = LLM(model, provider=provider, threads=threads, max_running=max_concurrency)
-        self.llm.engine  # started before the first block
+        self.llm = LLM(model, provider=provider, threads=threads, engine=EngineConfig(max_concurrency=max_concurrency))
         self.model_name, self.max_concurrency = model_name, max_concurrency
         self.defaults = defaults or {}
 

@@ -1,5 +1,5 @@
-"""The single-sequence path: prefill in chunks, and the prompt tokens its cache keeps from one generation to the
-next (a conversation's history is not computed again), with logits bit-identical to a whole prefill."""
+"""Prompts in chunks, and the prompt tokens a finished sequence leaves in its cache slot for the next generation
+(a conversation's history is not computed again), with logits bit-identical to a whole prefill."""
 from importlib.resources import files
 
 import numpy as np
@@ -8,12 +8,24 @@ import onnxruntime_genai as og
 from graph_driver import genai_greedy
 from llm_runtime.kv_cache import KVCache
 from llm_runtime import LLM, SamplingParams
-from llm_runtime.generation import PREFILL_CHUNK, prefill
+from llm_runtime.engine import EngineConfig
+from llm_runtime.prompt_split import prefill_chunk
 from llm_runtime.runner import prefill_inputs
 
 TINY_PROMPT = "The quick brown fox jumps over the lazy dog."
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 GREEDY_64 = SamplingParams(temperature=0, max_tokens=64, ignore_eos=True)
+PREFILL_CHUNK = EngineConfig().chunk_size
+
+
+def prefill(runner, cache, prompt_ids: list[int], cached: int = 0):
+    """The engine's calls for one prompt alone, past the `cached` tokens slot 0 holds: chunks cut by
+    `prefill_chunk`; logits float32 [vocab] of its last token."""
+    while cached < len(prompt_ids):
+        n = prefill_chunk(len(prompt_ids) - cached, PREFILL_CHUNK)
+        logits = runner.run(prefill_inputs(prompt_ids[cached:cached + n], cached=cached), cache)
+        cached += n
+    return logits[-1]
 
 
 def test_long_prompt_prefilled_in_chunks_matches_one_call_and_onnxruntime_genai(smol_llm):
@@ -36,7 +48,7 @@ def test_long_prompt_prefilled_in_chunks_matches_one_call_and_onnxruntime_genai(
 
 
 def watch_cached(llm: LLM, monkeypatch) -> list[int]:
-    """Records how many tokens the cache held before each of the single path's graph calls (the real runner,
+    """Records how many tokens the cache held before each of the engine's graph calls (the real runner,
     watched): a generation's first entry says how much of its prompt it found there."""
     seen, run = [], llm.runner.run
 
