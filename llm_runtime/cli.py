@@ -19,8 +19,6 @@ COMMANDS = {
               "generate for every line of a JSONL file (OpenAI batch output; re-running resumes)"),
     "serve": ("llm_runtime.server.cli",
               "serve an OpenAI-compatible API (chat and completions, streaming) on the batching engine"),
-    "bench": ("llm_runtime.commands.bench", "measure time to first token, prefill and decode speed and peak memory, "
-                                            "optionally against onnxruntime-genai"),
     "perplexity": ("llm_runtime.commands.perplexity",
                    "perplexity of a model on a text, and KL divergence from a reference"),
 }

@@ -224,3 +224,47 @@ def test_an_async_reader_that_fell_behind_gets_the_queued_chunks_joined(llm):
     assert chunks[0].token_ids == tuple(want.token_ids) and chunks[0].text == want.text
     assert chunks[0].finish_reason == "length" and chunks[0].usage.completion_tokens == 12
 
+
+
+def engine_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "llm-engine"]
+
+
+def test_a_lone_stream_steps_on_the_callers_thread_and_rebinds_nothing_per_token(tiny_build):
+    """generate / stream drive the engine's step on the calling thread (no background thread is started), and a
+    lone row's decode call reuses its bound inputs: after the first decode no input is bound again."""
+    llm = LLM(tiny_build("llama-gqa2"))
+    before = len(engine_threads())
+    binds, calls = [], []
+    bind, run = llm.runner.binding.bind_input, llm.runner.run
+
+    def counted_bind(*args, **kwargs):
+        binds.append(args[0])
+        return bind(*args, **kwargs)
+
+    def counted_run(step, cache):
+        calls.append(len(binds))
+        return run(step, cache)
+
+    llm.runner.binding.bind_input = counted_bind
+    llm.runner.run = counted_run
+    out = llm.generate("Once upon a time", SamplingParams(max_tokens=20, temperature=0, ignore_eos=True))
+    assert len(out.token_ids) == 20 and len(calls) == 20  # one prefill call, then 19 decodes
+    assert len(engine_threads()) == before
+    per_call = np.diff(calls + [len(binds)])
+    assert per_call[0] > 0 and per_call[1] > 0  # the prefill, then the first decode binds its inputs
+    assert per_call[2:].tolist() == [0] * 18  # every later decode: refilled in place, nothing bound
+
+
+def test_a_submission_while_a_stream_runs_inline_hands_both_to_the_background_thread(llm):
+    params = SamplingParams(max_tokens=24, temperature=0, ignore_eos=True)
+    want = [llm.generate(p, params).token_ids for p in PROMPTS[:2]]
+    stream = llm.stream(PROMPTS[0], params)
+    got = [t for _, c in zip(range(3), stream) for t in c.token_ids]  # stepped on this thread so far
+    other = {}
+    t = threading.Thread(target=lambda: other.update(ids=llm.submit(PROMPTS[1], params).result().token_ids))
+    t.start()
+    got += [t for c in stream for t in c.token_ids]
+    t.join(timeout=60)
+    assert got == want[0] and other["ids"] == want[1]
+    assert llm.engine.stats().running == 0

@@ -1,21 +1,24 @@
 """Aggregate throughput under load: our continuous-batching engine vs onnxruntime-genai's static batches.
 
-    llm-runtime bench --model default --concurrency 1,4,8,16,32 [--decode-tokens 128] [--compare onnxruntime-genai]
+    python benchmarks/load.py --model default --concurrency 1,4,8,16,32 [--decode-tokens 128] [--rounds 3]
+                              [--compare onnxruntime-genai] [--json OUT]
 
-Ours: N requests submitted at once to the engine (max_running = N), each 128 new tokens, greedy.
+Ours: N requests submitted at once through `LLM.submit` (max_concurrency = N), each 128 new tokens, greedy.
 Theirs: the same N requests as static batches of at most 16 (`batch_size` search option), the CPU
 path onnxruntime-genai offers. Both get the same text: each request rendered with the folder's chat template
 (SmolLM2's adds its default system prompt). Each measurement runs in a fresh process; results are medians.
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import statistics
-import subprocess
-import sys
 import time
 from importlib import resources
+from pathlib import Path
+
+from launcher import child_main, run_child
 
 
 def prompts(n: int) -> list[str]:
@@ -94,10 +97,9 @@ def genai(folder: str, n: int, tokens: int, batch: int = 16) -> dict:
     return {"tok_s": count / wall, "ttft_p50": statistics.median(ttft), "ttft_max": max(ttft), "wall": wall}
 
 
-def run_child(engine: str, folder: str, n: int, tokens: int) -> dict:
-    out = subprocess.run([sys.executable, "-m", "llm_runtime.load_benchmark", engine, folder, str(n), str(tokens)],
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def child(engine: str, folder: str, n: int, tokens: int) -> dict:
+    """In the child process: one measurement."""
+    return (ours if engine == "ours" else genai)(folder, n, tokens)
 
 
 def scaling(folder: str, concurrency: list[int], tokens: int, rounds: int, compare: bool, out=print) -> list[dict]:
@@ -106,12 +108,12 @@ def scaling(folder: str, concurrency: list[int], tokens: int, rounds: int, compa
     out(f"{'N':>3} {'ours tok/s':>11} {'ours TTFT p50':>14}" + (f" {'genai tok/s':>12} {'ratio':>6} {'genai TTFT p50':>15}" if compare else ""))
     rows = []
     for n in concurrency:
-        a = [run_child("ours", folder, n, tokens) for _ in range(rounds)]
+        a = [run_child(__file__, "ours", folder, n, tokens) for _ in range(rounds)]
         row = {"n": n, "ours_tok_s": statistics.median(r["tok_s"] for r in a),
                "ours_ttft_p50": statistics.median(r["ttft_p50"] for r in a)}
         line = f"{n:>3} {row['ours_tok_s']:>11.1f} {row['ours_ttft_p50']:>13.2f}s"
         if compare:
-            b = [run_child("genai", folder, n, tokens) for _ in range(rounds)]
+            b = [run_child(__file__, "genai", folder, n, tokens) for _ in range(rounds)]
             row.update(genai_tok_s=statistics.median(r["tok_s"] for r in b),
                        genai_ttft_p50=statistics.median(r["ttft_p50"] for r in b))
             line += f" {row['genai_tok_s']:>12.1f} {row['ours_tok_s'] / row['genai_tok_s']:>6.2f} {row['genai_ttft_p50']:>14.2f}s"
@@ -120,6 +122,25 @@ def scaling(folder: str, concurrency: list[int], tokens: int, rounds: int, compa
     return rows
 
 
-if __name__ == "__main__":  # a measuring child: ENGINE FOLDER N TOKENS -> one JSON line
-    engine, folder, n, tokens = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    print(json.dumps((ours if engine == "ours" else genai)(folder, n, tokens)))
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="default", help="built folder, Hugging Face folder, .gguf or 'default'")
+    ap.add_argument("--concurrency", default="1,4,8,16,32", help="comma-separated numbers of concurrent requests")
+    ap.add_argument("--decode-tokens", type=int, default=128, help="new tokens per request, EOS ignored")
+    ap.add_argument("--rounds", type=int, default=3, help="fresh processes per engine and concurrency (median)")
+    ap.add_argument("--compare", choices=["onnxruntime-genai"], help="also measure its static batches of 16")
+    ap.add_argument("--json", type=Path, help="write the rows to this file")
+    args = ap.parse_args()
+    levels = [int(x) for x in args.concurrency.split(",")]
+    if args.rounds < 1 or args.decode_tokens < 1 or min(levels) < 1:
+        ap.error("--rounds, --decode-tokens and every concurrency must be >= 1")
+    from llm_runtime.model_resolver import resolve_model
+
+    folder = str(resolve_model(args.model))
+    rows = scaling(folder, levels, args.decode_tokens, args.rounds, bool(args.compare))
+    if args.json:
+        args.json.write_text(json.dumps({"model": folder, "concurrency": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    child_main(child) or main()

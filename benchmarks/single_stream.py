@@ -1,27 +1,29 @@
-"""Speed and memory of our runtime and of onnxruntime-genai on one built folder, each run in a fresh process.
+"""Single stream: time to first token, prefill and decode speed and peak memory of our runtime and of
+onnxruntime-genai on one built folder, each measured in a fresh process, alternating over rounds.
 
-A child process measures one engine once and prints one JSON object; `compare` alternates the engines over rounds
-and folds the children's results into medians. This file is loaded by path in the child (see `CHILD_BOOTSTRAP`),
-so that a child measuring onnxruntime-genai does not import our package, onnxruntime's Python bindings and all,
-into the process whose peak RSS it reports. Keep its top-level imports to the standard library.
+    python benchmarks/single_stream.py --model default [--compare onnxruntime-genai] [--rounds 3] [--threads 2 1]
+                                       [--decode-tokens 128] [--reps 3] [--json OUT]
+
+Ours is driven through the public API (`LLM.stream_ids`, `reset_prefix_cache`); the step timer wraps the LLM's
+runner to split a decode step into the graph call and our Python. Top-level imports are the standard library
+only, so that a child measuring onnxruntime-genai does not import our package into the process whose peak RSS
+it reports.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from launcher import child_main, run_child
+
 OURS, GENAI = "ours", "onnxruntime-genai"
-CHILD_BOOTSTRAP = ("import importlib.util as u, sys; "
-                   "s = u.spec_from_file_location('llm_benchmark_child', sys.argv[1]); "
-                   "m = sys.modules[s.name] = u.module_from_spec(s); s.loader.exec_module(m); "
-                   "m.child_main(sys.argv[2])")
 
 
 @dataclass(frozen=True)
@@ -106,8 +108,8 @@ def step_breakdown(loop_s: float, before: tuple, after: tuple) -> dict:
 
 
 @dataclass
-class Engine:
-    """What `measure` needs of an engine: tokenizing, a greedy token stream that ignores EOS, detokenizing."""
+class Contender:
+    """What `measure` needs of a runtime: tokenizing, a greedy token stream that ignores EOS, detokenizing."""
 
     encode_chat: Callable[[str], list[int]]  # a rendered chat prompt: its special tokens are already in the text
     encode_text: Callable[[str], list[int]]
@@ -116,7 +118,7 @@ class Engine:
     runner: object = None  # ours: the ModelRunner whose graph calls are timed
 
 
-def _ours(folder: str, threads: int) -> Engine:
+def _ours(folder: str, threads: int) -> Contender:
     from llm_runtime.llm import LLM
     from llm_runtime.sampling_params import SamplingParams
 
@@ -128,10 +130,10 @@ def _ours(folder: str, threads: int) -> Engine:
         for chunk in llm.stream_ids(ids, params):
             yield from chunk.token_ids
 
-    return Engine(lambda text: llm.encode(text, special=False), llm.encode, generate, llm.tokenizer.decode, llm.runner)
+    return Contender(lambda text: llm.encode(text, special=False), llm.encode, generate, llm.tokenizer.decode, llm.runner)
 
 
-def _genai(folder: str, threads: int) -> Engine:
+def _genai(folder: str, threads: int) -> Contender:
     import onnxruntime_genai as og
 
     config = og.Config(folder)
@@ -156,10 +158,10 @@ def _genai(folder: str, threads: int) -> Engine:
     def encode(text: str) -> list[int]:
         return [int(x) for x in tokenizer.encode(text)]
 
-    return Engine(encode, encode, generate, tokenizer.decode)
+    return Contender(encode, encode, generate, tokenizer.decode)
 
 
-def _first_token_s(e: Engine, ids: list[int]) -> float:
+def _first_token_s(e: Contender, ids: list[int]) -> float:
     """Seconds from the ids to the first generated token: prefill plus picking one token."""
     start = time.perf_counter()
     for _ in e.generate(ids, 1):
@@ -167,7 +169,7 @@ def _first_token_s(e: Engine, ids: list[int]) -> float:
     return time.perf_counter() - start
 
 
-def _decode(e: Engine, ids: list[int], n: int, timer: StepTimer | None) -> tuple[list[int], float, float, dict | None]:
+def _decode(e: Contender, ids: list[int], n: int, timer: StepTimer | None) -> tuple[list[int], float, float, dict | None]:
     """Generate 1 + n tokens; (ids, wall seconds and CPU seconds of the n decode steps, ours: step breakdown)."""
     out, wall, cpu, before = [], 0.0, 0.0, None
     for token in e.generate(ids, n + 1):
@@ -219,22 +221,16 @@ def measure(engine: str, folder: str, threads: int, w: Workload) -> Measurement:
                        1000 * cpu / steps, peak_rss_mib(), e.decode(out), load_average, step)
 
 
-def child_main(spec_json: str) -> None:
-    spec = json.loads(spec_json)
-    m = measure(spec["engine"], spec["folder"], spec["threads"], Workload(**spec["workload"]))
-    print(json.dumps(asdict(m)))
+def child(engine: str, folder: str, threads: int, workload: dict) -> dict:
+    """In the child process: one measurement, as a JSON-able dict."""
+    return asdict(measure(engine, folder, threads, Workload(**workload)))
 
 
 # --- in the parent --------------------------------------------------------------------------------------------
 
-def run_child(engine: str, folder: str | Path, threads: int, w: Workload, timeout: float = 900) -> Measurement:
+def measure_in_child(engine: str, folder: str | Path, threads: int, w: Workload) -> Measurement:
     """Measure `engine` once in a fresh Python process."""
-    spec = json.dumps({"engine": engine, "folder": str(folder), "threads": threads, "workload": asdict(w)})
-    proc = subprocess.run([sys.executable, "-c", CHILD_BOOTSTRAP, str(Path(__file__).resolve()), spec],
-                          capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{engine} benchmark process failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return Measurement(**json.loads(proc.stdout.strip().splitlines()[-1]))
+    return Measurement(**run_child(__file__, engine, str(folder), threads, asdict(w)))
 
 
 # (label, Measurement field, scale for printing)
@@ -283,7 +279,7 @@ def compare(folder: str | Path, engines: tuple[str, ...], threads: int, rounds: 
         row = {}
         for engine in order:
             progress(f"threads={threads} round {i + 1}/{rounds}: {engine}")
-            row[engine] = run_child(engine, folder, threads, w)
+            row[engine] = measure_in_child(engine, folder, threads, w)
         result.rounds.append({e: row[e] for e in engines})
     return result
 
@@ -318,3 +314,45 @@ def format_table(c: Comparison, engines: tuple[str, ...]) -> str:
     if pair and len(set(texts.values())) > 1:
         out.append("note: the engines' greedy continuations differ")
     return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="default", help="built folder, Hugging Face folder, .gguf or 'default'")
+    ap.add_argument("--compare", choices=[GENAI], help="also measure this runtime on the same folder")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds, one fresh process per runtime and round")
+    ap.add_argument("--decode-tokens", type=int, default=128, help="greedy decode steps, EOS ignored")
+    ap.add_argument("--threads", type=int, nargs="+", default=[2],
+                    help="intra-op threads for every runtime; several values are measured one after another")
+    ap.add_argument("--reps", type=int, default=3, help="TTFT and prefill repetitions inside each process (median)")
+    ap.add_argument("--json", type=Path, help="write all rounds and medians to this file")
+    args = ap.parse_args()
+    if args.rounds < 1 or args.decode_tokens < 1 or args.reps < 1 or min(args.threads) < 0:
+        ap.error("--rounds, --decode-tokens and --reps must be >= 1, --threads >= 0")
+    from llm_runtime.model_resolver import resolve_model
+
+    folder = resolve_model(args.model)
+    engines = (OURS, args.compare) if args.compare else (OURS,)
+    workload = load_workload(folder, args.decode_tokens, args.reps)
+    print(f"model folder: {folder}")
+    results = []
+    for threads in args.threads:
+        c = compare(folder, engines, threads, args.rounds, workload,
+                    progress=lambda s: print(s, file=sys.stderr, flush=True))
+        results.append(c)
+        print(format_table(c, engines))
+        print()
+    if len(results) > 1:
+        for engine in engines:
+            best = max(results, key=lambda c: c.median(engine, "decode_tps"))
+            rates = ", ".join(f"{c.threads}: {c.median(engine, 'decode_tps'):.1f}" for c in results)
+            print(f"{engine}: decode tok/s by threads {rates}; fastest with {best.threads}")
+    if args.json:
+        args.json.write_text(json.dumps({"model": str(folder), "engines": list(engines), "decode_tokens":
+                                         args.decode_tokens, "reps": args.reps,
+                                         "results": [c.to_json() for c in results]}, indent=2) + "\n")
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    child_main(child) or main()
