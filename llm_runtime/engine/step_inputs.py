@@ -23,6 +23,8 @@ def group_calls(plan: list[Scheduled], padded: bool = True) -> list[list[Schedul
     else they go one call each; so do the verified runs of speculating rows (last token plus drafts), in calls of
     their own. A graph without query_seqlens (`padded` False: onnxruntime-genai's builder, onnxruntime < 1.32)
     takes neither idle nor padded rows: decodes go in runs of consecutive slots, each run and chunk alone."""
+    if len(plan) == 1:  # a lone sequence: its one call
+        return [plan]
     decodes = sorted((item for item in plan if item.decode and not item.draft), key=lambda item: item.seq.slot)
     verified = sorted((item for item in plan if item.draft), key=lambda item: item.seq.slot)
     chunks = [item for item in plan if not item.decode]
