@@ -13,7 +13,8 @@ class EngineConfig:
     max_waiting: int = 1024  # queued requests beyond which submit raises QueueFullError
     token_budget: int = 256  # tokens one step computes: every running decode, then prompt chunks
     # prompt tokens of one sequence per graph call. GroupQueryAttention computes a call's whole query x key
-    # rectangle, so chunks skip most of its causally masked half; 256 measured faster than 128 (README)
+    # rectangle, so chunks skip most of its causally masked half: 256-token chunks prefilled 1,008 tokens 15%
+    # faster than one call (the former single path's measurement, kept; 128 against 256 is in README)
     chunk_size: int = 256
     max_cache_bytes: int | None = None  # cap on the KV cache's memory; None: no cap
 
