@@ -3,6 +3,10 @@ onnxruntime-genai on one built folder, each measured in a fresh process, alterna
 
     python benchmarks/single_stream.py --model default [--compare onnxruntime-genai] [--rounds 3] [--threads 2 1]
                                        [--decode-tokens 128] [--reps 3] [--json OUT]
+    python benchmarks/single_stream.py --model default --before OLD_CHECKOUT/.venv/bin/python [--rounds 6]
+
+`--before` measures our runtime twice, alternating: this checkout ("ours") and the interpreter of another
+checkout ("before": its installed package, driven by this script), for before/after tables of a change.
 
 Ours is driven through the public API (`LLM.stream_ids`, `reset_prefix_cache`); the step timer wraps the LLM's
 runner to split a decode step into the graph call and our Python. Top-level imports are the standard library
@@ -23,7 +27,7 @@ from pathlib import Path
 
 from launcher import child_main, run_child
 
-OURS, GENAI = "ours", "onnxruntime-genai"
+OURS, GENAI, BEFORE = "ours", "onnxruntime-genai", "before"
 
 
 @dataclass(frozen=True)
@@ -228,8 +232,13 @@ def child(engine: str, folder: str, threads: int, workload: dict) -> dict:
 
 # --- in the parent --------------------------------------------------------------------------------------------
 
-def measure_in_child(engine: str, folder: str | Path, threads: int, w: Workload) -> Measurement:
-    """Measure `engine` once in a fresh Python process."""
+def measure_in_child(engine: str, folder: str | Path, threads: int, w: Workload,
+                     before: str = sys.executable) -> Measurement:
+    """Measure `engine` once in a fresh Python process; BEFORE is ours under the `before` interpreter."""
+    if engine == BEFORE:
+        m = Measurement(**run_child(__file__, OURS, str(folder), threads, asdict(w), python=before))
+        m.engine = BEFORE
+        return m
     return Measurement(**run_child(__file__, engine, str(folder), threads, asdict(w)))
 
 
@@ -271,7 +280,7 @@ class Comparison:
 
 
 def compare(folder: str | Path, engines: tuple[str, ...], threads: int, rounds: int, w: Workload,
-            progress: Callable[[str], None] = lambda s: None) -> Comparison:
+            progress: Callable[[str], None] = lambda s: None, before: str = sys.executable) -> Comparison:
     """Alternate the engines for `rounds` rounds (the order flips every round), one fresh process per measurement."""
     result = Comparison(threads)
     for i in range(rounds):
@@ -279,7 +288,7 @@ def compare(folder: str | Path, engines: tuple[str, ...], threads: int, rounds: 
         row = {}
         for engine in order:
             progress(f"threads={threads} round {i + 1}/{rounds}: {engine}")
-            row[engine] = measure_in_child(engine, folder, threads, w)
+            row[engine] = measure_in_child(engine, folder, threads, w, before)
         result.rounds.append({e: row[e] for e in engines})
     return result
 
@@ -320,6 +329,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="default", help="built folder, Hugging Face folder, .gguf or 'default'")
     ap.add_argument("--compare", choices=[GENAI], help="also measure this runtime on the same folder")
+    ap.add_argument("--before", metavar="PYTHON",
+                    help="also measure our runtime under this interpreter (another checkout's venv), as 'before'")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds, one fresh process per runtime and round")
     ap.add_argument("--decode-tokens", type=int, default=128, help="greedy decode steps, EOS ignored")
     ap.add_argument("--threads", type=int, nargs="+", default=[2],
@@ -332,13 +343,15 @@ def main() -> None:
     from llm_runtime.model_resolver import resolve_model
 
     folder = resolve_model(args.model)
-    engines = (OURS, args.compare) if args.compare else (OURS,)
+    if args.compare and args.before:
+        ap.error("--compare and --before are measured separately")
+    engines = (OURS, GENAI) if args.compare else (OURS, BEFORE) if args.before else (OURS,)
     workload = load_workload(folder, args.decode_tokens, args.reps)
     print(f"model folder: {folder}")
     results = []
     for threads in args.threads:
         c = compare(folder, engines, threads, args.rounds, workload,
-                    progress=lambda s: print(s, file=sys.stderr, flush=True))
+                    progress=lambda s: print(s, file=sys.stderr, flush=True), before=args.before or sys.executable)
         results.append(c)
         print(format_table(c, engines))
         print()
