@@ -2,6 +2,10 @@
 
     python benchmarks/load.py --model default --concurrency 1,4,8,16,32 [--decode-tokens 128] [--rounds 3]
                               [--compare onnxruntime-genai] [--json OUT]
+    python benchmarks/load.py --model default --concurrency 1,8,16 --before OLD_CHECKOUT/.venv/bin/python
+
+`--before` measures our engine twice, alternating fresh processes: this checkout and the interpreter of another
+checkout (its installed package, driven by this script), for before/after tables of a change.
 
 Ours: N requests submitted at once through `LLM.submit` (max_concurrency = N), each 128 new tokens, greedy.
 Theirs: the same N requests as static batches of at most 16 (`batch_size` search option), the CPU
@@ -14,6 +18,7 @@ import argparse
 import asyncio
 import json
 import statistics
+import sys
 import time
 from importlib import resources
 from pathlib import Path
@@ -41,9 +46,13 @@ def ours(folder: str, n: int, tokens: int) -> dict:
     """The N requests submitted one by one and read on one event loop, as the server reads them (one wakeup per
     engine step for all streams, not a thread per stream)."""
     from llm_runtime import LLM, SamplingParams
-    from llm_runtime.engine import EngineConfig
 
-    llm = LLM(folder, engine=EngineConfig(max_concurrency=max(n, 1), token_budget=512))
+    try:
+        from llm_runtime.engine import EngineConfig
+    except ImportError:  # a checkout from before EngineConfig (--before)
+        llm = LLM(folder, max_running=max(n, 1), token_budget=512)
+    else:
+        llm = LLM(folder, engine=EngineConfig(max_concurrency=max(n, 1), token_budget=512))
     params = SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True)
     ids = [llm.encode(text, special=False) for text in chat_texts(folder, n)]
     llm.generate("warm up", SamplingParams(max_tokens=4))
@@ -102,12 +111,29 @@ def child(engine: str, folder: str, n: int, tokens: int) -> dict:
     return (ours if engine == "ours" else genai)(folder, n, tokens)
 
 
-def scaling(folder: str, concurrency: list[int], tokens: int, rounds: int, compare: bool, out=print) -> list[dict]:
-    """One row per concurrency: medians of aggregate tokens/s and TTFT, ours and (optionally) genai's."""
+def scaling(folder: str, concurrency: list[int], tokens: int, rounds: int, compare: bool, out=print,
+            before: str | None = None) -> list[dict]:
+    """One row per concurrency: medians of aggregate tokens/s and TTFT, ours and (optionally) genai's or ours
+    under the `before` interpreter (alternating with ours, round by round)."""
     out(f"{tokens} new tokens per request, greedy; one fresh process per measurement")
-    out(f"{'N':>3} {'ours tok/s':>11} {'ours TTFT p50':>14}" + (f" {'genai tok/s':>12} {'ratio':>6} {'genai TTFT p50':>15}" if compare else ""))
+    out(f"{'N':>3} {'ours tok/s':>11} {'ours TTFT p50':>14}" + (f" {'genai tok/s':>12} {'ratio':>6} {'genai TTFT p50':>15}" if compare else "")
+        + (f" {'before tok/s':>13} {'ratio':>6} {'before TTFT p50':>16}" if before else ""))
     rows = []
     for n in concurrency:
+        if before:
+            a, b = [], []
+            for i in range(rounds):  # the order flips every round
+                for side in (a, b)[::1 - 2 * (i % 2)]:
+                    side.append(run_child(__file__, "ours", folder, n, tokens,
+                                          python=sys.executable if side is a else before))
+            row = {"n": n, "ours_tok_s": statistics.median(r["tok_s"] for r in a),
+                   "ours_ttft_p50": statistics.median(r["ttft_p50"] for r in a),
+                   "before_tok_s": statistics.median(r["tok_s"] for r in b),
+                   "before_ttft_p50": statistics.median(r["ttft_p50"] for r in b)}
+            out(f"{n:>3} {row['ours_tok_s']:>11.1f} {row['ours_ttft_p50']:>13.2f}s {row['before_tok_s']:>13.1f} "
+                f"{row['ours_tok_s'] / row['before_tok_s']:>6.2f} {row['before_ttft_p50']:>15.2f}s")
+            rows.append(row)
+            continue
         a = [run_child(__file__, "ours", folder, n, tokens) for _ in range(rounds)]
         row = {"n": n, "ours_tok_s": statistics.median(r["tok_s"] for r in a),
                "ours_ttft_p50": statistics.median(r["ttft_p50"] for r in a)}
@@ -129,6 +155,8 @@ def main() -> None:
     ap.add_argument("--decode-tokens", type=int, default=128, help="new tokens per request, EOS ignored")
     ap.add_argument("--rounds", type=int, default=3, help="fresh processes per engine and concurrency (median)")
     ap.add_argument("--compare", choices=["onnxruntime-genai"], help="also measure its static batches of 16")
+    ap.add_argument("--before", metavar="PYTHON",
+                    help="also measure our engine under this interpreter (another checkout's venv), alternating")
     ap.add_argument("--json", type=Path, help="write the rows to this file")
     args = ap.parse_args()
     levels = [int(x) for x in args.concurrency.split(",")]
@@ -137,7 +165,9 @@ def main() -> None:
     from llm_runtime.model_resolver import resolve_model
 
     folder = str(resolve_model(args.model))
-    rows = scaling(folder, levels, args.decode_tokens, args.rounds, bool(args.compare))
+    if args.compare and args.before:
+        ap.error("--compare and --before are measured separately")
+    rows = scaling(folder, levels, args.decode_tokens, args.rounds, bool(args.compare), before=args.before)
     if args.json:
         args.json.write_text(json.dumps({"model": folder, "concurrency": rows}, indent=2) + "\n")
 
