@@ -198,8 +198,8 @@ class Engine:
     # ---- the step ---------------------------------------------------------------------------------------------
 
     def step(self) -> None:
-        """Schedule, run the graph (decodes in one call, prompt chunks in others), sample, post-process. The
-        caller holds the engine's lock."""
+        """Schedule (with drafts when speculating), run the graph (one-token decodes in one call, prompt chunks
+        and verified runs in others), sample, post-process. The caller holds the engine's lock."""
         self._take_cancellations()
         plan = self.scheduler.schedule()
         if self.speculator is not None:
@@ -208,8 +208,8 @@ class Engine:
             time.sleep(0.001)  # waiting requests that do not fit yet
             return
         for call in group_calls(plan, padded=self.runner.has_query_seqlens):
-            lone = call[0].decode and not call[0].draft  # one-token decodes: inputs refilled in place
-            step = self._decode.build(call, self.cache) if lone else build_step(call, self.cache)
+            one_token = call[0].decode and not call[0].draft  # decode inputs are refilled in place
+            step = self._decode.build(call, self.cache) if one_token else build_step(call, self.cache)
             try:
                 logits = self.runner.run(step, self.cache)
             except Exception as e:  # the engine outlives a failed call; its requests end with the error
