@@ -4,21 +4,24 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import PlainTextResponse
 
-from . import errors, web_ui
+from . import errors, responses, web_ui
 from .completions import complete, parse
 from .errors import ERROR_RESPONSES, APIError
 from .metrics import Metrics
+from .response_store import ResponseStore
 from .schemas import ChatCompletion, ChatRequest, CompletionRequest, ModelCard, ModelList, TextCompletion, ok
 
 log = logging.getLogger(__name__)
 MAX_BODY = 4 << 20
-ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models")
+ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/responses")
+STORE_FILE = "responses.sqlite3"
 
 
 class Gate:
@@ -96,11 +99,19 @@ def _too_large() -> APIError:
     return APIError(413, f"the request body is over {MAX_BODY} bytes", code="request_too_large")
 
 
+def default_data_dir() -> Path:
+    """$LLM_RUNTIME_HOME/server (or ~/.cache/llm-runtime/server)."""
+    from llm_runtime.model_builder.default_model import home
+
+    return home() / "server"
+
+
 def create_app(llm, served_model_name: str, api_keys: list[str] = (), cors_origins: list[str] = (),
-               public_metrics: bool = False, web: bool = True) -> FastAPI:
+               public_metrics: bool = False, web: bool = True, data_dir: Path | None = None) -> FastAPI:
     """The app over `llm` (an LLM). `llm` may be None while the model loads: set `app.state.llm` when
     ready; until then /health and /v1 answer 503. With `api_keys`, /v1 and /metrics (unless `public_metrics`)
-    need one of them. `web`: the chat page at `/`."""
+    need one of them. `web`: the chat page at `/`. `data_dir`: where stored responses live (default
+    $LLM_RUNTIME_HOME/server)."""
     app = FastAPI(title="llm-runtime", version="0.1.0")
     app.state.llm = llm
     metrics = Metrics()
@@ -168,6 +179,12 @@ def create_app(llm, served_model_name: str, api_keys: list[str] = (), cors_origi
             app.openapi_schema = spec
         return app.openapi_schema
 
+    def llm_for(name: str):
+        check_model(name)
+        return ready()
+
+    store = ResponseStore(Path(data_dir or default_data_dir()) / STORE_FILE)
+    app.include_router(responses.router(llm_for, store, metrics, keyed=bool(api_keys)))
     app.openapi = openapi
     if web:
         app.include_router(web_ui.router)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from pathlib import Path
 
 from llm_runtime.commands.sampling_args import add_model_arguments
 
@@ -23,6 +24,8 @@ def add_arguments(p) -> None:
     p.add_argument("--cors-origin", action="append", default=[], help="allowed CORS origin (repeatable; none: off)")
     p.add_argument("--public-metrics", action="store_true", help="serve /metrics without the API key")
     p.add_argument("--no-web-ui", action="store_true", help="do not serve the chat page at /")
+    p.add_argument("--data-dir", help="where stored responses (/v1/responses) live "
+                                      "(default: $LLM_RUNTIME_HOME/server, or ~/.cache/llm-runtime/server)")
     ray = p.add_argument_group("Ray Serve (the ray extra): replicas of the same server")
     ray.add_argument("--ray", action="store_true", help="serve through Ray Serve, one engine per replica")
     ray.add_argument("--address", help="the cluster: auto, ray://HOST:10001 (default: a local cluster)")
@@ -39,13 +42,18 @@ def run(args) -> int:
     from llm_runtime.llm import LLM
     from llm_runtime.model_resolver import model_name
 
-    from .app import create_app
+    from .app import create_app, default_data_dir
 
     if args.max_concurrency < 1 or args.max_waiting < 1 or not 0 <= args.port < 65536:
         raise ValueError("--max-concurrency and --max-waiting must be >= 1, --port in 0..65535")
     keys = args.api_key + ([os.environ["LLM_RUNTIME_API_KEY"]] if os.environ.get("LLM_RUNTIME_API_KEY") else [])
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--data-dir {data_dir}: {e.strerror}") from None
     app = create_app(None, args.served_model_name or model_name(args.model), keys, args.cors_origin,
-                     args.public_metrics, web=not args.no_web_ui)
+                     args.public_metrics, web=not args.no_web_ui, data_dir=data_dir)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
     failed: list[BaseException] = []
 

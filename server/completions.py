@@ -95,7 +95,7 @@ async def complete(request: Request, r: OpenAIRequest, llm, model: str, metrics:
     if r.stream:
         return EventSourceResponse(_sse(chunks, s.handles), ping=15, sep="\n")
     collecting = asyncio.ensure_future(_collect(chunks))
-    gone = asyncio.ensure_future(_disconnected(request))
+    gone = asyncio.ensure_future(disconnected(request))
     await asyncio.wait({collecting, gone}, return_when=asyncio.FIRST_COMPLETED)
     gone.cancel()
     if not collecting.done():  # the client left: free its slots now
@@ -112,7 +112,8 @@ async def _collect(chunks) -> list[dict]:
     return [c async for c in chunks]
 
 
-async def _disconnected(request: Request) -> None:
+async def disconnected(request: Request) -> None:
+    """Returns when the client has gone."""
     while (await request.receive())["type"] != "http.disconnect":
         pass
 

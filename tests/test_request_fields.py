@@ -73,12 +73,50 @@ CASES = {
         "suffix": ("the end", UNSUPPORTED, {}),
     },
 }
+CASES["responses"] = {
+    "model": ("tiny", OK, {}),
+    "input": ("Say something.", OK, {}),
+    "instructions": ("Be brief.", OK, {}),
+    "previous_response_id": (None, OK, {}),  # a stored id: tests/test_responses.py
+    "store": (False, OK, {}),
+    "metadata": ({"k": "v"}, OK, {}),
+    "max_output_tokens": (3, OK, {}),
+    "temperature": (0.5, OK, {}),
+    "top_p": (0.9, OK, {}),
+    "top_logprobs": (2, OK, {"include": ["message.output_text.logprobs"]}),
+    "include": (["message.output_text.logprobs"], OK, {}),
+    "stream": (True, OK, {}),
+    **{k: COMMON[k] for k in ("seed", "stop", "top_k", "min_p", "repetition_penalty", "min_tokens", "ignore_eos",
+                              "stop_token_ids")},
+    "text": ({"format": {"type": "json_object"}}, UNSUPPORTED, {}),
+    "tools": ([{"type": "function", "name": "f", "parameters": {}}], UNSUPPORTED, {}),
+    "tool_choice": ("required", UNSUPPORTED, {}),
+    "parallel_tool_calls": ("yes", UNSUPPORTED, {}),
+    "max_tool_calls": (2, HINT, {}),
+    "reasoning": ({"effort": "low"}, UNSUPPORTED, {}),
+    "truncation": ("auto", UNSUPPORTED, {}),
+    "background": (True, UNSUPPORTED, {}),
+    "conversation": ("conv_1", UNSUPPORTED, {}),
+    "prompt": ({"id": "pmpt_1"}, UNSUPPORTED, {}),
+    "context_management": ([{"type": "compaction"}], UNSUPPORTED, {}),
+    "moderation": ({"model": "omni-moderation-latest"}, UNSUPPORTED, {}),
+    "stream_options": ({"include_obfuscation": False}, HINT, {}),
+    "user": ("user-1", HINT, {}),
+    "safety_identifier": ("user-hash", HINT, {}),
+    "service_tier": ("auto", HINT, {}),
+    "prompt_cache_key": ("conversation-1", HINT, {}),
+    "prompt_cache_retention": ("24h", HINT, {}),
+    "prompt_cache_options": ({}, HINT, {}),
+}
 EXTRA = {  # values and fields beyond one row each: neutral values, refused values, unknown fields
     "chat": [("tools", [], OK), ("tool_choice", "none", OK), ("response_format", {"type": "text"}, OK),
              ("response_format", {"type": "xml"}, UNSUPPORTED), ("tool_choice", {"type": "function",
               "function": {"name": "f"}}, UNSUPPORTED), ("modalities", ["text"], OK), ("made_up", 1, UNKNOWN),
              ("echo", True, UNKNOWN)],
     "completions": [("best_of", 3, VALUE), ("made_up", {"a": 1}, UNKNOWN), ("messages", MSGS, UNKNOWN)],
+    "responses": [("text", {"format": {"type": "text"}}, OK), ("tools", [], OK), ("tool_choice", "auto", OK),
+                  ("truncation", "disabled", OK), ("background", False, OK), ("reasoning", {}, OK),
+                  ("parallel_tool_calls", False, OK), ("max_tokens", 3, UNKNOWN), ("messages", MSGS, UNKNOWN)],
 }
 
 
@@ -98,10 +136,14 @@ def test_the_cases_name_every_row():
 
 def call(client, endpoint: str, fields: dict):
     """One request through the official client: the fields it knows as arguments, the others in extra_body."""
-    create = client.chat.completions.create if endpoint == "chat" else client.completions.create
+    create = {"chat": client.chat.completions.create, "completions": client.completions.create,
+              "responses": client.responses.create}[endpoint]
     known = inspect.signature(create).parameters
-    base = {"model": "tiny", "temperature": 0, **({} if "max_completion_tokens" in fields else {"max_tokens": 4})}
-    base.update({"messages": MSGS} if endpoint == "chat" else {"prompt": "Once upon a time"})
+    if endpoint == "responses":
+        base = {"model": "tiny", "temperature": 0, "input": "Say something.", "max_output_tokens": 4}
+    else:
+        base = {"model": "tiny", "temperature": 0, **({} if "max_completion_tokens" in fields else {"max_tokens": 4})}
+        base.update({"messages": MSGS} if endpoint == "chat" else {"prompt": "Once upon a time"})
     args = {**base, **fields}
     kwargs = {k: v for k, v in args.items() if k in known}
     extra = {k: v for k, v in args.items() if k not in known}
@@ -112,6 +154,8 @@ def call(client, endpoint: str, fields: dict):
 
 
 def text(reply, endpoint: str) -> str:
+    if endpoint == "responses":
+        return reply.output_text
     return reply.choices[0].message.content if endpoint == "chat" else reply.choices[0].text
 
 

@@ -1,0 +1,79 @@
+"""A Responses API body -> what to generate: the field policy (llm_runtime.request_fields' `responses` table), then
+the one request mapping to SamplingParams (the chat body's, with max_output_tokens as max_tokens)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llm_runtime.openai_request import request_params
+from llm_runtime.request_fields import check_fields
+from llm_runtime.sampling_params import ParameterError, SamplingParams
+
+from .response_input import input_messages
+
+SAMPLING = ("temperature", "top_p", "seed", "stop", "top_k", "min_p", "repetition_penalty", "min_tokens",
+            "ignore_eos", "stop_token_ids")
+LOGPROBS = "message.output_text.logprobs"
+INCLUDABLE = (LOGPROBS, "reasoning.encrypted_content", "file_search_call.results", "web_search_call.results",
+              "web_search_call.action.sources", "message.input_image.image_url",
+              "computer_call_output.output.image_url", "code_interpreter_call.outputs")
+MAX_METADATA, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
+
+
+@dataclass(frozen=True)
+class ResponsesRequest:
+    model: str
+    messages: list[dict]  # this turn's input as chat messages
+    instructions: str | None
+    previous_response_id: str | None
+    store: bool
+    stream: bool
+    params: SamplingParams
+    metadata: dict[str, str]
+    max_output_tokens: int | None
+    top_logprobs: int | None
+
+
+def parse_responses(body: dict) -> ResponsesRequest:
+    """A /v1/responses body -> ResponsesRequest, or `ParameterError` naming the field."""
+    fields = check_fields(body, "responses")
+    for key in ("model", "input"):
+        if key not in fields:
+            raise ParameterError(key, f"{key} is required")
+    include = fields.get("include", [])
+    if not isinstance(include, list) or any(x not in INCLUDABLE for x in include):
+        raise ParameterError("include", f"include must be a list of {', '.join(INCLUDABLE)}")
+    chat = {k: fields[k] for k in SAMPLING if k in fields}
+    if "max_output_tokens" in fields:
+        chat["max_tokens"] = fields["max_output_tokens"]
+    if LOGPROBS in include:
+        chat.update(logprobs=True, top_logprobs=fields.get("top_logprobs", 0))
+    try:
+        params = request_params(chat, "chat")
+    except ParameterError as e:
+        raise ParameterError({"max_tokens": "max_output_tokens"}.get(e.param, e.param), str(e), e.code) from None
+    instructions = fields.get("instructions")
+    previous = fields.get("previous_response_id")
+    for key, value in (("model", fields["model"]), ("instructions", instructions), ("previous_response_id", previous)):
+        if value is not None and not isinstance(value, str):
+            raise ParameterError(key, f"{key} must be a string")
+    return ResponsesRequest(fields["model"], input_messages(fields["input"]), instructions, previous,
+                            _flag(fields, "store", True), _flag(fields, "stream", False), params,
+                            _metadata(fields.get("metadata", {})), fields.get("max_output_tokens"),
+                            fields.get("top_logprobs"))
+
+
+def _flag(fields: dict, key: str, default: bool) -> bool:
+    value = fields.get(key, default)
+    if not isinstance(value, bool):
+        raise ParameterError(key, f"{key} must be true or false, got {value!r}")
+    return value
+
+
+def _metadata(value) -> dict[str, str]:
+    ok = isinstance(value, dict) and len(value) <= MAX_METADATA and all(
+        isinstance(k, str) and isinstance(v, str) and len(k) <= MAX_METADATA_KEY and len(v) <= MAX_METADATA_VALUE
+        for k, v in value.items())
+    if not ok:
+        raise ParameterError("metadata", f"metadata must be at most {MAX_METADATA} string pairs (keys up to "
+                                         f"{MAX_METADATA_KEY} characters, values up to {MAX_METADATA_VALUE})")
+    return value

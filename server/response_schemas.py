@@ -1,0 +1,89 @@
+"""The /v1/responses body and reply shapes at the edge (pydantic): types and bounds for the OpenAPI document and a
+first check. What each field does is llm_runtime.request_fields' `responses` table, applied by
+server/response_request.py; input items are checked there, naming the item."""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .schemas import MAX_MESSAGES, StopString, Text, limited
+from llm_runtime.sampling_params import MAX_STOP, MAX_STOP_LEN
+
+
+class ResponsesBody(BaseModel):
+    """POST /v1/responses. Types are strict; other fields pass on to the field policy, which refuses unknown and
+    unsupported ones by name (400) and drops the documented hints."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    model: str = Field(max_length=256)
+    input: Text | Annotated[list[dict[str, Any]], Field(min_length=1, max_length=MAX_MESSAGES)]
+    instructions: Text | None = None
+    previous_response_id: str | None = Field(default=None, max_length=256)
+    store: bool | None = None
+    stream: bool | None = None
+    max_output_tokens: int | None = limited("max_tokens")
+    temperature: float | None = limited("temperature")
+    top_p: float | None = limited("top_p")
+    top_logprobs: int | None = limited("top_logprobs")
+    include: Annotated[list[str], Field(max_length=16)] | None = None
+    metadata: dict[str, str] | None = None
+    # extensions, as on chat completions
+    seed: int | None = limited("seed")
+    stop: StopString | Annotated[list[StopString], Field(max_length=MAX_STOP)] | None = None
+    top_k: int | None = limited("top_k")
+    min_p: float | None = limited("min_p")
+    repetition_penalty: float | None = limited("repetition_penalty")
+    min_tokens: int | None = limited("min_tokens")
+    ignore_eos: bool | None = None
+    stop_token_ids: Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=MAX_STOP_LEN)] | None = None
+
+    def body(self) -> dict:
+        """The fields the client sent, as plain JSON values."""
+        return self.model_dump(exclude_unset=True)
+
+
+# Reply shapes, for the OpenAPI document only: replies are built as dicts by server/response_events.py.
+class OutputText(BaseModel):
+    type: Literal["output_text"]
+    text: str
+    annotations: list
+    logprobs: list[dict] | None = None
+
+
+class OutputMessage(BaseModel):
+    id: str
+    type: Literal["message"]
+    status: Literal["in_progress", "completed", "incomplete"]
+    role: Literal["assistant"]
+    content: list[OutputText]
+
+
+class ResponseUsage(BaseModel):
+    input_tokens: int
+    input_tokens_details: dict[str, int]
+    output_tokens: int
+    output_tokens_details: dict[str, int]
+    total_tokens: int
+
+
+class ResponseObject(BaseModel):
+    id: str
+    object: Literal["response"]
+    created_at: int
+    status: Literal["completed", "incomplete", "failed", "in_progress"]
+    model: str
+    output: list[OutputMessage]
+    usage: ResponseUsage | None
+    instructions: str | None
+    previous_response_id: str | None
+    store: bool
+    error: dict | None
+    incomplete_details: dict | None
+    metadata: dict[str, str]
+
+
+class DeletedResponse(BaseModel):
+    id: str
+    object: Literal["response"]
+    deleted: bool

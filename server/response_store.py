@@ -1,0 +1,81 @@
+"""Stored responses: one SQLite file (standard library) in the server's data directory.
+
+Each row is a finished response object and its conversation (the chat messages up to and including its reply,
+without instructions: `previous_response_id` continues from them). A row belongs to its owner, a hash of the
+API key that created it (the key itself is never stored); another owner sees nothing. The file is in WAL mode and
+every thread has its own connection, so concurrent requests (and several processes on one data directory) write
+safely; callers run these methods in worker threads, off the event loop.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+SCHEMA = """CREATE TABLE IF NOT EXISTS responses (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    response TEXT NOT NULL,
+    conversation TEXT NOT NULL
+)"""
+
+
+def owner_of(key: str | None) -> str:
+    """The owner of what `key` stores: a salted SHA-256 of the key ("" without a key)."""
+    return hashlib.sha256(b"llm-runtime response owner\0" + key.encode()).hexdigest() if key else ""
+
+
+class ResponseStore:
+    """Responses by id and owner in the SQLite file `path` (made, with its folder, on first use)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._local = threading.local()
+        self._ready = threading.Lock()
+        self._made = False
+
+    def _db(self) -> sqlite3.Connection:
+        """This thread's connection; the first one makes the folder, the file and its table."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            with self._ready:
+                if not self._made:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(self.path, timeout=30)  # a writer waits up to 30 s for another's lock
+                if not self._made:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.execute(SCHEMA)
+                    db.commit()
+                    self._made = True
+            db.execute("PRAGMA synchronous=NORMAL")  # in WAL mode: durable at each checkpoint, never corrupt
+            self._local.db = db
+        return db
+
+    def put(self, owner: str, response: dict, conversation: list[dict]) -> None:
+        with self._db() as db:  # one transaction, committed on leaving
+            db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)",
+                       (response["id"], owner, response["created_at"], json.dumps(response),
+                        json.dumps(conversation)))
+
+    def get(self, owner: str, response_id: str) -> dict | None:
+        """The stored response object, or None (absent, or another owner's)."""
+        row = self._row("response", owner, response_id)
+        return None if row is None else json.loads(row)
+
+    def conversation(self, owner: str, response_id: str) -> list[dict] | None:
+        """The chat messages up to and including the response's reply, or None."""
+        row = self._row("conversation", owner, response_id)
+        return None if row is None else json.loads(row)
+
+    def _row(self, column: str, owner: str, response_id: str) -> str | None:
+        row = self._db().execute(f"SELECT {column} FROM responses WHERE id = ? AND owner = ?",
+                                 (response_id, owner)).fetchone()
+        return None if row is None else row[0]
+
+    def delete(self, owner: str, response_id: str) -> bool:
+        """Forget a response; False when there was none of this owner's."""
+        with self._db() as db:
+            return db.execute("DELETE FROM responses WHERE id = ? AND owner = ?", (response_id, owner)).rowcount > 0

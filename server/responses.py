@@ -1,0 +1,167 @@
+"""OpenAI's Responses API: POST /v1/responses (a JSON reply, or typed server-sent events), GET and DELETE
+/v1/responses/{id}. A stored response (store: true, the default) is continued with `previous_response_id`: its
+conversation comes back from the store, the new input follows it, and the engine's prefix cache computes only
+the new part. Stored rows belong to the API key that made them (server/response_store.py)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from sse_starlette.sse import EventSourceResponse
+
+from llm_runtime.chat_messages import normalize_messages
+from llm_runtime.openai_request import OpenAIRequest
+from llm_runtime.sampling_params import ParameterError
+
+from .completions import disconnected, submit
+from .errors import ERROR_RESPONSES, APIError, bad_request
+from .metrics import Metrics
+from .response_events import ResponseEvents, new_response
+from .response_input import output_message
+from .response_request import ResponsesRequest, parse_responses
+from .response_schemas import DeletedResponse, ResponseObject, ResponsesBody
+from .response_store import ResponseStore, owner_of
+from .schemas import ok
+from .streaming import merged
+
+log = logging.getLogger(__name__)
+RENAMED = {"messages": "input", "prompt": "input", "max_tokens": "max_output_tokens"}  # chat's names -> ours
+
+
+def _parse(body: dict) -> ResponsesRequest:
+    try:
+        return parse_responses(body)
+    except ParameterError as e:
+        raise bad_request(str(e), e.param, e.code) from None
+
+
+def _not_found(response_id: str) -> APIError:
+    return APIError(404, f"Response with id {response_id!r} not found.", param="response_id", code="not_found")
+
+
+def router(llm_for: Callable[[str], object], store: ResponseStore, metrics: Metrics, keyed: bool) -> APIRouter:
+    """The routes. `llm_for(model)`: the LLM serving that name (or an APIError); `keyed`: the server checks API
+    keys, so each key owns what it stores (without keys everything is one owner's)."""
+    routes = APIRouter()
+
+    def owner(request: Request) -> str:
+        auth = request.headers.get("authorization", "")
+        return owner_of(auth[7:].strip() if keyed and auth[:7].lower() == "bearer " else None)
+
+    @routes.post("/v1/responses", response_model=None, responses={**ok(ResponseObject, True), **ERROR_RESPONSES})
+    async def create(body: ResponsesBody, request: Request):
+        r = _parse(body.body())
+        llm, who = llm_for(r.model), owner(request)
+        history = []
+        if r.previous_response_id:
+            history = await anyio.to_thread.run_sync(store.conversation, who, r.previous_response_id)
+            if history is None:
+                raise bad_request(f"Previous response with id {r.previous_response_id!r} not found.",
+                                  "previous_response_id", "previous_response_not_found")
+        conversation = history + r.messages
+        start = time.perf_counter()
+        s = await anyio.to_thread.run_sync(_submit, llm, r, conversation, asyncio.get_running_loop())
+        response = new_response(r.model, instructions=r.instructions, previous_response_id=r.previous_response_id,
+                                store=r.store, temperature=r.params.temperature, top_p=r.params.top_p,
+                                max_output_tokens=r.max_output_tokens, top_logprobs=r.top_logprobs,
+                                metadata=r.metadata)
+        events = ResponseEvents(response, s.prompt_tokens, r.params.logprobs)
+
+        async def finish(done: dict) -> None:
+            if r.store:
+                await anyio.to_thread.run_sync(store.put, who, done, conversation + [output_message(done["output"])])
+
+        stream = _events(s.handles[0], events, metrics, start, finish)
+        if r.stream:
+            return EventSourceResponse(_sse(stream, s.handles[0]), ping=15, sep="\n")
+        collecting = asyncio.ensure_future(_drain(stream))
+        gone = asyncio.ensure_future(disconnected(request))
+        await asyncio.wait({collecting, gone}, return_when=asyncio.FIRST_COMPLETED)
+        gone.cancel()
+        if not collecting.done():  # the client left: free its slot now, store nothing
+            s.handles[0].cancel()
+            collecting.cancel()
+            return Response(status_code=499)
+        collecting.result()
+        if response["status"] == "failed":
+            raise APIError(500, response["error"]["message"], "server_error")
+        return JSONResponse(response)
+
+    @routes.get("/v1/responses/{response_id}", response_model=ResponseObject, responses=ERROR_RESPONSES)
+    async def retrieve(response_id: str, request: Request):
+        found = await anyio.to_thread.run_sync(store.get, owner(request), response_id)
+        if found is None:
+            raise _not_found(response_id)
+        return JSONResponse(found)
+
+    @routes.delete("/v1/responses/{response_id}", response_model=DeletedResponse, responses=ERROR_RESPONSES)
+    async def delete(response_id: str, request: Request):
+        if not await anyio.to_thread.run_sync(store.delete, owner(request), response_id):
+            raise _not_found(response_id)
+        return {"id": response_id, "object": "response", "deleted": True}
+
+    return routes
+
+
+def _submit(llm, r: ResponsesRequest, conversation: list[dict], loop):
+    """Template, tokenize, check and queue (in a worker thread); errors name `input`, the field they come from."""
+    messages = ([{"role": "system", "content": r.instructions}] if r.instructions else []) + conversation
+    try:
+        chat = OpenAIRequest(True, r.model, normalize_messages(messages), [], r.params)
+        return submit(llm, chat, loop)
+    except ParameterError as e:
+        raise bad_request(str(e), "input", e.code) from None
+    except APIError as e:
+        e.param = RENAMED.get(e.param, e.param)
+        raise
+
+
+async def _events(handle, events: ResponseEvents, metrics: Metrics, start: float,
+                  finish: Callable[[dict], Awaitable[None]]) -> AsyncIterator[dict]:
+    """The response's events as the engine generates; `finish(response)` stores the finished response before
+    the last event goes out (so a client that saw it can continue from it at once)."""
+    for e in events.start():
+        yield e
+    reason, last = None, None
+    try:
+        async for _, chunk in merged([handle]):
+            if chunk.token_ids:
+                now = time.perf_counter()
+                metrics.token_times(now - (last or start), first=last is None, count=len(chunk.token_ids))
+                last = now
+            reason = chunk.finish_reason or reason
+            for e in events.add(chunk):
+                yield e
+        closing = events.end(reason)
+    except Exception as e:  # the engine failed mid-generation: response.failed, with the text so far
+        log.error("generation failed", exc_info=e)
+        closing = events.fail(f"generation failed: {e}")
+    await finish(events.response)
+    for e in closing:
+        yield e
+
+
+async def _drain(stream: AsyncIterator[dict]) -> None:
+    async for _ in stream:
+        pass
+
+
+async def _sse(stream: AsyncIterator[dict], handle):
+    sequence = 0
+    try:
+        async for e in stream:
+            sequence = e["sequence_number"] + 1
+            yield {"event": e["type"], "data": json.dumps(e, separators=(",", ":"))}
+    except Exception as e:  # storing failed: an error event ends the stream
+        log.error("the response failed", exc_info=e)
+        error = {"type": "error", "sequence_number": sequence, "code": "server_error", "message": str(e),
+                 "param": None}
+        yield {"event": "error", "data": json.dumps(error)}
+    finally:  # a client gone mid-stream cancels its request in the engine at once
+        handle.cancel()

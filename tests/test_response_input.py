@@ -1,0 +1,52 @@
+"""server/response_input.py: Responses input items -> chat messages, output items -> the assistant turn."""
+import pytest
+
+from llm_runtime.sampling_params import ParameterError
+from llm_runtime.server.response_input import input_messages, output_message
+
+
+def test_a_string_is_one_user_message():
+    assert input_messages("Hi") == [{"role": "user", "content": "Hi"}]
+
+
+def test_items_become_chat_messages():
+    items = [{"role": "developer", "content": "Be brief."},
+             {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "a"},
+                                                             {"type": "input_text", "text": "b"}]},
+             {"type": "message", "role": "assistant", "id": "msg_1", "status": "completed",
+              "content": [{"type": "output_text", "text": "Let me look.", "annotations": []}]},
+             {"type": "function_call", "call_id": "c1", "name": "weather", "arguments": '{"city": "Paris"}'},
+             {"type": "function_call", "call_id": "c2", "name": "time", "arguments": "{}"},
+             {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+             {"type": "function_call_output", "call_id": "c2", "output": [{"type": "input_text", "text": "noon"}]}]
+    assert input_messages(items) == [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": "a\nb"},
+        {"role": "assistant", "content": "Let me look.", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}},
+            {"id": "c2", "type": "function", "function": {"name": "time", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+        {"role": "tool", "tool_call_id": "c2", "content": "noon"}]
+    calls = input_messages([{"role": "user", "content": "x"},
+                            {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"}])
+    assert calls[1] == {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
+
+
+@pytest.mark.parametrize("value, where", [
+    ([], "non-empty"), (5, "non-empty"), (["hi"], "input[0]"), ([{"role": "wizard", "content": "x"}], "input[0]"),
+    ([{"role": "user", "content": "x"}, {"type": "input_image", "image_url": "u"}], "input[1]"),
+    ([{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}], "input[0].content[0]"),
+    ([{"role": "user", "content": None}], "input[0]"), ([{"type": "item_reference", "id": "msg_1"}], "input[0]"),
+    ([{"type": "function_call", "name": "f", "arguments": "{}"}], "call_id"),
+])
+def test_bad_items_name_themselves(value, where):
+    with pytest.raises(ParameterError) as e:
+        input_messages(value)
+    assert e.value.param == "input" and where in str(e.value)
+
+
+def test_output_items_are_one_assistant_turn():
+    output = [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Par"},
+                                                                   {"type": "output_text", "text": "is"}]}]
+    assert output_message(output) == {"role": "assistant", "content": "Paris"}

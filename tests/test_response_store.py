@@ -1,0 +1,54 @@
+"""server/response_store.py: rows by id and owner in one SQLite file, many writers at once, a hashed key."""
+import concurrent.futures
+import multiprocessing
+import sqlite3
+
+from llm_runtime.server.response_store import ResponseStore, owner_of
+
+
+def write_rows(path, process: int) -> None:
+    """Four threads of one process, each writing 25 rows through this process's store at once."""
+    store = ResponseStore(path)
+
+    def write(t: int) -> None:
+        for i in range(25):
+            store.put(f"owner{t % 3}", {"id": f"resp_{process}_{t}_{i}", "created_at": i}, [{"role": "user"}])
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(write, range(4)))
+
+
+def test_many_writers_at_once_keep_every_row(tmp_path):
+    """Two processes of four threads each write to one file at the same time; every row is kept, by its owner."""
+    path = tmp_path / "r.sqlite3"
+    ResponseStore(path)
+    spawn = multiprocessing.get_context("spawn")
+    procs = [spawn.Process(target=write_rows, args=(path, p)) for p in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    store = ResponseStore(path)
+    for p in range(2):
+        for t in range(4):
+            for i in range(25):
+                assert store.get(f"owner{t % 3}", f"resp_{p}_{t}_{i}") == {"id": f"resp_{p}_{t}_{i}", "created_at": i}
+                assert store.get(f"owner{(t + 1) % 3}", f"resp_{p}_{t}_{i}") is None
+
+
+def test_owners_are_hashes_and_rows_survive_reopening(tmp_path):
+    path = tmp_path / "sub" / "r.sqlite3"
+    store = ResponseStore(path)
+    owner = owner_of("sk-secret-key")
+    store.put(owner, {"id": "resp_1", "created_at": 1, "status": "completed"}, [{"role": "user", "content": "hi"}])
+    assert owner != "sk-secret-key" and len(owner) == 64 and owner_of(None) == ""
+    again = ResponseStore(path)
+    assert again.get(owner, "resp_1")["status"] == "completed"
+    assert again.conversation(owner, "resp_1") == [{"role": "user", "content": "hi"}]
+    assert again.get(owner_of("another-key"), "resp_1") is None and again.get("", "resp_1") is None
+    assert not again.delete(owner_of("another-key"), "resp_1") and again.delete(owner, "resp_1")
+    assert again.get(owner, "resp_1") is None and not again.delete(owner, "resp_1")
+    raw = sqlite3.connect(path)
+    assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert b"sk-secret-key" not in path.read_bytes()
