@@ -1,24 +1,28 @@
 """How many tokens a sequence drafts each step: from its own acceptance history and the size of the batch.
 
-Cost model (measured with benchmarks/speculation_check.py on the default int4 model, 2 cores): a graph call over
-n tokens of one sequence costs about 1 + 0.28 (n - 1) times a one-token call (1.26x at 2 tokens, 1.84x at 4): a
-fixed part F (weights streamed once per call, per-call overhead) and a part per token, F = 2.6 in units of the
-per-token part. In a batch of B decodes each row's share of the fixed part is F / B, so a draft token costs a
-row relatively more as the batch grows: at B = 1 one draft adds 28% to the row's cost, at B = 8 it adds 76%.
+Cost model, in units of one token's work: a graph call costs A + sum over its rows of (B + the row's tokens), a
+fixed part A per call (weights streamed once, per-call overhead) and B per row (its attention over the cached
+tokens, its share of the bookkeeping). Fitted to graph calls of the default int4 model, 2 cores, 200 cached
+tokens, calls over 1 to 5 tokens of 1, 4 and 8 rows interleaved 40 times (2026-12-02, load 8): 1 row 1.18x /
+1.41x / 1.80x at 2 / 3 / 5 tokens, 4 rows 1.37x / 1.66x / 2.47x, 8 rows 1.47x / 1.97x / 2.82x the one-token
+call over the same rows; A = 3, B = 1 gives 1.20x, 1.40x, 1.80x; 1.36x, 1.71x, 2.43x; 1.43x, 1.86x, 2.71x. (The
+former model, one fixed part per call and nothing per row, fitted the single row and put an 8-row verified run
+at 4x.)
 
 A row with per-draft acceptance rate a that drafts k tokens emits E(a, k) = (1 - a^(k + 1)) / (1 - a) tokens
-per call at a cost of (F / B + 1 + k); the policy picks the k that maximises E / cost, 0 when no k beats plain
-decoding. The step then checks that the drafts pay for the call of their own they need (`drafts_pay`): in a
-large batch a lone row's draft does not. `a` is an exponentially weighted count of accepted and rejected drafts. A row whose drafts fail
-`fail_limit` times in a row, or whose estimate says drafting does not pay, stops drafting for a cooldown that
-doubles each time it happens again (up to `max_cooldown` steps) and resets when a draft is accepted; after a
-cooldown one draft probes again.
+per call at a cost of (A / batch + B + 1 + k); the policy picks the k that maximises E / cost, 0 when no k beats
+plain decoding. The step then checks that the drafts pay for the call of their own they need (`drafts_pay`): in
+a large batch a lone row's draft does not. `a` is an exponentially weighted count of accepted and rejected
+drafts. A row whose drafts fail `fail_limit` times in a row, or whose estimate says drafting does not pay, stops
+drafting for a cooldown that doubles each time it happens again (up to `max_cooldown` steps) and resets when a
+draft is accepted; after a cooldown one draft probes again.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-FIXED_COST = 2.6  # the fixed part of a graph call, in units of its per-token part (1.84x at 4 tokens)
+CALL_COST = 3.0  # A: the fixed part of a graph call, in units of one token's work
+ROW_COST = 1.0  # B: the part per row of a call
 
 
 def expected_tokens(a: float, k: int) -> float:
@@ -26,20 +30,25 @@ def expected_tokens(a: float, k: int) -> float:
     return k + 1.0 if a >= 1.0 else (1.0 - a ** (k + 1)) / (1.0 - a)
 
 
+def call_cost(rows: int, tokens: int) -> float:
+    """The cost model's price of one graph call over `rows` rows holding `tokens` token positions in all."""
+    return CALL_COST + ROW_COST * rows + tokens
+
+
 def drafts_pay(drafted: int, expected: float, width: int, drafted_span: int, plain: int, plain_span: int,
-               all_span: int, fixed_cost: float = FIXED_COST) -> bool:
+               all_span: int) -> bool:
     """Whether a step's drafts pay for the call they need. Without them the step's decodes are one one-token call
-    over all their slots (cost F + `all_span`). With them the `drafted` rows get a call of their own, their
-    `drafted_span` slots right-padded to `width` tokens (F + span x width), and the `plain` others a one-token
-    call (F + `plain_span`, when there are any); the drafting rows are expected to emit `expected` tokens."""
-    without = (drafted + plain) / (fixed_cost + all_span)
-    cost = fixed_cost + drafted_span * width + (fixed_cost + plain_span if plain else 0.0)
+    over all their slots (`all_span` rows). With them the `drafted` rows get a call of their own, their
+    `drafted_span` slots right-padded to `width` tokens, and the `plain` others a one-token call over
+    `plain_span` slots (when there are any); the drafting rows are expected to emit `expected` tokens."""
+    without = (drafted + plain) / call_cost(all_span, all_span)
+    cost = call_cost(drafted_span, drafted_span * width) + (call_cost(plain_span, plain_span) if plain else 0.0)
     return (plain + expected) / cost > 1.02 * without
 
 
-def best_k(a: float, max_k: int, batch: int, fixed_cost: float = FIXED_COST) -> int:
+def best_k(a: float, max_k: int, batch: int) -> int:
     """The number of drafts (0..max_k) that maximises tokens per unit of cost for one row of a batch of `batch`."""
-    share = fixed_cost / max(batch, 1) + 1.0
+    share = CALL_COST / max(batch, 1) + ROW_COST + 1.0
     rates = [expected_tokens(a, k) / (share + k) for k in range(max_k + 1)]
     best = max(range(max_k + 1), key=lambda k: (rates[k], -k))
     return best if rates[best] > rates[0] * 1.02 else 0  # a 2% margin: the model is only a model
