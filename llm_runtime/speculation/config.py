@@ -18,8 +18,8 @@ class SpeculationConfig:
 
     method: str = "ngram"
     num_speculative_tokens: int = 4
-    min_n: int = 1
-    max_n: int = 3
+    min_n: int = 2  # a one-token match guesses poorly (benchmarks/speculation_replay.py)
+    max_n: int = 4
 
     def __post_init__(self):
         if self.method not in METHODS:
