@@ -15,6 +15,7 @@ from . import errors, responses, web_ui
 from .completions import complete, parse
 from .errors import ERROR_RESPONSES, APIError
 from .metrics import Metrics
+from .models import ModelRegistry
 from .response_store import ResponseStore
 from .schemas import ChatCompletion, ChatRequest, CompletionRequest, ModelCard, ModelList, TextCompletion, ok
 
@@ -106,68 +107,58 @@ def default_data_dir() -> Path:
     return home() / "server"
 
 
-def create_app(llm, served_model_name: str, api_keys: list[str] = (), cors_origins: list[str] = (),
+def create_app(models, served_model_name: str | None = None, api_keys: list[str] = (), cors_origins: list[str] = (),
                public_metrics: bool = False, web: bool = True, data_dir: Path | None = None) -> FastAPI:
-    """The app over `llm` (an LLM). `llm` may be None while the model loads: set `app.state.llm` when
-    ready; until then /health and /v1 answer 503. With `api_keys`, /v1 and /metrics (unless `public_metrics`)
-    need one of them. `web`: the chat page at `/`. `data_dir`: where stored responses live (default
-    $LLM_RUNTIME_HOME/server)."""
+    """The app over `models`: a ModelRegistry (server/models.py), or one LLM served as `served_model_name` (None
+    while it loads: set `app.state.models.models[name].llm` when ready; until then /health and /v1 answer 503).
+    With `api_keys`, /v1 and /metrics (unless `public_metrics`) need one of them. `web`: the chat page at `/`.
+    `data_dir`: where stored responses live (default $LLM_RUNTIME_HOME/server)."""
     app = FastAPI(title="llm-runtime", version="0.1.0")
-    app.state.llm = llm
+    if not isinstance(models, ModelRegistry):
+        models = ModelRegistry.single(served_model_name, models)
+    app.state.models = models
     metrics = Metrics()
     errors.install(app)
     app.add_middleware(Gate, keys=[k.encode() for k in api_keys], metrics=metrics, public_metrics=public_metrics)
     if cors_origins:  # outermost: preflights need no key
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"], allow_headers=["*"])
 
-    def ready():
-        llm = app.state.llm
-        if llm is None:
-            raise APIError(503, "the model is loading", code="model_loading", headers={"Retry-After": "5"})
-        if not llm.engine.stats().healthy:
-            raise APIError(503, "the engine is unhealthy", code="engine_unhealthy")
-        return llm
-
-    def check_model(name: str) -> None:
-        if name != served_model_name:
-            raise APIError(404, f"the model {name!r} does not exist", param="model", code="model_not_found")
-
     @app.post("/v1/chat/completions", response_model=None, responses={**ok(ChatCompletion, True), **ERROR_RESPONSES})
     async def chat_completions(req: ChatRequest, request: Request):
-        check_model(req.model)
+        models.check(req.model)
         r = parse(req.body(), "chat")
-        return await complete(request, r, ready(), served_model_name, metrics)
+        async with models.use(req.model) as llm:
+            return await complete(request, r, llm, req.model, metrics)
 
     @app.post("/v1/completions", response_model=None, responses={**ok(TextCompletion, True), **ERROR_RESPONSES})
     async def completions(req: CompletionRequest, request: Request):
-        check_model(req.model)
+        models.check(req.model)
         r = parse(req.body(), "completions")
-        return await complete(request, r, ready(), served_model_name, metrics)
+        async with models.use(req.model) as llm:
+            return await complete(request, r, llm, req.model, metrics)
 
-    def model_card() -> dict:
-        return {"id": served_model_name, "object": "model", "created": int(start_time), "owned_by": "llm-runtime"}
+    def model_card(name: str) -> dict:
+        return {"id": name, "object": "model", "created": int(start_time), "owned_by": "llm-runtime"}
 
     start_time = time.time()
 
     @app.get("/v1/models", response_model=ModelList, responses=ERROR_RESPONSES)
-    async def models():
-        return {"object": "list", "data": [model_card()]}
+    async def list_models():
+        return {"object": "list", "data": [model_card(name) for name in models.names]}
 
     @app.get("/v1/models/{model}", response_model=ModelCard, responses=ERROR_RESPONSES)
     async def model(model: str):
-        check_model(model)
-        return model_card()
+        return model_card(models.check(model).name)
 
     @app.get("/health", responses={503: {"model": errors.ErrorBody, "description": "loading or unhealthy"}})
     async def health():
-        ready()
+        models.check_health()
         return {"status": "ok"}
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus():
-        llm = app.state.llm
-        return PlainTextResponse(metrics.render(llm.engine.stats() if llm else None),
-                                 media_type="text/plain; version=0.0.4")
+        engines = {m.name: m.llm.engine.stats() for m in models.loaded()}
+        return PlainTextResponse(metrics.render(engines, models.names), media_type="text/plain; version=0.0.4")
 
     def openapi() -> dict:
         """FastAPI's document, less the 422 it adds by default: a validation error is a 400 here."""
@@ -179,12 +170,8 @@ def create_app(llm, served_model_name: str, api_keys: list[str] = (), cors_origi
             app.openapi_schema = spec
         return app.openapi_schema
 
-    def llm_for(name: str):
-        check_model(name)
-        return ready()
-
     store = ResponseStore(Path(data_dir or default_data_dir()) / STORE_FILE)
-    app.include_router(responses.router(llm_for, store, metrics, keyed=bool(api_keys)))
+    app.include_router(responses.router(models, store, metrics, keyed=bool(api_keys)))
     app.openapi = openapi
     if web:
         app.include_router(web_ui.router)

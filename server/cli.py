@@ -1,4 +1,5 @@
-"""`llm-runtime serve --model M`: the OpenAI-compatible HTTP API (listens at once; /health is 503 until loaded)."""
+"""`llm-runtime serve --model M [--model M2 ...] [--max-loaded N]`: the OpenAI-compatible HTTP API (listens at once;
+/health is 503 until the models are loaded, or with --max-loaded, each model loads on its first request)."""
 from __future__ import annotations
 
 import logging
@@ -12,13 +13,16 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p) -> None:
-    add_model_arguments(p)
+    add_model_arguments(p, several=True)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", action="append", default=[],
                    help="accepted bearer key (repeatable; also $LLM_RUNTIME_API_KEY); none: no authentication")
-    p.add_argument("--served-model-name",
-                   help="the model name clients send (default: 'default', or the model folder's name)")
+    p.add_argument("--served-model-name", action="append",
+                   help="the model name clients send (default: 'default', or the model folder's name); with several "
+                        "--model, one each, in the same order")
+    p.add_argument("--max-loaded", type=int, help="models loaded at once: each loads on its first request and the "
+                                                  "least recently used idle one is unloaded (default: all, at start)")
     p.add_argument("--max-concurrency", type=int, default=16, help="sequences generated at once")
     p.add_argument("--max-waiting", type=int, default=256, help="queued requests beyond which requests get 429")
     p.add_argument("--cors-origin", action="append", default=[], help="allowed CORS origin (repeatable; none: off)")
@@ -33,6 +37,18 @@ def add_arguments(p) -> None:
     ray.add_argument("--autoscale", metavar="MIN:MAX", help="scale between MIN and MAX replicas on load")
 
 
+def served_names(models: list[str], names: list[str] | None) -> list[str]:
+    """The name each model is served as: --served-model-name (one per --model), else its model_name()."""
+    from llm_runtime.model_resolver import model_name
+
+    if names and len(names) != len(models):
+        raise ValueError(f"give one --served-model-name per --model ({len(models)} models, {len(names)} names)")
+    names = names or [model_name(m) for m in models]
+    if twice := sorted({n for n in names if names.count(n) > 1}):
+        raise ValueError(f"two models are served as {twice[0]!r}: give each --model its own --served-model-name")
+    return names
+
+
 def run(args) -> int:
     if args.ray:
         return run_on_ray(args)
@@ -40,36 +56,55 @@ def run(args) -> int:
 
     from llm_runtime.engine import EngineConfig
     from llm_runtime.llm import LLM
-    from llm_runtime.model_resolver import model_name
+    from llm_runtime.model_resolver import resolve_model
+    from llm_runtime.providers import CAPABILITIES, resolve
 
     from .app import create_app, default_data_dir
+    from .models import Model, ModelRegistry
 
     if args.max_concurrency < 1 or args.max_waiting < 1 or not 0 <= args.port < 65536:
         raise ValueError("--max-concurrency and --max-waiting must be >= 1, --port in 0..65535")
+    sources = args.model or ["default"]
+    names = served_names(sources, args.served_model_name)
     keys = args.api_key + ([os.environ["LLM_RUNTIME_API_KEY"]] if os.environ.get("LLM_RUNTIME_API_KEY") else [])
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ValueError(f"--data-dir {data_dir}: {e.strerror}") from None
-    app = create_app(None, args.served_model_name or model_name(args.model), keys, args.cors_origin,
-                     args.public_metrics, web=not args.no_web_ui, data_dir=data_dir)
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
-    failed: list[BaseException] = []
 
-    def load() -> None:
-        try:
-            llm = LLM(args.model, provider=args.provider, threads=args.threads,
+    def loader(source: str):
+        def load() -> LLM:
+            llm = LLM(source, provider=args.provider, threads=args.threads,
                       engine=EngineConfig(max_concurrency=args.max_concurrency, max_waiting=args.max_waiting),
                       speculation=args.speculation, num_speculative_tokens=args.num_speculative_tokens)
             llm.engine  # started before the first request
-            app.state.llm = llm
-            log.warning("serving %s at http://%s:%d/v1", args.model, args.host, args.port)
+            return llm
+        return load
+
+    lazy = args.max_loaded is not None
+    registry = ModelRegistry([Model(n, loader(m) if lazy else None) for n, m in zip(names, sources)],
+                             args.max_loaded)
+    app = create_app(registry, None, keys, args.cors_origin, args.public_metrics, web=not args.no_web_ui,
+                     data_dir=data_dir)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
+    failed: list[BaseException] = []
+
+    def prepare() -> None:
+        """Without --max-loaded, load every model; with it, resolve (build on first use) each source now, so a
+        bad one fails at start."""
+        try:
+            for name, source in zip(names, sources):
+                if lazy:
+                    resolve_model(source, CAPABILITIES[resolve(args.provider)].build_provider)
+                else:
+                    registry.models[name].llm = loader(source)()
+            log.warning("serving %s at http://%s:%d/v1", ", ".join(names), args.host, args.port)
         except BaseException as e:  # reported by run() once the server has stopped
             failed.append(e)
             server.should_exit = True
 
-    threading.Thread(target=load, name="model-loader", daemon=True).start()
+    threading.Thread(target=prepare, name="model-loader", daemon=True).start()
     server.run()
     if failed:
         raise failed[0]
@@ -82,10 +117,14 @@ def run_on_ray(args) -> int:
 
     if args.replicas < 1:
         raise ValueError(f"--replicas must be >= 1, got {args.replicas}")
+    if len(args.model or ()) > 1 or args.max_loaded is not None:
+        raise ValueError("--ray serves one model (replicas of it): several --model and --max-loaded are not "
+                         "supported with --ray")
     autoscale = ray_serve.parse_autoscale(args.autoscale) if args.autoscale else None
     keys = args.api_key + ([os.environ["LLM_RUNTIME_API_KEY"]] if os.environ.get("LLM_RUNTIME_API_KEY") else [])
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.replicas)
-    app = ray_serve.application(args.model, args.served_model_name, replicas=args.replicas, autoscale=autoscale,
+    model, name = (args.model or ["default"])[0], (args.served_model_name or [None])[0]
+    app = ray_serve.application(model, name, replicas=args.replicas, autoscale=autoscale,
                                 threads=threads, max_concurrency=args.max_concurrency,
                                 max_waiting=args.max_waiting, api_keys=keys, cors_origins=args.cors_origin,
                                 provider=args.provider)
@@ -94,7 +133,7 @@ def run_on_ray(args) -> int:
 
     ray.init(address=args.address)
     serve.start(http_options={"host": args.host, "port": args.port})
-    log.warning("serving %s on Ray Serve at http://%s:%d/v1", args.model, args.host, args.port)
+    log.warning("serving %s on Ray Serve at http://%s:%d/v1", model, args.host, args.port)
     try:
         serve.run(app, name=ray_serve.DEPLOYMENT, route_prefix="/", blocking=True)
     finally:

@@ -47,23 +47,35 @@ class Metrics:
             with self.lock:
                 (self.ttft if first else self.itl).observe(seconds)
 
-    def render(self, stats) -> str:
+    def render(self, engines: dict, names: list[str]) -> str:
+        """The text of a scrape. `engines`: served name -> EngineStats of each loaded model; `names`: every served
+        name. One model's engine lines carry no label (as before several models); with several, `model="name"`."""
         lines = ["# TYPE llm_requests_total counter"]
         with self.lock:
             lines += [f'llm_requests_total{{endpoint="{e}",status="{s}"}} {n}'
                       for (e, s), n in sorted(self.requests.items())]
             lines += self.ttft.lines("llm_time_to_first_token_seconds")
             lines += self.itl.lines("llm_inter_token_latency_seconds")
-        if stats is not None:  # None while the model loads
-            gauges = {"llm_running_sequences": stats.running, "llm_waiting_sequences": stats.waiting,
-                      "llm_cache_bytes": stats.cache_bytes, "llm_cache_used_tokens": stats.cache_used_tokens}
-            counters = {"llm_prompt_tokens_total": stats.prompt_tokens,
-                        "llm_prompt_tokens_reused_total": stats.reused_prompt_tokens,
-                        "llm_generation_tokens_total": stats.generated_tokens, "llm_engine_steps_total": stats.steps,
-                        "llm_speculative_draft_tokens_total": stats.draft_tokens,
-                        "llm_speculative_accepted_tokens_total": stats.accepted_tokens,
-                        "llm_speculative_verifications_total": stats.verifications}
-            gauges["llm_speculative_acceptance_rate"] = stats.accepted_tokens / max(stats.draft_tokens, 1)
-            lines += [x for k, v in gauges.items() for x in (f"# TYPE {k} gauge", f"{k} {v}")]
-            lines += [x for k, v in counters.items() for x in (f"# TYPE {k} counter", f"{k} {v}")]
+        lines += ["# TYPE llm_model_loaded gauge"] + [f'llm_model_loaded{{model="{n}"}} {int(n in engines)}'
+                                                       for n in names]
+        rows = [(f'{{model="{n}"}}' if len(names) > 1 else "", engines[n]) for n in names if n in engines]
+        if rows:  # none while the only model loads
+            for kind, values in (("gauge", _gauges), ("counter", _counters)):
+                for name in values(rows[0][1]):
+                    lines += [f"# TYPE {name} {kind}"] + [f"{name}{label} {values(s)[name]}" for label, s in rows]
         return "\n".join(lines) + "\n"
+
+
+def _gauges(stats) -> dict:
+    return {"llm_running_sequences": stats.running, "llm_waiting_sequences": stats.waiting,
+            "llm_cache_bytes": stats.cache_bytes, "llm_cache_used_tokens": stats.cache_used_tokens,
+            "llm_speculative_acceptance_rate": stats.accepted_tokens / max(stats.draft_tokens, 1)}
+
+
+def _counters(stats) -> dict:
+    return {"llm_prompt_tokens_total": stats.prompt_tokens,
+            "llm_prompt_tokens_reused_total": stats.reused_prompt_tokens,
+            "llm_generation_tokens_total": stats.generated_tokens, "llm_engine_steps_total": stats.steps,
+            "llm_speculative_draft_tokens_total": stats.draft_tokens,
+            "llm_speculative_accepted_tokens_total": stats.accepted_tokens,
+            "llm_speculative_verifications_total": stats.verifications}

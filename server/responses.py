@@ -22,6 +22,7 @@ from llm_runtime.sampling_params import ParameterError
 from .completions import disconnected, submit
 from .errors import ERROR_RESPONSES, APIError, bad_request
 from .metrics import Metrics
+from .models import ModelRegistry
 from .response_events import ResponseEvents, new_response
 from .response_input import output_message
 from .response_request import ResponsesRequest, parse_responses
@@ -45,9 +46,9 @@ def _not_found(response_id: str) -> APIError:
     return APIError(404, f"Response with id {response_id!r} not found.", param="response_id", code="not_found")
 
 
-def router(llm_for: Callable[[str], object], store: ResponseStore, metrics: Metrics, keyed: bool) -> APIRouter:
-    """The routes. `llm_for(model)`: the LLM serving that name (or an APIError); `keyed`: the server checks API
-    keys, so each key owns what it stores (without keys everything is one owner's)."""
+def router(models: ModelRegistry, store: ResponseStore, metrics: Metrics, keyed: bool) -> APIRouter:
+    """The routes over the served `models`. `keyed`: the server checks API keys, so each key owns what it stores
+    (without keys everything is one owner's)."""
     routes = APIRouter()
 
     def owner(request: Request) -> str:
@@ -57,7 +58,8 @@ def router(llm_for: Callable[[str], object], store: ResponseStore, metrics: Metr
     @routes.post("/v1/responses", response_model=None, responses={**ok(ResponseObject, True), **ERROR_RESPONSES})
     async def create(body: ResponsesBody, request: Request):
         r = _parse(body.body())
-        llm, who = llm_for(r.model), owner(request)
+        models.check(r.model)
+        who = owner(request)
         history = []
         if r.previous_response_id:
             history = await anyio.to_thread.run_sync(store.conversation, who, r.previous_response_id)
@@ -66,7 +68,8 @@ def router(llm_for: Callable[[str], object], store: ResponseStore, metrics: Metr
                                   "previous_response_id", "previous_response_not_found")
         conversation = history + r.messages
         start = time.perf_counter()
-        s = await anyio.to_thread.run_sync(_submit, llm, r, conversation, asyncio.get_running_loop())
+        async with models.use(r.model) as llm:
+            s = await anyio.to_thread.run_sync(_submit, llm, r, conversation, asyncio.get_running_loop())
         response = new_response(r.model, instructions=r.instructions, previous_response_id=r.previous_response_id,
                                 store=r.store, temperature=r.params.temperature, top_p=r.params.top_p,
                                 max_output_tokens=r.max_output_tokens, top_logprobs=r.top_logprobs,

@@ -11,8 +11,13 @@ FLAG_FIELDS = ("max_tokens", "min_tokens", "temperature", "top_k", "top_p", "min
                "presence_penalty", "frequency_penalty", "seed", "stop", "ignore_eos")
 
 
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="default", help="built folder, Hugging Face folder, .gguf or 'default'")
+def add_model_arguments(p: argparse.ArgumentParser, several: bool = False) -> None:
+    """--model and its session flags; `several`: --model may repeat (a list, default ["default"])."""
+    if several:
+        p.add_argument("--model", action="append", help="built folder, Hugging Face folder, .gguf or 'default' "
+                                                        "(repeatable: one engine per model, routed by name)")
+    else:
+        p.add_argument("--model", default="default", help="built folder, Hugging Face folder, .gguf or 'default'")
     p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt, dml, openvino, coreml or auto")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: onnxruntime's default)")
     p.add_argument("--speculation", choices=["ngram"],
