@@ -111,7 +111,12 @@ class ModelRegistry:
                     return model.llm
                 if self._make_room():
                     log.warning("loading model %s", model.name)
-                    model.llm = await anyio.to_thread.run_sync(model.load)
+                    try:
+                        model.llm = await anyio.to_thread.run_sync(model.load)
+                    except Exception as e:  # told to this request; the next one tries again
+                        log.error("loading model %s failed", model.name, exc_info=e)
+                        raise APIError(500, f"the model {model.name!r} failed to load: {e}", "server_error",
+                                       code="model_load_failed") from None
                     return model.llm
             if time.monotonic() > deadline:
                 raise APIError(503, f"every loaded model is busy (at most {self.max_loaded} loaded)",

@@ -2,6 +2,7 @@
 `model`, interleaved streams, unknown names, and --max-loaded's load on first use and least-recently-used unload."""
 import asyncio
 import re
+import shutil
 import subprocess
 
 import httpx
@@ -128,3 +129,18 @@ def test_max_loaded_unloads_the_least_recently_used(folders):
 def test_bad_model_flags_are_one_error_line(args, message):
     run = subprocess.run([CLI, "serve", *args], capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
+
+
+def test_a_model_that_fails_to_load_is_a_500_and_the_others_serve(folders, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(folders["alpha"], broken)
+    args = [str(broken), "--model", str(folders["beta"]), "--served-model-name", "broken",
+            "--served-model-name", "beta", "--max-loaded", "1"]
+    with serving(*args) as base:
+        (broken / "model.onnx").unlink()  # resolved at start, gone before its first request
+        c = openai.OpenAI(base_url=base + "/v1", api_key="none", max_retries=0)
+        with pytest.raises(openai.InternalServerError) as e:
+            c.completions.create(model="broken", prompt="Hello", max_tokens=2)
+        assert e.value.body["code"] == "model_load_failed" and "broken" in e.value.body["message"]
+        assert c.completions.create(model="beta", prompt="Hello", max_tokens=2).choices
+        assert loaded(base) == {"broken": 0, "beta": 1}
