@@ -144,3 +144,32 @@ def test_a_model_that_fails_to_load_is_a_500_and_the_others_serve(folders, tmp_p
         assert e.value.body["code"] == "model_load_failed" and "broken" in e.value.body["message"]
         assert c.completions.create(model="beta", prompt="Hello", max_tokens=2).choices
         assert loaded(base) == {"broken": 0, "beta": 1}
+
+
+def test_the_default_model_beside_a_tiny_one(smollm_build, folders, llms):
+    """The real default model (SmolLM2 int4) and a tiny one in one server: interleaved streams each equal their
+    own model's greedy reply, and the Responses API on the default model answers and continues a conversation
+    (its second turn equal to the library's chat over the whole history)."""
+    args = [str(smollm_build("int4")), "--model", str(folders["alpha"]), "--served-model-name", "smol",
+            "--served-model-name", "alpha"]
+    with serving(*args) as base:
+        async def go():
+            ac = openai.AsyncOpenAI(base_url=base + "/v1", api_key="none", max_retries=0)
+            out = await asyncio.gather(*[stream_chat(ac, name) for name in ("smol", "alpha", "smol", "alpha")])
+            await ac.close()
+            return out
+
+        pieces = ["".join(p) for p in asyncio.run(go())]
+        assert pieces[1] == pieces[3] == want(llms, "alpha") and pieces[0] == pieces[2]
+        assert "paris" in pieces[0].lower()
+        c = openai.OpenAI(base_url=base + "/v1", api_key="none", max_retries=0)
+        first = c.responses.create(model="smol", input="What is the capital of France?", temperature=0,
+                                   max_output_tokens=24)
+        assert "paris" in first.output_text.lower()
+        second = c.responses.create(model="smol", input="And what is the capital of Spain?", temperature=0,
+                                    max_output_tokens=24, previous_response_id=first.id)
+        history = [{"role": "user", "content": "What is the capital of France?"},
+                   {"role": "assistant", "content": first.output_text},
+                   {"role": "user", "content": "And what is the capital of Spain?"}]
+        smol = LLM(smollm_build("int4"))
+        assert second.output_text == smol.chat(history, SamplingParams(max_tokens=24, temperature=0)).text
