@@ -109,7 +109,7 @@ class ModelRegistry:
             async with self._lock:  # one load at a time: the decision and the memory it takes
                 if model.llm is not None:
                     return model.llm
-                if self._make_room():
+                if await self._make_room():
                     log.warning("loading model %s", model.name)
                     try:
                         model.llm = await anyio.to_thread.run_sync(model.load)
@@ -123,7 +123,7 @@ class ModelRegistry:
                                code="model_busy", headers={"Retry-After": "5"})
             await asyncio.sleep(0.05)
 
-    def _make_room(self) -> bool:
+    async def _make_room(self) -> bool:
         """Room for one more loaded model: there is, or the least recently used idle one is unloaded."""
         loaded = self.loaded()
         if self.max_loaded is None or len(loaded) < self.max_loaded:
@@ -134,5 +134,5 @@ class ModelRegistry:
         victim = min(idle, key=lambda m: m.last_used)
         log.warning("unloading model %s (least recently used)", victim.name)
         llm, victim.llm = victim.llm, None
-        llm.engine.shutdown()
+        await anyio.to_thread.run_sync(llm.engine.shutdown)  # joins the engine's thread: off the loop
         return True

@@ -7,8 +7,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .schemas import MAX_MESSAGES, StopString, Text, limited
 from llm_runtime.sampling_params import MAX_STOP, MAX_STOP_LEN
+
+from .schemas import MAX_MESSAGES, StopString, Text, limited
 
 
 class ResponsesBody(BaseModel):
