@@ -50,6 +50,7 @@ class Completion:
     finish_reason: str | None
     usage: Usage | None
     logprobs: list[TokenLogprob] | None = field(default=None)
+    tool_calls: list | None = None  # ToolCalls parsed from a chat reply that offered tools (then text is the content)
 
     @classmethod
     def fold(cls, chunks: Iterable[Chunk], want_logprobs: bool = False) -> "Completion":

@@ -19,6 +19,7 @@ from .runner import ModelRunner
 from .sampling_params import ParameterError, SamplingParams
 from .session import SessionConfig, make_session
 from .speculation import SpeculationConfig
+from .structured.tool_request import ToolRequest
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +100,19 @@ class LLM:
     def chat_stream(self, messages: list[dict], params: SamplingParams | None = None) -> Iterator[Chunk]:
         return self.stream_ids(self.encode(self.render_chat(messages), special=False), params)
 
-    def chat(self, messages: list[dict], params: SamplingParams | None = None) -> Completion:
-        """The assistant's reply to a conversation, rendered with the model's chat template."""
-        return Completion.fold(self.chat_stream(messages, params), bool(params and params.logprobs))
+    def chat(self, messages: list[dict], params: SamplingParams | None = None, tools: list[dict] | None = None,
+             tool_choice: str | dict | None = None, parallel_tool_calls: bool = True) -> Completion:
+        """The assistant's reply to a conversation, rendered with the model's chat template. With OpenAI-style
+        `tools`, the reply's `tool_calls` are parsed (finish_reason "tool_calls"); `tool_choice` "required" or a
+        named function is enforced by a grammar in the model's own call format."""
+        want = bool(params and params.logprobs)
+        if tools is None and tool_choice is None:
+            return Completion.fold(self.chat_stream(messages, params), want)
+        request = ToolRequest.of(self.template, tools, tool_choice, parallel_tool_calls)
+        prompt = self.encode(request.prompt(self.template, messages), special=False)
+        reply = Completion.fold(self.stream_ids(prompt, request.params(params or SamplingParams(), self.tokenizer)),
+                                want)
+        return request.completion(reply)
 
 
 def _token_ids(prompt) -> list[int]:

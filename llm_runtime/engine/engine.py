@@ -24,6 +24,8 @@ from ..request_sampler import RequestSampler
 from ..runner import ModelRunner
 from ..sampling_params import SamplingParams
 from ..speculation import SpeculationConfig
+from ..structured.constrained_rows import CallMasks, ConstrainedRows
+from ..structured.token_mask import apply_mask
 from .config import EngineConfig
 from .handle import RequestHandle
 from .scheduler import QueueFullError, Scheduled, Scheduler
@@ -63,6 +65,7 @@ class Engine:
         self.config = config or EngineConfig()
         self.speculator = Speculator(speculation, cache) if speculation else None
         self.folder = runner.folder
+        self.constraints = ConstrainedRows(self.folder)  # structured output: grammar states and masks
         self.scheduler = Scheduler(cache, self.config)
         self._decode = DecodeInputs()
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()  # ids of cancelled sequences
@@ -89,6 +92,8 @@ class Engine:
         seqs = [self._sequence(ids, params, loop) for ids in prompts]
         with self._lock:
             if len(self.scheduler.waiting) + len(seqs) > self.scheduler.max_waiting:
+                for seq in seqs:
+                    self.constraints.release(seq)
                 raise QueueFullError(f"the waiting queue is full ({self.scheduler.max_waiting} requests)")
             inline = inline and loop is None and not self._background and self.scheduler.idle
             for seq in seqs:
@@ -107,6 +112,7 @@ class Engine:
         seq.out = OutputStream(self.folder.tokenizer, seq.prompt_ids, params, eos)
         seq.sampler = RequestSampler(params, seq.prompt_ids, eos, seq.out.token_text)
         seq.handle = RequestHandle(self, seq.id, loop, params.logprobs)
+        self.constraints.attach(seq)  # compiles the constraint (cached): one that cannot compile raises here
         if self.speculator is not None:
             self.speculator.attach(seq)
         return seq
@@ -198,8 +204,8 @@ class Engine:
     # ---- the step ---------------------------------------------------------------------------------------------
 
     def step(self) -> None:
-        """Schedule (with drafts when speculating), run the graph (one-token decodes in one call, prompt chunks
-        and verified runs in others), sample, post-process. The caller holds the engine's lock."""
+        """Schedule (with drafts when speculating), run the graph (one-token decodes in one call, prompt and
+        forced chunks and verified runs in others), sample, post-process. The caller holds the engine's lock."""
         self._take_cancellations()
         plan = self.scheduler.schedule()
         if self.speculator is not None:
@@ -210,6 +216,7 @@ class Engine:
         for call in group_calls(plan, padded=self.runner.has_query_seqlens):
             one_token = call[0].decode and not call[0].draft  # decode inputs are refilled in place
             step = self._decode.build(call, self.cache) if one_token else build_step(call, self.cache)
+            masks = self.constraints.start(call)  # computed by a worker thread while the graph runs
             try:
                 logits = self.runner.run(step, self.cache)
             except Exception as e:  # the engine outlives a failed call; its requests end with the error
@@ -217,14 +224,14 @@ class Engine:
                 for item in call:
                     self._finish(item.seq, EngineError(f"generation failed: {e}"))
                 continue
-            self._postprocess(call, logits)
+            self._postprocess(call, logits, masks)
         self.steps += 1
         self._take_cancellations()
 
-    def _postprocess(self, call: list[Scheduled], logits: np.ndarray) -> None:
+    def _postprocess(self, call: list[Scheduled], logits: np.ndarray, masks: CallMasks | None) -> None:
         """Each sequence of the call advances; where its logits were computed (logits: float32 [n, vocab]: one row
         per sampling item in call order, every position of a verified run), it picks its next tokens and streams
-        them."""
+        them. A constrained row picks under its mask, then its grammar consumes the token and may force more."""
         at = 0
         for item in call:
             seq, rows = item.seq, logits[at:at + item.logit_rows]
@@ -235,30 +242,51 @@ class Engine:
                 seq.cached += len(item.tokens)
             if len(rows):
                 try:
-                    picks = (self.speculator.accept(item, rows, partial(self.next_token, seq)) if item.draft
-                             else [self.next_token(seq, rows[0])])
+                    if item.draft:  # constrained rows never draft
+                        picks = self.speculator.accept(item, rows, partial(self.next_token, seq))
+                    else:
+                        picks = [self.next_token(seq, rows[0], masks.row(seq) if masks is not None else None)]
+                        picks += self._forced(seq, picks[0][0])
                 except Exception as e:  # one request's sampling failure ends that request, not the engine
                     log.exception("request %d failed", seq.id)
                     self._finish(seq, EngineError(f"generation failed: {e}"))
                     continue
                 self._emit(seq, picks)
 
-    def next_token(self, seq: Sequence, logits: np.ndarray) -> tuple[int, TokenLogprob | None]:
-        """The one place where a row's logits (float32 [vocab]) become its next token."""
-        return seq.sampler.pick(logits)
+    def next_token(self, seq: Sequence, logits: np.ndarray,
+                   mask: np.ndarray | None = None) -> tuple[int, TokenLogprob | None]:
+        """The one place where a row's logits (float32 [vocab]) become its next token. A constrained row's mask
+        (int32 [words], llguidance's bitmask) sets its disallowed tokens to -inf first, so penalties, temperature,
+        top-k/p and logprobs all see the masked distribution."""
+        return seq.sampler.pick(logits if mask is None else apply_mask(logits, mask))
+
+    def _forced(self, seq: Sequence, token: int) -> list[tuple[int, TokenLogprob | None]]:
+        """A constrained row's grammar consumes its sampled token; the picks of the tokens it forces next (within
+        max_tokens), each the masked distribution's only choice: logprob 0."""
+        if seq.grammar is None:
+            return []
+        forced = self.constraints.advance(seq, token, seq.params.max_tokens - seq.out.generated - 1)
+        want = seq.params.logprobs
+        return [(f, TokenLogprob(f, seq.out.token_text(f), 0.0) if want else None) for f in forced]
 
     def _emit(self, seq: Sequence, picks: list[tuple[int, TokenLogprob | None]]) -> None:
         """Stream picked tokens as one chunk, up to the one that ends the request (EOS, a stop string, max_tokens
-        inside a verified run: the rest is dropped)."""
+        inside a verified run or a forced chunk: the rest is dropped). A sampled token's forced tokens are fed with
+        it as one chunk in the next step; a grammar that is complete ends the request (finish_reason "stop")."""
         chunks = []
         for token, logprob in picks:
             self.generated += 1
             chunks.append(seq.out.add(token, logprob))
             if seq.out.finished:
                 break
-        seq.next_token = token
+        if seq.grammar is None:  # a verified run's accepted drafts are in the cache already: the last pick is fed
+            seq.next_token = token
+        else:  # a constrained row feeds its sampled token and the forced ones after it
+            seq.next_token, seq.forced = picks[0][0], [t for t, _ in picks[1:len(chunks)]]
         if seq.proposer is not None:
             seq.proposer.extend(t for c in chunks for t in c.token_ids)
+        if not seq.out.finished and seq.grammar is not None and seq.grammar.done:
+            chunks.append(seq.out.cancel())
         chunk = Chunk.join(chunks)
         if seq.out.finished:
             self._finish(seq, chunk)
@@ -272,6 +300,7 @@ class Engine:
                 self._finish(seq, seq.out.cancel())
 
     def _finish(self, seq: Sequence, last) -> None:
+        self.constraints.release(seq)
         self.scheduler.finish(seq)
         self._sequences.pop(seq.id, None)
         seq.handle.put(last)

@@ -19,7 +19,8 @@ class QueueFullError(RuntimeError):
 @dataclass(frozen=True)
 class Scheduled:
     seq: Sequence
-    tokens: list[int]  # fed this step: one decode token (then its drafts, if any) or a prompt chunk
+    tokens: list[int]  # fed this step: one decode token (then its drafts, if any), a sampled token and the tokens
+    # its grammar forced after it (a forced chunk), or a prompt chunk
     draft: tuple[int, ...] = ()  # the drafted tokens at the end of `tokens`, verified by this call
 
     @property
@@ -29,8 +30,9 @@ class Scheduled:
 
     @property
     def decode(self) -> bool:
-        """A sampled token fed back (the prompt is all in the cache; drafts may follow it), not a prompt chunk."""
-        return self.seq.cached >= len(self.seq.prompt_ids)
+        """One sampled token fed back (the prompt is all in the cache; drafts may follow it), not a prompt chunk
+        nor a forced chunk."""
+        return self.seq.cached >= len(self.seq.prompt_ids) and len(self.tokens) == 1 + len(self.draft)
 
     @property
     def wants_logits(self) -> bool:
@@ -61,10 +63,11 @@ class Scheduler:
         return not self.waiting and not self.running
 
     def schedule(self) -> list[Scheduled]:
-        """This step's work: every running decode, then prompt chunks (running first, then admitted)."""
+        """This step's work: every running decode (with the tokens a grammar forced after it), then prompt chunks
+        (running first, then admitted)."""
         budget = self.token_budget
-        plan = [Scheduled(s, [s.next_token]) for s in self.running if not s.prefilling]
-        budget -= len(plan)
+        plan = [Scheduled(s, [s.next_token, *s.forced]) for s in self.running if not s.prefilling]
+        budget -= sum(len(item.tokens) for item in plan)
         for seq in [s for s in self.running if s.prefilling]:
             if budget <= 0:
                 break

@@ -9,6 +9,7 @@ from ..output_stream import OutputStream
 from ..request_sampler import RequestSampler
 from ..sampling_params import SamplingParams
 from ..speculation import DraftPolicy, Proposer
+from ..structured.grammar_state import GrammarState
 
 _ids = itertools.count()
 
@@ -30,6 +31,8 @@ class Sequence:
     slot: int = -1
     cached: int = 0  # tokens already in this sequence's cache slot
     next_token: int = -1  # the last sampled token, fed by the next decode
+    forced: list[int] = field(default_factory=list)  # tokens a grammar forced after it, fed with it as one chunk
+    grammar: GrammarState | None = None  # a constrained request's matcher state
     status: Status = Status.WAITING
     proposer: Proposer | None = None  # drafts this sequence's next tokens (speculation on)
     policy: DraftPolicy | None = None  # how many it drafts

@@ -36,7 +36,7 @@ class Speculator:
         seq.policy = self.config.policy()
 
     def draft(self, plan: list[Scheduled], budget: int) -> list[Scheduled]:
-        """The plan with drafts added to its decodes, at most `budget` draft tokens in all. Each row's policy sets
+        """The plan with drafts added to its one-token decodes (not constrained rows), at most `budget` draft tokens in all. Each row's policy sets
         its k from its acceptance history and the number of decoding rows; the proposer may guess fewer; and the
         drafts must pay for the call they need (`drafts_pay`), else the step decodes without them."""
         decodes = [item for item in plan if item.decode]
@@ -44,8 +44,8 @@ class Speculator:
         expected = 0.0
         for item in decodes:
             seq = item.seq
-            if budget <= 0 or seq.proposer is None:
-                continue
+            if budget <= 0 or seq.proposer is None or seq.grammar is not None:
+                continue  # a constrained row does not draft: its mask holds for one position, not a run
             k = min(seq.policy.k(len(decodes), seq.params.max_tokens - seq.out.generated), budget)
             guess = seq.proposer.propose(k) if k > 0 else []
             if guess:

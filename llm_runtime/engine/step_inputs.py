@@ -19,15 +19,15 @@ def padded_tokens(items: list[Scheduled]) -> int:
 def group_calls(plan: list[Scheduled], padded: bool = True) -> list[list[Scheduled]]:
     """A step's graph calls. The decodes share a one-token call: GroupQueryAttention's one-token path, the one
     a sequence takes alone (right-padding them to a chunk's width would multiply their work and change their
-    numerics). The prompt chunks share one right-padded call while padding costs no more than the work itself,
-    else they go one call each; so do the verified runs of speculating rows (last token plus drafts), in calls of
-    their own. A graph without query_seqlens (`padded` False: onnxruntime-genai's builder, onnxruntime < 1.32)
+    numerics). The prompt chunks and forced chunks (a sampled token plus the tokens its grammar forced) share one
+    right-padded call while padding costs no more than the work itself, else they go one call each; so do the
+    verified runs of speculating rows (last token plus drafts), in calls of their own. A graph without query_seqlens (`padded` False: onnxruntime-genai's builder, onnxruntime < 1.32)
     takes neither idle nor padded rows: decodes go in runs of consecutive slots, each run and chunk alone."""
     if len(plan) == 1:  # a lone sequence: its one call
         return [plan]
     decodes = sorted((item for item in plan if item.decode and not item.draft), key=lambda item: item.seq.slot)
     verified = sorted((item for item in plan if item.draft), key=lambda item: item.seq.slot)
-    chunks = [item for item in plan if not item.decode]
+    chunks = [item for item in plan if not item.decode]  # prompt chunks and forced chunks
     if not padded:
         runs: list[list[Scheduled]] = []
         for item in decodes:
@@ -44,7 +44,7 @@ def group_calls(plan: list[Scheduled], padded: bool = True) -> list[list[Schedul
 
 
 def build_step(items: list[Scheduled], cache: KVCache) -> Step:
-    """Right-pad the items (prompt chunks, or verified runs) into one call over the slots they span; idle slots in
+    """Right-pad the items (prompt or forced chunks, or verified runs) into one call over the slots they span; idle slots in
     between get Q = 0. Fresh arrays: a chunk call's shape changes from step to step."""
     first = min(item.seq.slot for item in items)
     rows = max(item.seq.slot for item in items) - first + 1

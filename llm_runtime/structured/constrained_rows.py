@@ -38,6 +38,7 @@ class ConstrainedRows:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-masks")
         self._lock = threading.Lock()
         self.active = 0  # sequences holding a matcher
+        self.fast_forward = True  # feed forced tokens as chunks (off: one step per token, for benchmarks)
 
     @property
     def compiler(self) -> GrammarCompiler:
@@ -80,7 +81,7 @@ class ConstrainedRows:
         grammar = seq.grammar
         if not grammar.consume(token):
             raise RuntimeError(f"token {token} broke the grammar: {grammar.error}")
-        forced = grammar.forced()[:max(room, 0)]
+        forced = grammar.forced()[:max(room, 0)] if self.fast_forward else []
         if forced and not grammar.consume_forced(forced):
             raise RuntimeError(f"forced tokens broke the grammar: {grammar.error}")
         return forced
