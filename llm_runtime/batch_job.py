@@ -24,6 +24,7 @@ from .completion import Chunk
 from .engine import QueueFullError
 from .openai_reply import ReplyStream, fold
 from .openai_request import OpenAIRequest, parse_request
+from .structured.tool_request import ToolRequest
 from .sampling_params import ParameterError, SamplingParams
 
 try:
@@ -255,11 +256,14 @@ class BatchJob:
             self._collect()
         if self.stop.is_set():
             return
+        r = req.request
+        tools = r.tool_request(self.llm.template) if r.chat else None
         try:
-            ids = self._prompt_ids(req)
+            ids = self._prompt_ids(req, tools)
+            params = r.choice_params(0, tools, self.llm.tokenizer)
             while True:
                 try:
-                    handle = self.llm.submit(ids, req.params)
+                    handle = self.llm.submit(ids, params)
                     break
                 except QueueFullError:  # only when more than max_waiting are in flight: wait for one to end
                     self._collect()
@@ -269,25 +273,25 @@ class BatchJob:
             self._write_error(req.custom_id, "invalid_request", str(e))
             return
         self._in_flight[req.custom_id] = handle
-        threading.Thread(target=self._wait, args=(req, handle, len(ids)), daemon=True).start()
+        threading.Thread(target=self._wait, args=(req, handle, len(ids), tools), daemon=True).start()
 
-    def _prompt_ids(self, req: BatchRequest) -> list[int]:
+    def _prompt_ids(self, req: BatchRequest, tools: ToolRequest | None) -> list[int]:
         if req.chat:
-            return self.llm.encode(self.llm.render_chat(req.prompt), special=False)
+            return self.llm.encode(req.request.chat_prompt(self.llm.template, tools), special=False)
         return self.llm.encode(req.prompt) if isinstance(req.prompt, str) else req.prompt
 
-    def _wait(self, req: BatchRequest, handle, prompt_tokens: int) -> None:
+    def _wait(self, req: BatchRequest, handle, prompt_tokens: int, tools: ToolRequest | None) -> None:
         """The reply body, folded from the request's stream exactly as the server folds it."""
         r = req.request
         echo = None
         if r.echo:
             prompt = r.prompts[0]
             echo = [prompt if isinstance(prompt, str) else self.llm.tokenizer.decode(prompt, skip_special_tokens=False)]
-        reply = ReplyStream(r.chat, self.model_name, 1, r.params.logprobs, True, prompt_tokens, echo)
+        reply = ReplyStream(r.chat, self.model_name, 1, r.params.logprobs, True, prompt_tokens, echo, tools)
         try:
             c = handle.result()  # the stream folded: one chunk holding it all
             whole = Chunk(c.text, tuple(c.token_ids), c.finish_reason, tuple(c.logprobs or ()), c.usage)
-            chunks = reply.start() + [x for x in (reply.add(0, whole),) if x is not None] + reply.end()
+            chunks = reply.start() + reply.add(0, whole) + reply.end()
             result = fold(chunks, r.chat, 1, r.params.logprobs)
         except Exception as e:  # an engine failure: the request becomes an error line
             result = e

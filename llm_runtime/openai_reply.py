@@ -1,5 +1,7 @@
 """OpenAI reply bodies, for the server and the batch job alike: engine chunks become OpenAI stream chunks, and the
-non-streamed reply is a fold over those same chunks (one code path for both)."""
+non-streamed reply is a fold over those same chunks (one code path for both). A chat request that offered tools
+streams its choices' text through a tool-call parser: content deltas without call markup, and tool-call deltas as
+OpenAI sends them (per call index: `id`, `type` and `function.name` once, then `function.arguments` fragments)."""
 from __future__ import annotations
 
 import time
@@ -7,6 +9,8 @@ import uuid
 from collections.abc import Iterable
 
 from .completion import Chunk
+from .structured.tool_deltas import ToolDeltas, fold_deltas
+from .structured.tool_request import ToolRequest
 
 
 def new_id(prefix: str) -> str:
@@ -40,11 +44,13 @@ def text_logprobs(lps, offset: int) -> dict:
 
 class ReplyStream:
     """The OpenAI stream chunks of one request's choices: `start()` (chat: each choice's role; echo: its prompt),
-    then `add(i, chunk)` per engine chunk of choice i, then `end()` (the usage chunk, when asked for)."""
+    then `add(i, chunk)` per engine chunk of choice i, then `end()` (the usage chunk, when asked for). `tools`: the
+    chat request's tools, whose calls each choice's text is parsed into."""
 
     def __init__(self, chat: bool, model: str, choices: int, want_logprobs: bool, include_usage: bool,
-                 prompt_tokens: int, echo: list[str] | None = None):
+                 prompt_tokens: int, echo: list[str] | None = None, tools: ToolRequest | None = None):
         self.chat, self.want_logprobs, self.include_usage = chat, want_logprobs, include_usage
+        self.tool_deltas = [ToolDeltas(tools) for _ in range(choices)] if tools is not None else None
         self.choices, self.prompt_tokens, self.echo = choices, prompt_tokens, echo
         self.base = {"id": new_id("chatcmpl" if chat else "cmpl"),
                      "object": "chat.completion.chunk" if chat else "text_completion",
@@ -69,11 +75,32 @@ class ReplyStream:
             out.append(self._chunk({"index": i, "text": text, "logprobs": None, "finish_reason": None}))
         return out
 
-    def add(self, i: int, chunk: Chunk) -> dict | None:
-        """Choice i's OpenAI chunk for this engine chunk; None when it carries nothing to send yet."""
+    def add(self, i: int, chunk: Chunk) -> list[dict]:
+        """Choice i's OpenAI chunks for this engine chunk (none when it carries nothing to send yet)."""
         self.completion_tokens += len(chunk.token_ids)
+        if self.tool_deltas is not None:
+            return self._tool_chunks(i, chunk)
         if not chunk.text and not chunk.finish_reason and not chunk.logprobs:
-            return None  # text held back (a partial character or a possible stop string)
+            return []  # text held back (a partial character or a possible stop string)
+        return [self._one(i, chunk)]
+
+    def _tool_chunks(self, i: int, chunk: Chunk) -> list[dict]:
+        """Content and tool-call deltas from the parser (markup held until it is known to be a call); the engine
+        chunk's logprobs ride on the first of them; the last engine chunk ends with an empty delta that carries
+        finish_reason ("tool_calls" when the choice made calls and ended on its own)."""
+        parser = self.tool_deltas[i]
+        deltas = parser.add(chunk.text, last=chunk.finish_reason is not None)
+        lps = chat_logprobs(chunk.logprobs) if self.want_logprobs and chunk.logprobs else None
+        if lps is not None and not deltas:
+            deltas = [{}]
+        out = [self._chunk({"index": i, "delta": d, "logprobs": lps if k == 0 else None, "finish_reason": None})
+               for k, d in enumerate(deltas)]
+        if chunk.finish_reason:
+            out.append(self._chunk({"index": i, "delta": {}, "logprobs": None,
+                                    "finish_reason": parser.finish_reason(chunk.finish_reason)}))
+        return out
+
+    def _one(self, i: int, chunk: Chunk) -> dict:
         if self.chat:
             delta = {"content": chunk.text} if chunk.text or not chunk.finish_reason else {}
             lps = chat_logprobs(chunk.logprobs) if self.want_logprobs and chunk.logprobs else None
@@ -92,7 +119,7 @@ class ReplyStream:
 
 def fold(chunks: Iterable[dict], chat: bool, choices: int, want_logprobs: bool) -> dict:
     """The non-streamed reply: a stream's chunks (with usage) joined per choice."""
-    texts, reasons, usage, head = [[] for _ in range(choices)], [None] * choices, None, None
+    deltas, reasons, usage, head = [[] for _ in range(choices)], [None] * choices, None, None
     lps = [({"content": [], "refusal": None} if chat else
             {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []})
            if want_logprobs else None for _ in range(choices)]
@@ -101,18 +128,18 @@ def fold(chunks: Iterable[dict], chat: bool, choices: int, want_logprobs: bool) 
         usage = c.get("usage") or usage
         for ch in c["choices"]:
             i = ch["index"]
-            texts[i].append(ch["delta"].get("content") or "" if chat else ch["text"])
+            deltas[i].append(ch["delta"] if chat else {"content": ch["text"]})
             reasons[i] = ch["finish_reason"] or reasons[i]
             for key, values in (ch["logprobs"] or {}).items():
                 if isinstance(values, list):
                     lps[i][key].extend(values)
     out = []
     for i in range(choices):
-        text = "".join(texts[i])
+        message = fold_deltas(deltas[i])
         if chat:
-            body = {"message": {"role": "assistant", "content": text, "refusal": None, "annotations": []}}
+            body = {"message": {"role": "assistant", **message, "refusal": None, "annotations": []}}
         else:
-            body = {"text": text}
+            body = {"text": message["content"]}
         out.append({"index": i, **body, "logprobs": lps[i], "finish_reason": reasons[i]})
     return {"id": head["id"], "object": "chat.completion" if chat else "text_completion", "created": head["created"],
             "model": head["model"], "choices": out, "usage": usage}

@@ -5,13 +5,21 @@ from __future__ import annotations
 import numbers
 from dataclasses import dataclass, replace
 
+from tokenizers import Tokenizer
+
 from .chat_messages import normalize_messages
+from .chat_template import ChatTemplate
 from .request_fields import check_fields
+from .response_format import format_constraint
 from .sampling_params import MAX_PROMPTS, SEED_MIN, ParameterError, SamplingParams
+from .structured.tool_format import detect_format
+from .structured.tool_request import ToolRequest
+from .structured.tools import Tool, parse_tool_choice, parse_tools
 
 # body field -> SamplingParams field, where the two agree (max_tokens and logprobs are mapped apart)
 SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "seed", "stop", "presence_penalty", "frequency_penalty",
-                   "repetition_penalty", "logit_bias", "min_tokens", "ignore_eos", "stop_token_ids", "n")
+                   "repetition_penalty", "logit_bias", "min_tokens", "ignore_eos", "stop_token_ids", "n", "regex",
+                   "grammar")
 ENDPOINTS = {"chat": "messages", "completions": "prompt"}  # endpoint -> the field that holds the input
 
 
@@ -27,6 +35,9 @@ class OpenAIRequest:
     stream: bool = False
     include_usage: bool = False
     echo: bool = False  # completions: each choice's text starts with its prompt
+    tools: tuple[Tool, ...] = ()  # chat: the functions offered
+    tool_choice: str = "none"  # "none", "auto", "required" or a tool's name
+    parallel_tool_calls: bool = True
 
     @property
     def n(self) -> int:
@@ -36,11 +47,25 @@ class OpenAIRequest:
     def choices(self) -> int:
         return self.n * (1 if self.chat else len(self.prompts))
 
-    def choice_params(self, j: int) -> SamplingParams:
+    def tool_request(self, template: ChatTemplate) -> ToolRequest | None:
+        """The request's tools in the model's own call format (None when it offers none): its prompt, the params
+        that enforce its tool_choice, and the parser of its reply."""
+        if not self.tools:
+            return None
+        return ToolRequest(self.tools, self.tool_choice, self.parallel_tool_calls, detect_format(template.source))
+
+    def chat_prompt(self, template: ChatTemplate, tools: ToolRequest | None) -> str:
+        """The chat prompt's text: the history rendered by the model's template, with the tools when offered."""
+        if tools is not None:
+            return tools.prompt(template, self.messages)
+        return template.render(self.messages, add_generation_prompt=True)
+
+    def choice_params(self, j: int, tools: ToolRequest | None = None, tokenizer: Tokenizer | None = None) -> SamplingParams:
         """Choice j of n: its seed is derived from the request's (seed + j, wrapping), so n choices differ and
-        repeat."""
+        repeat; with tools, the constraint that enforces tool_choice (the grammar needs the model's `tokenizer`)."""
         seed = self.params.seed
-        return replace(self.params, seed=None if seed is None else (seed - SEED_MIN + j) % 2**64 + SEED_MIN)
+        params = replace(self.params, seed=None if seed is None else (seed - SEED_MIN + j) % 2**64 + SEED_MIN)
+        return tools.params(params, tokenizer) if tools is not None else params
 
 
 def request_params(body: dict, endpoint: str) -> SamplingParams:
@@ -67,7 +92,11 @@ def parse_request(body: dict, endpoint: str) -> OpenAIRequest:
     if model is not None and not isinstance(model, str):
         raise ParameterError("model", "must be a string")
     if endpoint == "chat":
-        return OpenAIRequest(True, model, normalize_messages(fields["messages"]), [], params, stream, include_usage)
+        tools = parse_tools(fields.get("tools"))
+        choice = parse_tool_choice(fields.get("tool_choice"), tools)
+        parallel = _bool(fields, "parallel_tool_calls", default=True)
+        return OpenAIRequest(True, model, normalize_messages(fields["messages"]), [], params, stream, include_usage,
+                             tools=tools, tool_choice=choice, parallel_tool_calls=parallel)
     prompts = _prompts(fields["prompt"])
     if len(prompts) * params.n > MAX_PROMPTS:
         raise ParameterError("prompt", f"prompts times n must be at most {MAX_PROMPTS}, got {len(prompts) * params.n}")
@@ -91,6 +120,9 @@ def _object(body) -> dict:
 
 def _sampling(fields: dict, endpoint: str) -> SamplingParams:
     kw = {k: fields[k] for k in SAMPLING_FIELDS if k in fields}
+    constraint = format_constraint(fields.get("response_format"))
+    if constraint is not None:
+        kw["constraint"] = constraint
     limits = {k: fields[k] for k in ("max_tokens", "max_completion_tokens") if k in fields}
     if len(set(map(repr, limits.values()))) > 1:
         raise ParameterError("max_tokens", "max_tokens and max_completion_tokens differ; give one of them")
@@ -129,8 +161,8 @@ def _prompts(prompt) -> list[str | list[int]]:
                                    "token-id lists (none empty)")
 
 
-def _bool(fields: dict, key: str, name: str | None = None) -> bool:
-    value = fields.get(key, False)
+def _bool(fields: dict, key: str, name: str | None = None, default: bool = False) -> bool:
+    value = fields.get(key, default)
     if not isinstance(value, bool):
         raise ParameterError(name or key, f"must be true or false, got {value!r}")
     return value

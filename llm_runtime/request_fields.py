@@ -61,6 +61,9 @@ _SAMPLING = {
     "min_tokens": supported("extension: stop tokens are suppressed until this many are generated"),
     "ignore_eos": supported("extension: generate max_tokens tokens whatever the model says"),
     "stop_token_ids": supported("extension: token ids that end a choice, like EOS"),
+    "response_format": supported("text, json_object, json_schema (enforced, strict or not); completions: extension"),
+    "regex": supported("extension: a regular expression the whole reply matches"),
+    "grammar": supported("extension: a Lark grammar (llguidance's dialect) the reply matches"),
 }
 
 FIELDS: dict[str, dict[str, FieldRule]] = {
@@ -70,12 +73,11 @@ FIELDS: dict[str, dict[str, FieldRule]] = {
         "max_completion_tokens": supported("as max_tokens; both given must agree"),
         "logprobs": supported("true: the chosen tokens' logprobs"),
         "top_logprobs": supported("0..20 alternatives per token; needs logprobs"),
-        "tools": unsupported("tool calling is not supported yet", neutral=([],)),
-        "tool_choice": unsupported("tool calling is not supported yet", neutral=("none",)),
-        "parallel_tool_calls": unsupported("tool calling is not supported yet"),
-        "functions": unsupported("tool calling is not supported yet", neutral=([],)),
-        "function_call": unsupported("tool calling is not supported yet", neutral=("none",)),
-        "response_format": unsupported("structured outputs are not supported yet", neutral=({"type": "text"},)),
+        "tools": supported("function tools; calls in the model's own format, or a generic JSON one"),
+        "tool_choice": supported("none, auto, required or a named function; required and named are enforced"),
+        "parallel_tool_calls": supported("false: at most one call"),
+        "functions": unsupported("the legacy functions API: give tools instead", neutral=([],)),
+        "function_call": unsupported("the legacy functions API: give tool_choice instead", neutral=("none",)),
         "modalities": unsupported("only text is generated", neutral=(["text"],)),
         "audio": unsupported("only text is generated"),
         "web_search_options": unsupported("there is no web search"),

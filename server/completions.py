@@ -19,6 +19,7 @@ from llm_runtime.engine import QueueFullError
 from llm_runtime.openai_reply import ReplyStream, fold
 from llm_runtime.openai_request import OpenAIRequest, parse_request
 from llm_runtime.sampling_params import ParameterError
+from llm_runtime.structured.tool_request import ToolRequest
 
 from .errors import APIError, bad_request
 from .metrics import Metrics
@@ -32,6 +33,7 @@ class Submitted:
     handles: list  # choice index -> RequestHandle
     prompt_tokens: int
     echo: list[str] | None  # choice index -> the prompt's text, when echoed
+    tools: ToolRequest | None  # chat: the tools offered, whose calls the reply is parsed into
 
 
 def parse(body: dict, endpoint: str) -> OpenAIRequest:
@@ -50,9 +52,10 @@ def _refused(e: ParameterError, chat: bool) -> APIError:
 def submit(llm, r: OpenAIRequest, loop) -> Submitted:
     """Template, tokenize, check and queue every choice (all or none): in a worker thread, off the event loop."""
     param = "messages" if r.chat else "prompt"
+    tools = r.tool_request(llm.template) if r.chat else None
     try:
         if r.chat:
-            texts = [llm.render_chat(r.messages)]
+            texts = [r.chat_prompt(llm.template, tools)]
             prompts = [llm.encode(_valid_text(texts[0], param), special=False)]  # the template holds the specials
         else:
             prompts = [llm.encode(_valid_text(p, param)) if isinstance(p, str) else p for p in r.prompts]
@@ -64,7 +67,7 @@ def submit(llm, r: OpenAIRequest, loop) -> Submitted:
     try:
         for ids in prompts:
             for j in range(r.n):
-                handles.append(llm.submit(ids, r.choice_params(j), loop=loop))
+                handles.append(llm.submit(ids, r.choice_params(j, tools, llm.tokenizer), loop=loop))
     except BaseException as e:
         for h in handles:
             h.cancel()
@@ -74,7 +77,7 @@ def submit(llm, r: OpenAIRequest, loop) -> Submitted:
             raise _refused(e, r.chat) from None
         raise
     echo = [texts[k // r.n] for k in range(len(handles))] if texts is not None and not r.chat else None
-    return Submitted(handles, sum(map(len, prompts)), echo)
+    return Submitted(handles, sum(map(len, prompts)), echo, tools)
 
 
 def _valid_text(text: str, param: str) -> str:
@@ -90,7 +93,7 @@ async def complete(request: Request, r: OpenAIRequest, llm, model: str, metrics:
     start = time.perf_counter()
     s = await anyio.to_thread.run_sync(submit, llm, r, asyncio.get_running_loop())
     reply = ReplyStream(r.chat, model, r.choices, r.params.logprobs, r.include_usage or not r.stream,
-                        s.prompt_tokens, s.echo)
+                        s.prompt_tokens, s.echo, s.tools)
     chunks = openai_chunks(s.handles, reply, metrics, start)
     if r.stream:
         return EventSourceResponse(_sse(chunks, s.handles), ping=15, sep="\n")

@@ -92,6 +92,10 @@ class Common(BaseModel):
     min_tokens: int | None = limited("min_tokens")
     ignore_eos: bool | None = None
     stop_token_ids: Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=MAX_STOP_LEN)] | None = None
+    # structured output (checked by llm_runtime.response_format and the constraint compiler)
+    response_format: dict | None = None
+    regex: Text | None = None  # extension: a regular expression the whole reply matches
+    grammar: Text | None = None  # extension: a Lark grammar (llguidance's dialect)
 
     def body(self) -> dict:
         """The fields the client sent, as plain JSON values, for the one request mapping."""
@@ -103,6 +107,9 @@ class ChatRequest(Common):
     max_completion_tokens: int | None = limited("max_tokens")
     logprobs: bool | None = None
     top_logprobs: int | None = limited("top_logprobs")
+    tools: Annotated[list[dict], Field(max_length=MAX_MESSAGES)] | None = None  # checked by structured.tools
+    tool_choice: str | dict | None = None
+    parallel_tool_calls: bool | None = None
 
 
 class CompletionRequest(Common):
@@ -120,9 +127,16 @@ class Usage(BaseModel):
     total_tokens: int
 
 
+class ReplyToolCall(BaseModel):
+    id: str
+    type: Literal["function"]
+    function: dict  # name, and arguments as JSON text
+
+
 class ReplyMessage(BaseModel):
     role: Literal["assistant"]
-    content: str
+    content: str | None
+    tool_calls: list[ReplyToolCall] | None = None
     refusal: None
     annotations: list
 
@@ -131,7 +145,7 @@ class ChatChoice(BaseModel):
     index: int
     message: ReplyMessage
     logprobs: dict | None
-    finish_reason: Literal["stop", "length"] | None
+    finish_reason: Literal["stop", "length", "tool_calls"] | None
 
 
 class ChatCompletion(BaseModel):

@@ -60,7 +60,7 @@ async def openai_chunks(handles, reply: ReplyStream, metrics: Metrics, start: fl
             now = time.perf_counter()
             metrics.token_times(now - last.get(i, start), first=i not in last, count=len(chunk.token_ids))
             last[i] = now
-        if (c := reply.add(i, chunk)) is not None:
+        for c in reply.add(i, chunk):
             yield c
     for c in reply.end():
         yield c

@@ -6,12 +6,16 @@ import pytest
 
 from llm_runtime import SamplingParams
 from llm_runtime.batch_job import BatchRequest
+from llm_runtime.chat_template import ChatTemplate
 from llm_runtime.commands.sampling_args import CLI_TEMPERATURE, add_sampling_arguments, sampling_params
 from llm_runtime.openai_request import parse_request, request_params
+from llm_runtime.response_format import format_constraint, strict_schema
 from llm_runtime.sampling_params import DEFAULT_TEMPERATURE, ParameterError
 from llm_runtime.server.completions import parse
 from llm_runtime.server.errors import APIError
 from llm_runtime.server.schemas import ChatRequest, CompletionRequest
+from llm_runtime.structured.constraint import Constraint
+from tool_templates import QWEN25
 
 MSGS = [{"role": "user", "content": "hi"}]
 BODIES = [  # sampling fields as a client sends them; each door adds its own prompt or messages
@@ -118,11 +122,16 @@ def test_legacy_prompt_forms(prompt, want):
     ({"prompt": "p", "stream_options": {"include_usage": True}}, "stream_options", "invalid_value"),
     ({"prompt": "p", "stream": "yes"}, "stream", None),
     ({"prompt": "p", "made_up": 1}, "made_up", "unknown_parameter"),
-    ({"messages": MSGS, "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", "unsupported_parameter"),
-    ({"messages": MSGS, "response_format": {"type": "json_object"}}, "response_format", "unsupported_parameter"),
-    ({"messages": MSGS, "response_format": {"type": "xml"}}, "response_format", "unsupported_parameter"),
-    ({"messages": MSGS, "tool_choice": "required"}, "tool_choice", "unsupported_parameter"),
-    ({"messages": MSGS, "parallel_tool_calls": False}, "parallel_tool_calls", "unsupported_parameter"),
+    ({"messages": MSGS, "tools": [{"type": "retrieval"}]}, "tools", None),
+    ({"messages": MSGS, "response_format": {"type": "xml"}}, "response_format", "invalid_value"),
+    ({"messages": MSGS, "response_format": {"type": "json_schema", "json_schema": {"schema": {}}}}, "response_format",
+     "missing_required_parameter"),
+    ({"messages": MSGS, "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": []}}},
+     "response_format", None),
+    ({"messages": MSGS, "response_format": {"type": "json_object"}, "regex": "a+"}, "regex", None),
+    ({"messages": MSGS, "tool_choice": "required"}, "tool_choice", None),
+    ({"messages": MSGS, "parallel_tool_calls": "no"}, "parallel_tool_calls", None),
+    ({"messages": MSGS, "functions": [{"name": "f"}]}, "functions", "unsupported_parameter"),
     ({"messages": MSGS, "echo": True}, "echo", "unknown_parameter"),  # a completions field, not a chat one
     ({"messages": []}, "messages", None),
     ({}, "messages", None),
@@ -146,3 +155,54 @@ def test_server_reports_the_mapping_errors_as_400():
     with pytest.raises(APIError) as e:
         parse({"model": "m", "prompt": "p", "suffix": "s"}, "completions")
     assert (e.value.status, e.value.param, e.value.code) == (400, "suffix", "unsupported_parameter")
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {
+    "city": {"type": "string"}}}}}
+
+
+def test_response_format_regex_and_grammar_become_the_constraint():
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "additionalProperties": False}
+    cases = [
+        ({"response_format": {"type": "json_object"}}, Constraint.json_object("response_format")),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema, "strict": True}}},
+         Constraint.json_schema(schema, "response_format")),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
+         Constraint.json_object("response_format")),
+        ({"regex": "[0-9]+"}, Constraint("regex", "[0-9]+")),
+        ({"grammar": 'start: "a"'}, Constraint("grammar", 'start: "a"')),
+    ]
+    for fields, want in cases:
+        for body, endpoint in (({"messages": MSGS, **fields}, "chat"), ({"prompt": "p", **fields}, "completions")):
+            assert parse_request(body, endpoint).params.constraint == want, fields
+
+
+def test_responses_text_format_reads_the_flat_shape():
+    schema = {"type": "object"}
+    flat = {"type": "json_schema", "name": "x", "schema": schema, "strict": False}
+    assert format_constraint(flat, "text.format") == Constraint.json_schema(schema, "text.format")
+    assert format_constraint({"type": "text"}) is None and format_constraint(None) is None
+
+
+def test_tools_map_to_a_tool_request_in_the_templates_format():
+    r = parse_request({"messages": MSGS, "tools": [WEATHER], "tool_choice": "required", "parallel_tool_calls": False},
+                      "chat")
+    assert (r.tool_choice, r.parallel_tool_calls, [t.name for t in r.tools]) == ("required", False, ["get_weather"])
+    tools = r.tool_request(ChatTemplate(QWEN25))
+    assert tools.fmt.native and tools.enforced
+    assert "<tool_call>" in r.chat_prompt(ChatTemplate(QWEN25), tools)
+    assert parse_request({"messages": MSGS, "tools": [WEATHER]}, "chat").tool_choice == "auto"
+    assert parse_request({"messages": MSGS, "tools": []}, "chat").tool_request(ChatTemplate(QWEN25)) is None
+
+
+def test_a_strict_schema_takes_no_extra_properties_at_any_depth():
+    schema = {"type": "object", "properties": {"a": {"type": "object", "properties": {"type": {"type": "string"}}},
+                                               "b": {"type": "array", "items": {"$ref": "#/$defs/p"}}},
+              "$defs": {"p": {"properties": {"x": {"type": "integer"}}}}}
+    got = strict_schema(schema)
+    assert got["additionalProperties"] is False and got["properties"]["a"]["additionalProperties"] is False
+    assert got["$defs"]["p"]["additionalProperties"] is False
+    assert "additionalProperties" not in got["properties"]["a"]["properties"]["type"]  # a property named "type"
+    assert "additionalProperties" not in schema  # a copy
+    loose = format_constraint({"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+    assert loose == Constraint.json_schema(schema, "response_format")  # strict left out: the schema as given

@@ -35,6 +35,9 @@ COMMON = {  # field -> (value, expected, extra fields the case needs)
     "min_tokens": (1, OK, {}),
     "ignore_eos": (True, OK, {}),
     "stop_token_ids": ([7], OK, {}),
+    "response_format": ({"type": "json_object"}, OK, {}),
+    "regex": ("[a-z]+", OK, {}),
+    "grammar": ('start: "yes" | "no"', OK, {}),
 }
 CASES = {
     "chat": {
@@ -43,12 +46,11 @@ CASES = {
         "max_completion_tokens": (3, OK, {}),
         "logprobs": (True, OK, {}),
         "top_logprobs": (2, OK, {"logprobs": True}),
-        "tools": ([TOOL], UNSUPPORTED, {}),
-        "tool_choice": ("required", UNSUPPORTED, {}),
-        "parallel_tool_calls": (False, UNSUPPORTED, {}),
+        "tools": ([TOOL], OK, {}),
+        "tool_choice": ("required", OK, {"tools": [TOOL]}),
+        "parallel_tool_calls": (False, OK, {"tools": [TOOL]}),
         "functions": ([{"name": "f", "parameters": {}}], UNSUPPORTED, {}),
         "function_call": ("auto", UNSUPPORTED, {}),
-        "response_format": ({"type": "json_object"}, UNSUPPORTED, {}),
         "modalities": (["text", "audio"], UNSUPPORTED, {}),
         "audio": ({"voice": "alloy", "format": "wav"}, UNSUPPORTED, {}),
         "web_search_options": ({}, UNSUPPORTED, {}),
@@ -110,8 +112,8 @@ CASES["responses"] = {
 }
 EXTRA = {  # values and fields beyond one row each: neutral values, refused values, unknown fields
     "chat": [("tools", [], OK), ("tool_choice", "none", OK), ("response_format", {"type": "text"}, OK),
-             ("response_format", {"type": "xml"}, UNSUPPORTED), ("tool_choice", {"type": "function",
-              "function": {"name": "f"}}, UNSUPPORTED), ("modalities", ["text"], OK), ("made_up", 1, UNKNOWN),
+             ("response_format", {"type": "xml"}, "invalid_value"), ("tool_choice", {"type": "function",
+              "function": {"name": "f"}}, None), ("modalities", ["text"], OK), ("made_up", 1, UNKNOWN),
              ("echo", True, UNKNOWN)],
     "completions": [("best_of", 3, VALUE), ("made_up", {"a": 1}, UNKNOWN), ("messages", MSGS, UNKNOWN)],
     "responses": [("text", {"format": {"type": "text"}}, OK), ("tools", [], OK), ("tool_choice", "auto", OK),

@@ -41,6 +41,19 @@ FORMATS = {  # name -> (config, template, added tokens, added special tokens)
 }
 
 
+def tool_model_folder(root, name: str):
+    """A built tiny random model in `root` whose template and tokenizer speak the format `name`."""
+    config, template, added, special = FORMATS[name]
+    folder = root / "model"
+    build(save_tiny_model(root / "hf", config()), folder, BuildOptions(), progress=False)
+    tok = tiny_tokenizer(400)
+    tok.add_tokens(added)
+    tok.add_special_tokens(special)
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "chat_template.jinja").write_text(template)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def tool_llm(tmp_path_factory):
     """format name -> an LLM on a tiny random model whose template and tokenizer speak that format."""
@@ -48,16 +61,7 @@ def tool_llm(tmp_path_factory):
 
     def make(name: str) -> LLM:
         if name not in made:
-            config, template, added, special = FORMATS[name]
-            root = tmp_path_factory.mktemp(name)
-            folder = root / "model"
-            build(save_tiny_model(root / "hf", config()), folder, BuildOptions(), progress=False)
-            tok = tiny_tokenizer(400)
-            tok.add_tokens(added)
-            tok.add_special_tokens(special)
-            tok.save(str(folder / "tokenizer.json"))
-            (folder / "chat_template.jinja").write_text(template)
-            made[name] = LLM(folder)
+            made[name] = LLM(tool_model_folder(tmp_path_factory.mktemp(name), name))
         return made[name]
 
     return make
