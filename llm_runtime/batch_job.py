@@ -257,10 +257,10 @@ class BatchJob:
         if self.stop.is_set():
             return
         r = req.request
-        tools = r.tool_request(self.llm.template) if r.chat else None
+        tools = r.tool_request(self.llm.template) if r.tools else None
         try:
             ids = self._prompt_ids(req, tools)
-            params = r.choice_params(0, tools, self.llm.tokenizer)
+            params = r.choice_params(0, tools, self.llm.tokenizer) if tools else r.params
             while True:
                 try:
                     handle = self.llm.submit(ids, params)
@@ -277,7 +277,8 @@ class BatchJob:
 
     def _prompt_ids(self, req: BatchRequest, tools: ToolRequest | None) -> list[int]:
         if req.chat:
-            return self.llm.encode(req.request.chat_prompt(self.llm.template, tools), special=False)
+            text = tools.prompt(self.llm.template, req.prompt) if tools else self.llm.render_chat(req.prompt)
+            return self.llm.encode(text, special=False)
         return self.llm.encode(req.prompt) if isinstance(req.prompt, str) else req.prompt
 
     def _wait(self, req: BatchRequest, handle, prompt_tokens: int, tools: ToolRequest | None) -> None:

@@ -54,12 +54,6 @@ class OpenAIRequest:
             return None
         return ToolRequest(self.tools, self.tool_choice, self.parallel_tool_calls, detect_format(template.source))
 
-    def chat_prompt(self, template: ChatTemplate, tools: ToolRequest | None) -> str:
-        """The chat prompt's text: the history rendered by the model's template, with the tools when offered."""
-        if tools is not None:
-            return tools.prompt(template, self.messages)
-        return template.render(self.messages, add_generation_prompt=True)
-
     def choice_params(self, j: int, tools: ToolRequest | None = None, tokenizer: Tokenizer | None = None) -> SamplingParams:
         """Choice j of n: its seed is derived from the request's (seed + j, wrapping), so n choices differ and
         repeat; with tools, the constraint that enforces tool_choice (the grammar needs the model's `tokenizer`)."""

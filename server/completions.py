@@ -55,7 +55,7 @@ def submit(llm, r: OpenAIRequest, loop) -> Submitted:
     tools = r.tool_request(llm.template) if r.chat else None
     try:
         if r.chat:
-            texts = [r.chat_prompt(llm.template, tools)]
+            texts = [tools.prompt(llm.template, r.messages) if tools else llm.render_chat(r.messages)]
             prompts = [llm.encode(_valid_text(texts[0], param), special=False)]  # the template holds the specials
         else:
             prompts = [llm.encode(_valid_text(p, param)) if isinstance(p, str) else p for p in r.prompts]

@@ -15,6 +15,7 @@ from llm_runtime import LLM, SamplingParams
 from llm_runtime.batch_job import BatchJob, BatchOutput, BatchRequest, LineError
 from llm_runtime.cli import main
 from llm_runtime.completion import Completion, Usage
+from test_tool_request import ASK, TOOLS, tool_model_folder
 
 CLI = str(Path(sys.executable).parent / "llm-runtime")
 GREEDY = {"max_tokens": 12, "temperature": 0}
@@ -318,3 +319,28 @@ def test_missing_input_and_unwritable_output(tiny_build, tmp_path, capsys):
     assert main(["batch", str(src), "-o", str(blocker / "o.jsonl"), "--model", str(folder)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: cannot write") and err.count("\n") == 1
+
+
+def test_tool_and_response_format_lines_answer_as_the_api(tmp_path):
+    folder = tool_model_folder(tmp_path / "hermes", "hermes")
+    params = {"temperature": 1.0, "seed": 2, "max_tokens": 120}
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    rows = [{"custom_id": "call", "messages": ASK, "tools": TOOLS, "tool_choice": "required",
+             "parallel_tool_calls": False, **params},
+            {"custom_id": "json", "method": "POST", "url": "/v1/chat/completions",
+             "body": {"messages": ASK, "response_format": {"type": "json_schema", "json_schema": {
+                 "name": "r", "schema": schema, "strict": True}}, **params}},
+            {"custom_id": "bad", "messages": ASK, "response_format": {"type": "json_schema", "json_schema": {
+                "name": "r", "schema": {"not": {}}}}}]
+    src, out = jsonl(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
+    assert main(["batch", str(src), "-o", str(out), "--model", str(folder)]) == 0
+    got = {o["custom_id"]: o for o in read(out)}
+    choice = got["call"]["response"]["body"]["choices"][0]
+    want = LLM(folder).chat(ASK, SamplingParams(**params), tools=TOOLS, tool_choice="required",
+                            parallel_tool_calls=False)
+    assert choice["finish_reason"] == want.finish_reason == "tool_calls" and choice["message"]["content"] is None
+    assert [(c["function"]["name"], c["function"]["arguments"]) for c in choice["message"]["tool_calls"]] == \
+        [(c.name, c.arguments) for c in want.tool_calls]
+    reply = got["json"]["response"]["body"]["choices"][0]["message"]["content"]
+    assert json.loads(reply) in ({"ok": True}, {"ok": False})
+    assert "response_format cannot be enforced" in got["bad"]["error"]["message"]

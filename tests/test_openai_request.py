@@ -190,7 +190,7 @@ def test_tools_map_to_a_tool_request_in_the_templates_format():
     assert (r.tool_choice, r.parallel_tool_calls, [t.name for t in r.tools]) == ("required", False, ["get_weather"])
     tools = r.tool_request(ChatTemplate(QWEN25))
     assert tools.fmt.native and tools.enforced
-    assert "<tool_call>" in r.chat_prompt(ChatTemplate(QWEN25), tools)
+    assert "<tool_call>" in tools.prompt(ChatTemplate(QWEN25), r.messages)
     assert parse_request({"messages": MSGS, "tools": [WEATHER]}, "chat").tool_choice == "auto"
     assert parse_request({"messages": MSGS, "tools": []}, "chat").tool_request(ChatTemplate(QWEN25)) is None
 

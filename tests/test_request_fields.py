@@ -8,6 +8,7 @@ import pytest
 
 from llm_runtime.request_fields import FIELDS, Policy
 from server_process import serving
+from test_tool_request import tool_model_folder
 
 KEY = "fields-key"
 MSGS = [{"role": "user", "content": "Say something."}]
@@ -123,8 +124,10 @@ EXTRA = {  # values and fields beyond one row each: neutral values, refused valu
 
 
 @pytest.fixture(scope="module")
-def client(tiny_build):
-    with serving(tiny_build("llama-gqa2"), "--api-key", KEY, "--served-model-name", "tiny") as base:
+def client(tmp_path_factory):
+    # a tiny random Qwen2 with Qwen2.5's tools template and a 2048-token context: tool prompts are long
+    folder = tool_model_folder(tmp_path_factory.mktemp("fields"), "hermes")
+    with serving(folder, "--api-key", KEY, "--served-model-name", "tiny") as base:
         yield openai.OpenAI(base_url=base + "/v1", api_key=KEY, max_retries=0)
 
 
