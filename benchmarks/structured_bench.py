@@ -43,7 +43,8 @@ def run(llm: LLM, ids: list[list[int]], params: SamplingParams) -> tuple[float, 
     start = time.perf_counter()
     outs = [h.result() for h in [llm.submit(p, params) for p in ids]]
     wall = time.perf_counter() - start
-    return wall, sum(o.usage.completion_tokens for o in outs), engine.steps - steps, engine.constraints.mask_seconds - masks
+    tokens = sum(o.usage.completion_tokens for o in outs)
+    return wall, tokens, engine.steps - steps, engine.constraints.mask_seconds - masks
 
 
 def main() -> None:

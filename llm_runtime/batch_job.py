@@ -284,12 +284,13 @@ class BatchJob:
     def _wait(self, req: BatchRequest, handle, prompt_tokens: int, tools: ToolRequest | None) -> None:
         """The reply body, folded from the request's stream exactly as the server folds it."""
         r = req.request
-        echo = None
-        if r.echo:
-            prompt = r.prompts[0]
-            echo = [prompt if isinstance(prompt, str) else self.llm.tokenizer.decode(prompt, skip_special_tokens=False)]
-        reply = ReplyStream(r.chat, self.model_name, 1, r.params.logprobs, True, prompt_tokens, echo, tools)
-        try:
+        try:  # whatever fails, the request gets its line: the job waits for every request in flight
+            echo = None
+            if r.echo:
+                prompt = r.prompts[0]
+                echo = [prompt if isinstance(prompt, str) else
+                        self.llm.tokenizer.decode(prompt, skip_special_tokens=False)]
+            reply = ReplyStream(r.chat, self.model_name, 1, r.params.logprobs, True, prompt_tokens, echo, tools)
             c = handle.result()  # the stream folded: one chunk holding it all
             whole = Chunk(c.text, tuple(c.token_ids), c.finish_reason, tuple(c.logprobs or ()), c.usage)
             chunks = reply.start() + reply.add(0, whole) + reply.end()

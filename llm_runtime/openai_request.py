@@ -54,7 +54,8 @@ class OpenAIRequest:
             return None
         return ToolRequest(self.tools, self.tool_choice, self.parallel_tool_calls, detect_format(template.source))
 
-    def choice_params(self, j: int, tools: ToolRequest | None = None, tokenizer: Tokenizer | None = None) -> SamplingParams:
+    def choice_params(self, j: int, tools: ToolRequest | None = None,
+                      tokenizer: Tokenizer | None = None) -> SamplingParams:
         """Choice j of n: its seed is derived from the request's (seed + j, wrapping), so n choices differ and
         repeat; with tools, the constraint that enforces tool_choice (the grammar needs the model's `tokenizer`)."""
         seed = self.params.seed

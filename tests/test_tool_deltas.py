@@ -15,8 +15,9 @@ TOOLS = [{"type": "function", "function": {"name": n, "parameters": {"type": "ob
                                                                                                     "get_time")]
 
 
-@pytest.mark.parametrize("template, choice, text", [(QWEN25, "auto", HERMES_TWO), (QWEN25, "required", HERMES_TWO),
-                                                    (MISTRAL03, "auto", MISTRAL_TWO), ("{{ messages }}", "auto", GENERIC_TWO)])
+@pytest.mark.parametrize("template, choice, text", [
+    (QWEN25, "auto", HERMES_TWO), (QWEN25, "required", HERMES_TWO), (MISTRAL03, "auto", MISTRAL_TWO),
+    ("{{ messages }}", "auto", GENERIC_TWO)])
 def test_deltas_fold_to_the_whole_reply(template, choice, text):
     request = ToolRequest.of(ChatTemplate(template), TOOLS, choice)
     whole = ToolDeltas(request).add(text, last=True)
@@ -48,3 +49,10 @@ def test_a_plain_answer_has_no_tool_calls():
     stream = ToolDeltas(ToolRequest.of(ChatTemplate(QWEN25), TOOLS))
     message = fold_deltas(stream.add("Paris.") + stream.add("", last=True))
     assert message == {"content": "Paris."} and stream.finish_reason("stop") == "stop"
+
+
+def test_tool_choice_none_leaves_call_shaped_text_as_content():
+    request = ToolRequest.of(ChatTemplate(QWEN25), TOOLS, "none")
+    stream = ToolDeltas(request)
+    message = fold_deltas([d for i in range(0, len(HERMES_TWO), 5) for d in stream.add(HERMES_TWO[i:i + 5])])
+    assert message == {"content": HERMES_TWO} and stream.finish_reason("stop") == "stop"

@@ -37,7 +37,8 @@ FORMATS = {  # name -> (config, template, added tokens, added special tokens)
     "llama3": (lambda: LlamaConfig(**LONG), LLAMA31, [], ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
                                                           "<|python_tag|>"]),
     "mistral": (lambda: LlamaConfig(**LONG), MISTRAL03, [], ["[INST]", "[/INST]", "[TOOL_CALLS]", "[AVAILABLE_TOOLS]",
-                                                             "[/AVAILABLE_TOOLS]", "[TOOL_RESULTS]", "[/TOOL_RESULTS]"]),
+                                                             "[/AVAILABLE_TOOLS]", "[TOOL_RESULTS]",
+                                                             "[/TOOL_RESULTS]"]),
 }
 
 
@@ -122,7 +123,8 @@ def test_generic_format_on_the_default_model(smol_llm):
 
 def test_tool_errors_are_parameter_errors(smol_llm):
     with pytest.raises(ParameterError, match="tool_choice names the function 'nope'"):
-        smol_llm.chat(ASK, SamplingParams(), tools=TOOLS, tool_choice={"type": "function", "function": {"name": "nope"}})
+        smol_llm.chat(ASK, SamplingParams(), tools=TOOLS,
+                      tool_choice={"type": "function", "function": {"name": "nope"}})
     with pytest.raises(ParameterError) as e:
         smol_llm.chat(ASK, SamplingParams(), tools=[{"type": "function", "function": {
             "name": "f", "parameters": {"type": "object", "properties": {"x": {"not": {"type": "string"}}}}}}],

@@ -36,9 +36,10 @@ class Speculator:
         seq.policy = self.config.policy()
 
     def draft(self, plan: list[Scheduled], budget: int) -> list[Scheduled]:
-        """The plan with drafts added to its one-token decodes (not constrained rows), at most `budget` draft tokens in all. Each row's policy sets
-        its k from its acceptance history and the number of decoding rows; the proposer may guess fewer; and the
-        drafts must pay for the call they need (`drafts_pay`), else the step decodes without them."""
+        """The plan with drafts added to its one-token decodes (not constrained rows), at most `budget` draft
+        tokens in all. Each row's policy sets its k from its acceptance history and the number of decoding rows;
+        the proposer may guess fewer; and the drafts must pay for the call they need (`drafts_pay`), else the step
+        decodes without them."""
         decodes = [item for item in plan if item.decode]
         drafted: dict[int, Scheduled] = {}  # id(plan item) -> the item with its drafts
         expected = 0.0

@@ -21,8 +21,9 @@ def group_calls(plan: list[Scheduled], padded: bool = True) -> list[list[Schedul
     a sequence takes alone (right-padding them to a chunk's width would multiply their work and change their
     numerics). The prompt chunks and forced chunks (a sampled token plus the tokens its grammar forced) share one
     right-padded call while padding costs no more than the work itself, else they go one call each; so do the
-    verified runs of speculating rows (last token plus drafts), in calls of their own. A graph without query_seqlens (`padded` False: onnxruntime-genai's builder, onnxruntime < 1.32)
-    takes neither idle nor padded rows: decodes go in runs of consecutive slots, each run and chunk alone."""
+    verified runs of speculating rows (last token plus drafts), in calls of their own. A graph without
+    query_seqlens (`padded` False: onnxruntime-genai's builder, onnxruntime < 1.32) takes neither idle nor padded
+    rows: decodes go in runs of consecutive slots, each run and chunk alone."""
     if len(plan) == 1:  # a lone sequence: its one call
         return [plan]
     decodes = sorted((item for item in plan if item.decode and not item.draft), key=lambda item: item.seq.slot)
@@ -44,8 +45,8 @@ def group_calls(plan: list[Scheduled], padded: bool = True) -> list[list[Schedul
 
 
 def build_step(items: list[Scheduled], cache: KVCache) -> Step:
-    """Right-pad the items (prompt or forced chunks, or verified runs) into one call over the slots they span; idle slots in
-    between get Q = 0. Fresh arrays: a chunk call's shape changes from step to step."""
+    """Right-pad the items (prompt or forced chunks, or verified runs) into one call over the slots they span;
+    idle slots in between get Q = 0. Fresh arrays: a chunk call's shape changes from step to step."""
     first = min(item.seq.slot for item in items)
     rows = max(item.seq.slot for item in items) - first + 1
     width = max(len(item.tokens) for item in items)

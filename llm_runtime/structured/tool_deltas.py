@@ -9,16 +9,19 @@ from .tool_request import ToolRequest
 
 class ToolDeltas:
     def __init__(self, request: ToolRequest):
-        self.parser = request.parser()
+        self.parser = request.parser() if request.calls_allowed else None
 
     def add(self, text: str, last: bool = False) -> list[dict]:
-        """The deltas this text completes (`last`: the choice's final text, which releases what was held)."""
+        """The deltas this text completes (`last`: the choice's final text, which releases what was held); with
+        tool_choice "none", the text as content."""
+        if self.parser is None:
+            return [{"content": text}] if text else []
         events = self.parser.feed(text) if text else []
         return [delta(e) for e in (events + self.parser.finish() if last else events)]
 
     def finish_reason(self, reason: str | None) -> str | None:
         """"tool_calls" for a reply that made calls and ended on its own."""
-        return "tool_calls" if reason == "stop" and self.parser.calls else reason
+        return "tool_calls" if reason == "stop" and self.parser is not None and self.parser.calls else reason
 
 
 def delta(event: Event) -> dict:

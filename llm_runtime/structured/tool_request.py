@@ -49,11 +49,18 @@ class ToolRequest:
                                  f"{params.constraint.param}")
         return dataclasses.replace(params, skip_special_tokens=False, constraint=constraint)
 
+    @property
+    def calls_allowed(self) -> bool:
+        """False for tool_choice "none": the reply is content, whatever it looks like."""
+        return self.choice != "none"
+
     def parser(self) -> ToolCallParser:
         return ToolCallParser(self.fmt, stream_arguments=self.enforced)
 
     def completion(self, reply: Completion) -> Completion:
         """A finished reply split into content and tool calls; finish_reason "tool_calls" when it made calls."""
+        if not self.calls_allowed:
+            return reply
         parser = self.parser()
         parsed = fold_reply([*parser.feed(reply.text), *parser.finish()])
         reason = "tool_calls" if parsed.tool_calls and reply.finish_reason == "stop" else reply.finish_reason
