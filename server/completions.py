@@ -52,7 +52,7 @@ def _refused(e: ParameterError, chat: bool) -> APIError:
 def submit(llm, r: OpenAIRequest, loop) -> Submitted:
     """Template, tokenize, check and queue every choice (all or none): in a worker thread, off the event loop."""
     param = "messages" if r.chat else "prompt"
-    tools = r.tool_request(llm.template) if r.chat else None
+    tools = r.tool_request(llm.template) if r.tools else None
     try:
         if r.chat:
             texts = [tools.prompt(llm.template, r.messages) if tools else llm.render_chat(r.messages)]
@@ -67,7 +67,8 @@ def submit(llm, r: OpenAIRequest, loop) -> Submitted:
     try:
         for ids in prompts:
             for j in range(r.n):
-                handles.append(llm.submit(ids, r.choice_params(j, tools, llm.tokenizer), loop=loop))
+                params = r.choice_params(j, tools, llm.tokenizer) if tools else r.choice_params(j)
+                handles.append(llm.submit(ids, params, loop=loop))
     except BaseException as e:
         for h in handles:
             h.cancel()
