@@ -12,6 +12,8 @@ from typing import Any
 
 from llm_runtime.sampling_params import ParameterError
 
+from .response_events import new_id
+
 ROLES = ("user", "assistant", "system", "developer")
 TEXT_PARTS = {"input_text": "text", "output_text": "text", "text": "text", "refusal": "refusal"}
 
@@ -88,6 +90,26 @@ def _call_output(item: dict, where: str) -> dict:
         output = "\n".join(_part(p, f"{where}.output[{j}]") for j, p in enumerate(output))
     return {"role": "tool", "tool_call_id": _text(item.get("call_id"), where, "call_id"),
             "content": _text(output, where, "output")}
+
+
+def input_items(value: Any) -> list[dict]:
+    """`input` (checked by `input_messages` first) as the items GET /v1/responses/{id}/input_items lists: each an
+    object with `type`, an `id` (the client's, or a new one) and `status`, message content as parts."""
+    return [_listed(item) for item in ([{"role": "user", "content": value}] if isinstance(value, str) else value)]
+
+
+def _listed(item: dict) -> dict:
+    kind = item.get("type", "message")
+    if kind != "message":
+        return {**item, "id": item.get("id") or new_id({"function_call": "fc"}.get(kind, "fco")),
+                "status": item.get("status") or "completed"}
+    assistant = item["role"] == "assistant"
+    content = item["content"]
+    if isinstance(content, str):
+        content = [{"type": "output_text" if assistant else "input_text", "text": content}]
+    parts = [{**p, "annotations": p.get("annotations", [])} if p["type"] == "output_text" else p for p in content]
+    return {"id": item.get("id") or new_id("msg"), "type": "message", "role": item["role"], "content": parts,
+            "status": item.get("status") or "completed"}
 
 
 def output_message(output: list[dict]) -> dict:

@@ -8,7 +8,7 @@ from llm_runtime.openai_request import request_params
 from llm_runtime.request_fields import check_fields
 from llm_runtime.sampling_params import ParameterError, SamplingParams
 
-from .response_input import input_messages
+from .response_input import input_items, input_messages
 
 SAMPLING = ("temperature", "top_p", "seed", "stop", "top_k", "min_p", "repetition_penalty", "min_tokens",
             "ignore_eos", "stop_token_ids")
@@ -23,6 +23,7 @@ MAX_METADATA, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
 class ResponsesRequest:
     model: str
     messages: list[dict]  # this turn's input as chat messages
+    items: list[dict]  # the same input as listed items (GET /v1/responses/{id}/input_items)
     instructions: str | None
     previous_response_id: str | None
     store: bool
@@ -56,7 +57,8 @@ def parse_responses(body: dict) -> ResponsesRequest:
     for key, value in (("model", fields["model"]), ("instructions", instructions), ("previous_response_id", previous)):
         if value is not None and not isinstance(value, str):
             raise ParameterError(key, f"{key} must be a string")
-    return ResponsesRequest(fields["model"], input_messages(fields["input"]), instructions, previous,
+    messages = input_messages(fields["input"])
+    return ResponsesRequest(fields["model"], messages, input_items(fields["input"]), instructions, previous,
                             _flag(fields, "store", True), _flag(fields, "stream", False), params,
                             _metadata(fields.get("metadata", {})), fields.get("max_output_tokens"),
                             fields.get("top_logprobs"))

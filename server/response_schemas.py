@@ -88,3 +88,11 @@ class DeletedResponse(BaseModel):
     id: str
     object: Literal["response"]
     deleted: bool
+
+
+class InputItemList(BaseModel):
+    object: Literal["list"]
+    data: list[dict]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool

@@ -1,7 +1,7 @@
 """Stored responses: one SQLite file (standard library) in the server's data directory.
 
-Each row is a finished response object and its conversation (the chat messages up to and including its reply,
-without instructions: `previous_response_id` continues from them). A row belongs to its owner, a hash of the
+Each row is a finished response object, its conversation (the chat messages up to and including its reply,
+without instructions: `previous_response_id` continues from them) and its own input items. A row belongs to its owner, a hash of the
 API key that created it (the key itself is never stored); another owner sees nothing. The file is in WAL mode and
 every thread has its own connection, so concurrent requests (and several processes on one data directory) write
 safely; callers run these methods in worker threads, off the event loop.
@@ -19,7 +19,8 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS responses (
     owner TEXT NOT NULL,
     created_at INTEGER NOT NULL,
     response TEXT NOT NULL,
-    conversation TEXT NOT NULL
+    conversation TEXT NOT NULL,
+    input_items TEXT NOT NULL DEFAULT '[]'
 )"""
 
 
@@ -48,17 +49,21 @@ class ResponseStore:
                 if not self._made:
                     db.execute("PRAGMA journal_mode=WAL")
                     db.execute(SCHEMA)
+                    columns = {row[1] for row in db.execute("PRAGMA table_info(responses)")}
+                    if "input_items" not in columns:  # a file from before input items were kept
+                        db.execute("ALTER TABLE responses ADD COLUMN input_items TEXT NOT NULL DEFAULT '[]'")
                     db.commit()
                     self._made = True
             db.execute("PRAGMA synchronous=NORMAL")  # in WAL mode: durable at each checkpoint, never corrupt
             self._local.db = db
         return db
 
-    def put(self, owner: str, response: dict, conversation: list[dict]) -> None:
+    def put(self, owner: str, response: dict, conversation: list[dict], input_items: list[dict] = ()) -> None:
         with self._db() as db:  # one transaction, committed on leaving
-            db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)",
+            db.execute("INSERT OR REPLACE INTO responses (id, owner, created_at, response, conversation, input_items) "
+                       "VALUES (?, ?, ?, ?, ?, ?)",
                        (response["id"], owner, response["created_at"], json.dumps(response),
-                        json.dumps(conversation)))
+                        json.dumps(conversation), json.dumps(list(input_items))))
 
     def get(self, owner: str, response_id: str) -> dict | None:
         """The stored response object, or None (absent, or another owner's)."""
@@ -68,6 +73,11 @@ class ResponseStore:
     def conversation(self, owner: str, response_id: str) -> list[dict] | None:
         """The chat messages up to and including the response's reply, or None."""
         row = self._row("conversation", owner, response_id)
+        return None if row is None else json.loads(row)
+
+    def input_items(self, owner: str, response_id: str) -> list[dict] | None:
+        """The input items the response was created with (not those of the responses before it), or None."""
+        row = self._row("input_items", owner, response_id)
         return None if row is None else json.loads(row)
 
     def _row(self, column: str, owner: str, response_id: str) -> str | None:

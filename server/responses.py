@@ -1,5 +1,5 @@
 """OpenAI's Responses API: POST /v1/responses (a JSON reply, or typed server-sent events), GET and DELETE
-/v1/responses/{id}. A stored response (store: true, the default) is continued with `previous_response_id`: its
+/v1/responses/{id}, GET /v1/responses/{id}/input_items. A stored response (store: true, the default) is continued with `previous_response_id`: its
 conversation comes back from the store, the new input follows it, and the engine's prefix cache computes only
 the new part. Stored rows belong to the API key that made them (server/response_store.py)."""
 from __future__ import annotations
@@ -9,9 +9,10 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Literal
 
 import anyio
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import EventSourceResponse
 
@@ -26,7 +27,7 @@ from .models import ModelRegistry
 from .response_events import ResponseEvents, new_response
 from .response_input import output_message
 from .response_request import ResponsesRequest, parse_responses
-from .response_schemas import DeletedResponse, ResponseObject, ResponsesBody
+from .response_schemas import DeletedResponse, InputItemList, ResponseObject, ResponsesBody
 from .response_store import ResponseStore, owner_of
 from .schemas import ok
 from .streaming import merged
@@ -78,7 +79,8 @@ def router(models: ModelRegistry, store: ResponseStore, metrics: Metrics, keyed:
 
         async def finish(done: dict) -> None:
             if r.store:
-                await anyio.to_thread.run_sync(store.put, who, done, conversation + [output_message(done["output"])])
+                await anyio.to_thread.run_sync(store.put, who, done, conversation + [output_message(done["output"])],
+                                               r.items)
 
         stream = _events(s.handles[0], events, metrics, start, finish)
         if r.stream:
@@ -103,6 +105,14 @@ def router(models: ModelRegistry, store: ResponseStore, metrics: Metrics, keyed:
             raise _not_found(response_id)
         return JSONResponse(found)
 
+    @routes.get("/v1/responses/{response_id}/input_items", response_model=InputItemList, responses=ERROR_RESPONSES)
+    async def list_input_items(response_id: str, request: Request, after: str | None = None,
+                               limit: int = Query(20, ge=1, le=100), order: Literal["asc", "desc"] = "desc"):
+        items = await anyio.to_thread.run_sync(store.input_items, owner(request), response_id)
+        if items is None:
+            raise _not_found(response_id)
+        return _page(items if order == "asc" else items[::-1], after, limit)
+
     @routes.delete("/v1/responses/{response_id}", response_model=DeletedResponse, responses=ERROR_RESPONSES)
     async def delete(response_id: str, request: Request):
         if not await anyio.to_thread.run_sync(store.delete, owner(request), response_id):
@@ -110,6 +120,18 @@ def router(models: ModelRegistry, store: ResponseStore, metrics: Metrics, keyed:
         return {"id": response_id, "object": "response", "deleted": True}
 
     return routes
+
+
+def _page(items: list[dict], after: str | None, limit: int) -> dict:
+    """One page of a list, starting after the item whose id is `after`."""
+    start = 0
+    if after is not None:
+        start = next((i + 1 for i, item in enumerate(items) if item["id"] == after), None)
+        if start is None:
+            raise bad_request(f"no input item with id {after!r}", "after")
+    page = items[start:start + limit]
+    return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None, "has_more": start + limit < len(items)}
 
 
 def _submit(llm, r: ResponsesRequest, conversation: list[dict], loop):

@@ -2,7 +2,7 @@
 import pytest
 
 from llm_runtime.sampling_params import ParameterError
-from llm_runtime.server.response_input import input_messages, output_message
+from llm_runtime.server.response_input import input_items, input_messages, output_message
 
 
 def test_a_string_is_one_user_message():
@@ -50,3 +50,14 @@ def test_output_items_are_one_assistant_turn():
     output = [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Par"},
                                                                    {"type": "output_text", "text": "is"}]}]
     assert output_message(output) == {"role": "assistant", "content": "Paris"}
+
+
+def test_listed_items_carry_ids_parts_and_status():
+    assert input_items("Hi")[0]["content"] == [{"type": "input_text", "text": "Hi"}]
+    items = input_items([{"role": "assistant", "content": "Yes", "id": "msg_given"},
+                         {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+                         {"type": "function_call_output", "call_id": "c", "output": "ok"}])
+    assert items[0] == {"id": "msg_given", "type": "message", "role": "assistant", "status": "completed",
+                        "content": [{"type": "output_text", "text": "Yes", "annotations": []}]}
+    assert items[1]["id"].startswith("fc_") and items[2]["id"].startswith("fco_")
+    assert all(i["status"] == "completed" for i in items)

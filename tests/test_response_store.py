@@ -52,3 +52,17 @@ def test_owners_are_hashes_and_rows_survive_reopening(tmp_path):
     raw = sqlite3.connect(path)
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert b"sk-secret-key" not in path.read_bytes()
+
+
+def test_a_file_from_before_input_items_gains_the_column(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE responses (id TEXT PRIMARY KEY, owner TEXT NOT NULL, created_at INTEGER NOT NULL, "
+                "response TEXT NOT NULL, conversation TEXT NOT NULL)")
+    old.execute("INSERT INTO responses VALUES ('resp_old', '', 1, '{\"id\": \"resp_old\"}', '[]')")
+    old.commit()
+    old.close()
+    store = ResponseStore(path)
+    assert store.get("", "resp_old") == {"id": "resp_old"} and store.input_items("", "resp_old") == []
+    store.put("", {"id": "resp_new", "created_at": 2}, [], [{"id": "msg_1", "type": "message"}])
+    assert store.input_items("", "resp_new") == [{"id": "msg_1", "type": "message"}]

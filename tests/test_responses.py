@@ -299,3 +299,25 @@ def test_a_failure_after_streaming_began_is_response_failed(tmp_path):
     assert failed["output"][0]["content"][0]["text"] == "Hi" and "the step failed" in failed["error"]["message"]
     assert whole.status_code == 500 and whole.json()["error"]["type"] == "server_error"
     assert ResponseStore(tmp_path / "responses.sqlite3").get("", failed["id"])["status"] == "failed"
+
+
+def test_input_items_list_what_each_response_was_given(client, server):
+    items = [{"role": "developer", "content": "Be brief."},
+             {"role": "user", "content": [{"type": "input_text", "text": "Hi"}]},
+             {"type": "message", "role": "assistant", "content": "Hello!"},
+             {"role": "user", "content": "Tell me more."}]
+    r = client.responses.create(input=items, **GREEDY)
+    listed = client.responses.input_items.list(r.id, order="asc")
+    assert [(i.type, i.role, i.content[0].text) for i in listed.data] == [
+        ("message", "developer", "Be brief."), ("message", "user", "Hi"), ("message", "assistant", "Hello!"),
+        ("message", "user", "Tell me more.")]
+    assert listed.data[2].content[0].type == "output_text" and listed.data[0].content[0].type == "input_text"
+    assert len({i.id for i in listed.data}) == 4 and not listed.has_more
+    newest_first = client.responses.input_items.list(r.id, limit=3)
+    assert [i.id for i in newest_first.data] == [i.id for i in listed.data[::-1][:3]] and newest_first.has_more
+    assert [i.id for i in newest_first] == [i.id for i in listed.data[::-1]]  # the client pages on with `after`
+    follow = client.responses.create(input="And?", previous_response_id=r.id, **GREEDY)
+    only = client.responses.input_items.list(follow.id).data
+    assert [(i.role, i.content[0].text) for i in only] == [("user", "And?")]  # its own input, not the history
+    with pytest.raises(openai.NotFoundError):
+        client_for(server, KEYS[1]).responses.input_items.list(r.id)
