@@ -1,17 +1,19 @@
 """GGUF block formats onto MatMulNBits blocks without re-rounding: each converter reads a tensor's raw blocks and
 returns the same numbers as a `BlockQuant`, (q - zero_point) * scale + offset, bit for bit equal to
 `gguf.quants.dequantize` (every scale and offset below is a product of an fp16 and a small integer, exact in fp32;
-the one rounding, scale * code + offset, is the one gguf's dequantizer makes too).
+the one rounding, scale * code + offset, is the one gguf's dequantizer makes too). A format with an offset gets
+per-block zero points z near its codes' mean and the offset o + z * scale (`quantize.centered`): the same values,
+and the int8 activations of MatMulNBits' fast CPU kernels meet only the centered codes.
 
 | GGUF | its value | MatMulNBits | code | scale | zero point | offset |
 |---|---|---|---|---|---|---|
 | Q4_0 | d (q - 8) | 4 bits, block 32 | q | d | implied 8 | - |
-| Q4_1 | d q + m | 4 bits, block 32 | q | d | 0 (packed) | m |
+| Q4_1 | d q + m | 4 bits, block 32 | q | d | z (packed) | m + z d |
 | Q5_0 | d (q - 16) | 8 bits, block 32 | q + 112 | d | implied 128 | - |
-| Q5_1 | d q + m | 8 bits, block 32 | q + 128 | d | implied 128 | m |
+| Q5_1 | d q + m | 8 bits, block 32 | q + 128 | d | 128 + z (packed) | m + z d |
 | Q8_0 | d q (int8) | 8 bits, block 32 | q + 128 | d | implied 128 | - |
-| Q4_K | d sc q - dmin m (32-blocks) | 4 bits, block 32 | q | d sc | 0 (packed) | -dmin m |
-| Q5_K | d sc q - dmin m (32-blocks) | 8 bits, block 32 | q + 128 | d sc | implied 128 | -dmin m |
+| Q4_K | d sc q - dmin m (32-blocks) | 4 bits, block 32 | q | d sc | z (packed) | -dmin m + z d sc |
+| Q5_K | d sc q - dmin m (32-blocks) | 8 bits, block 32 | q + 128 | d sc | 128 + z (packed) | -dmin m + z d sc |
 | Q6_K | d sc (q - 32) (16-blocks) | 8 bits, block 16 | q + 96 | d sc | implied 128 | - |
 
 MatMulNBits has no per-block float offset of its own (its float zero points are exact but take a CPU fallback
@@ -25,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from .quantize import BlockQuant, pack, pack_zero_points
+from .quantize import BlockQuant, centered, pack, pack_zero_points
 
 QK, QK_K = 32, 256  # elements per block of the 32-formats and per super-block of the K-quants
 
@@ -53,38 +55,43 @@ def _high_bits(qh: np.ndarray) -> np.ndarray:
     return np.unpackbits(qh, axis=-1, bitorder="little")
 
 
-def _result(codes, scales, offsets, bits: int, block: int, shape, zero: bool) -> BlockQuant:
-    """codes uint8 [N, kb, block]; scales, offsets float32 [N, kb]; zero: explicit zero points 0."""
-    zp = pack_zero_points(np.zeros(scales.shape, np.uint8), bits) if zero else None
+def _result(codes, scales, offsets, bits: int, block: int, shape) -> BlockQuant:
+    """codes uint8 [N, kb, block]: value (code - 2^(bits-1)) * scale, or with offsets (float32 [N, kb]) the file's
+    q * scale + offset, q = code (4 bits) or code - 128 (8 bits), which gets explicit zero points (`centered`)."""
+    zp = None
+    if offsets is not None:
+        native = codes.astype(np.int16) - (0 if bits == 4 else 128)  # the file's codes, value q * scale + offset
+        z, offsets = centered(native, scales, offsets, bits)
+        zp = pack_zero_points(z + np.uint8(0 if bits == 4 else 128), bits)
     return BlockQuant(q=pack(codes.astype(np.uint8), bits), scales=scales.astype(np.float32), zero_points=zp,
                       bits=bits, block_size=block, shape=tuple(shape), offsets=offsets)
 
 
 def q4_0(raw: np.ndarray, shape: tuple[int, int]) -> BlockQuant:
     b = _blocks(raw, shape, QK, 18)  # d f16, qs[16]
-    return _result(_nibbles(b[..., 2:]), _f16(b[..., :2]), None, 4, QK, shape, zero=False)
+    return _result(_nibbles(b[..., 2:]), _f16(b[..., :2]), None, 4, QK, shape)
 
 
 def q4_1(raw: np.ndarray, shape: tuple[int, int]) -> BlockQuant:
     b = _blocks(raw, shape, QK, 20)  # d f16, m f16, qs[16]
-    return _result(_nibbles(b[..., 4:]), _f16(b[..., :2]), _f16(b[..., 2:4]), 4, QK, shape, zero=True)
+    return _result(_nibbles(b[..., 4:]), _f16(b[..., :2]), _f16(b[..., 2:4]), 4, QK, shape)
 
 
 def q5_0(raw: np.ndarray, shape: tuple[int, int]) -> BlockQuant:
     b = _blocks(raw, shape, QK, 22)  # d f16, qh[4], qs[16]
     q = _nibbles(b[..., 6:]) | (_high_bits(b[..., 2:6]) << 4)
-    return _result(q + np.uint8(112), _f16(b[..., :2]), None, 8, QK, shape, zero=False)
+    return _result(q + np.uint8(112), _f16(b[..., :2]), None, 8, QK, shape)
 
 
 def q5_1(raw: np.ndarray, shape: tuple[int, int]) -> BlockQuant:
     b = _blocks(raw, shape, QK, 24)  # d f16, m f16, qh[4], qs[16]
     q = _nibbles(b[..., 8:]) | (_high_bits(b[..., 4:8]) << 4)
-    return _result(q + np.uint8(128), _f16(b[..., :2]), _f16(b[..., 2:4]), 8, QK, shape, zero=False)
+    return _result(q + np.uint8(128), _f16(b[..., :2]), _f16(b[..., 2:4]), 8, QK, shape)
 
 
 def q8_0(raw: np.ndarray, shape: tuple[int, int]) -> BlockQuant:
     b = _blocks(raw, shape, QK, 34)  # d f16, int8 qs[32]; flipping the sign bit adds 128
-    return _result(b[..., 2:] ^ np.uint8(0x80), _f16(b[..., :2]), None, 8, QK, shape, zero=False)
+    return _result(b[..., 2:] ^ np.uint8(0x80), _f16(b[..., :2]), None, 8, QK, shape)
 
 
 def _k_scales(scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -114,7 +121,7 @@ def _k_nibbles(qs: np.ndarray) -> np.ndarray:
 def q4_k(raw: np.ndarray, shape: tuple[int, int]) -> BlockQuant:
     b = _blocks(raw, shape, QK_K, 144)  # d, dmin f16, scales[12], qs[128]
     scales, offsets = _k_scale_offset(b)
-    return _result(_k_nibbles(b[..., 16:]), scales, offsets, 4, QK, shape, zero=True)
+    return _result(_k_nibbles(b[..., 16:]), scales, offsets, 4, QK, shape)
 
 
 def q5_k(raw: np.ndarray, shape: tuple[int, int]) -> BlockQuant:
@@ -123,7 +130,7 @@ def q5_k(raw: np.ndarray, shape: tuple[int, int]) -> BlockQuant:
     scales, offsets = _k_scale_offset(b)
     qh = b[..., 16:48].reshape(n, nb, 1, 32) >> np.arange(8, dtype=np.uint8).reshape(1, 1, 8, 1)  # bit j: block j
     q = _k_nibbles(b[..., 48:]) | ((qh & 1).reshape(n, nb * 8, 32) << 4)
-    return _result(q + np.uint8(128), scales, offsets, 8, QK, shape, zero=False)
+    return _result(q + np.uint8(128), scales, offsets, 8, QK, shape)
 
 
 def q6_k(raw: np.ndarray, shape: tuple[int, int]) -> BlockQuant:
@@ -138,7 +145,7 @@ def q6_k(raw: np.ndarray, shape: tuple[int, int]) -> BlockQuant:
     q = low | ((qh & 3) << 4)  # [N, nb, 2, 4, 32]: element order
     sc = b[..., 192:208].view(np.int8).astype(np.float32)  # [N, nb, 16]
     scales = (_f16(b[..., 208:210])[..., None] * sc).reshape(n, -1)
-    return _result(q.reshape(n, -1, 16) + np.uint8(96), scales, None, 8, 16, shape, zero=False)
+    return _result(q.reshape(n, -1, 16) + np.uint8(96), scales, None, 8, 16, shape)
 
 
 # GGUF type name -> (converter, MatMulNBits bits it produces)

@@ -25,7 +25,7 @@ def quantized_part(weights: Weights, name: str, shape: tuple[int, int], bits: in
     and an encoding exists (with `exact_bits_only`, one of `bits` bits), else quantized at `bits`. Each outcome
     is counted in weights.summary."""
     fmt = weights.format(name)
-    blocks = weights.blocks(name) if opts.gguf_exact else None
+    blocks = None if opts.requantize else weights.blocks(name)
     exact = blocks is not None and blocks.kind in gguf_blocks.CONVERTERS
     if exact and not (exact_bits_only and gguf_blocks.CONVERTERS[blocks.kind][1] != bits):
         bq = gguf_blocks.convert(blocks.kind, blocks.data, blocks.shape)
@@ -34,8 +34,8 @@ def quantized_part(weights: Weights, name: str, shape: tuple[int, int], bits: in
         return bq
     if fmt in ("F32", "F16", "BF16", "float"):
         reason = "float weights"
-    elif not opts.gguf_exact:
-        reason = "no --gguf-exact"
+    elif opts.requantize:
+        reason = "--requantize"
     elif exact:
         reason = "--lm-head-bits"
     elif blocks is None and fmt in gguf_blocks.CONVERTERS:
@@ -100,7 +100,7 @@ def matmul_nbits(g: GraphWriter, name: str, x: str, bq: quantize.BlockQuant, opt
     if bias:
         inputs += ["", bias]
     y = g.op("MatMulNBits", inputs, f"{name}/MatMulNBits", MS_DOMAIN, K=k, N=n, bits=bq.bits,
-             block_size=bq.block_size, accuracy_level=opts.accuracy_level)
+             block_size=bq.block_size, accuracy_level=opts.accuracy_level(name))
     if bq.offsets is None:
         return y
     return g.op("Add", [y, offset_term(g, name, x, bq, opts)], f"{name}/AddOffsets")

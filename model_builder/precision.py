@@ -39,6 +39,15 @@ IO_DTYPE: dict[tuple[Precision, BuildTarget], type] = {
 
 WEIGHT_BITS = {Precision.INT8: 8, Precision.INT4: 4}
 QUANTIZERS = ("search", "rtn")
+ACTIVATIONS = ("mixed", "int8", "float")
+# Under "mixed", the linears whose MatMulNBits reads float activations (accuracy_level 0), the rest int8 (4): the
+# RMSNorm output into qkv_proj carries outlier channels (10x the median channel's peak on the default model) that
+# int8 rounding per block of 32 hurts. Measured on the default model's exact build (README, Quantization): KL from
+# fp32 0.0028 with int8 everywhere, 0.0021 with float qkv_proj inputs for 1.04x the decode time (down_proj too:
+# 0.0016, but 1.3x; float everywhere: 0, but ~10x, the 8-bit lm_head's float path).
+FLOAT_INPUT_LINEARS = ("qkv_proj",)
+# The quantization recipe's version, in cached folder names: a default build from an older recipe is not reused.
+RECIPE = 2
 GENAI_PROVIDER = {BuildTarget.CPU: None, BuildTarget.CUDA: "cuda", BuildTarget.DML: "dml"}
 
 
@@ -50,8 +59,8 @@ class BuildOptions:
     symmetric: bool = True  # False: packed uint8 zero points
     offsets: bool = False  # float per-block offsets (value = q * scale + offset, Q4_1-like), beside MatMulNBits
     quantizer: str = "rtn"  # float weights -> blocks: "rtn" (round-to-nearest) or "search" (scale_search.py)
-    gguf_exact: bool = False  # True: GGUF blocks with an exact MatMulNBits encoding keep their own format
-    float_activations: bool = False  # MatMulNBits at accuracy_level 0 on CPU: exact float products, ~10x slower
+    requantize: bool = False  # GGUF: True dequantizes every tensor and quantizes it again instead of the exact import
+    activations: str = "mixed"  # CPU MatMulNBits activations: "mixed" (FLOAT_INPUT_LINEARS float), "int8", "float"
     lm_head_bits: int | None = None  # None: as the weights (a GGUF's exact table as stored); 4 or 8: those bits
     query_seqlens: bool = True  # the batching input; False for onnxruntime < 1.32 (one sequence per call)
 
@@ -66,6 +75,8 @@ class BuildOptions:
             raise SourceError(f"quantizer must be one of {', '.join(QUANTIZERS)}, got {self.quantizer!r}")
         if self.offsets and self.quantizer == "rtn":
             raise SourceError("float offsets need the search quantizer (--quantizer search)")
+        if self.activations not in ACTIVATIONS:
+            raise SourceError(f"activations must be one of {', '.join(ACTIVATIONS)}, got {self.activations!r}")
         if self.lm_head_bits not in (None, 4, 8):
             raise SourceError(f"lm_head bits must be 4 or 8, got {self.lm_head_bits}")
 
@@ -80,8 +91,7 @@ class BuildOptions:
         version too: a cached default build from an older recipe is not reused)."""
         tag = f"{self.precision.value}-{self.target.value}" + ("" if self.query_seqlens else "-single")
         if self.bits:
-            tag += f"-{'exact' if self.gguf_exact else 'requant'}-{self.quantizer}"
-            tag += "-float-act" if self.float_activations else ""
+            tag += f"-{'requant' if self.requantize else 'exact'}-{self.quantizer}-{self.activations}-r{RECIPE}"
         return tag
 
     @property
@@ -97,7 +107,17 @@ class BuildOptions:
     def head_bits(self) -> int | None:
         return self.lm_head_bits if self.bits and self.lm_head_bits else self.bits
 
-    @property
-    def accuracy_level(self) -> int:
-        # int8 activations with int8 dot kernels on CPU (unless asked for float ones); GPUs run their own kernels.
-        return 4 if self.target is BuildTarget.CPU and not self.float_activations else 0
+    def accuracy_level(self, linear: str) -> int:
+        """MatMulNBits' accuracy_level for the linear named `linear` (its node path, "/model/layers.0/attn/qkv_proj"):
+        4 (int8 activations, int8 dot kernels) on CPU unless `activations` asks for float ones there; GPUs run
+        their own kernels (0)."""
+        if self.target is not BuildTarget.CPU or self.activations == "float":
+            return 0
+        if self.activations == "mixed" and any(f"/{kind}" in linear for kind in FLOAT_INPUT_LINEARS):
+            return 0
+        return 4
+
+    def accuracy_levels(self) -> dict[str, int]:
+        """accuracy_level per kind of linear, for the manifest."""
+        kinds = ("qkv_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head")
+        return {k: self.accuracy_level(f"/{k}") for k in kinds}

@@ -122,6 +122,22 @@ def dequantize_blockwise(bq: BlockQuant) -> np.ndarray:
     return codes.reshape(n, -1)[:, :k]
 
 
+def centered(codes: np.ndarray, scales: np.ndarray, offsets: np.ndarray, bits: int,
+             exact: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Per-block zero points near the codes' mean, and the offsets that keep every value: (q - z) * s + (o + z * s)
+    = q * s + o. codes [N, kb, block] in [0, 2^bits); scales, offsets float32 [N, kb] -> (zero points uint8 [N, kb],
+    offsets float32 [N, kb]).
+
+    Why: MatMulNBits' int8-activation kernels round x per block, and that error meets only (q - z) * s; the offset
+    term sums float x. With z = 0 (value q * s + o, as Q4_1 and K-quant files store it) the error meets all of
+    q * s, about twice the centered codes' size. With `exact`, a block keeps z = 0 where o + z * s is not exact
+    in fp32, so the values stay bit for bit; without, the new offset is rounded to fp32."""
+    z = np.clip(np.rint(codes.mean(axis=-1)), 0, 2 ** bits - 1)
+    moved = offsets.astype(np.float64) + z * scales.astype(np.float64)  # exact: two fp32 products of small codes
+    ok = moved.astype(np.float32) == moved if exact else np.ones(moved.shape, bool)
+    return np.where(ok, z, 0).astype(np.uint8), np.where(ok, moved, offsets).astype(np.float32)
+
+
 def stack_rows(parts: list[BlockQuant]) -> BlockQuant:
     """BlockQuants of one K, bits and block size -> one with their rows stacked (packed Q/K/V); zero points and
     offsets become explicit when some part has them."""

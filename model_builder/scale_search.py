@@ -10,13 +10,14 @@ Three grids, as MatMulNBits can hold them:
 - symmetric: value = (q - 2^(b-1)) * s (no zero points, the fastest kernel path);
 - zero points: value = (q - z) * s with an integer z per block (packed uint8, as fast);
 - offsets: value = q * s + m with a float m per block (Q4_1-like; the layer adds the offset term beside
-  MatMulNBits, see linear.py).
+  MatMulNBits, see linear.py), stored as (q - z) * s + (m + z * s) with z near the codes' mean
+  (`quantize.centered`).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .quantize import BlockQuant, _check, pack, pack_zero_points
+from .quantize import BlockQuant, _check, centered, pack, pack_zero_points
 
 CHUNK_ELEMENTS = 1 << 16  # rows are searched in chunks of about this many weights: temporaries stay in cache
 # candidate inverse scales (levels + step) / range; step 0 is round-to-nearest's grid
@@ -132,7 +133,7 @@ def quantize_searched(w: np.ndarray, bits: int, block_size: int, grid: str = "sy
         else:
             codes[r:r + rows], extra[r:r + rows] = l, m
     if grid == "offsets":
-        zp = pack_zero_points(np.zeros((n, kb), np.uint8), bits)
-        return BlockQuant(pack(codes, bits), scales, zp, bits, block_size, (n, k), offsets=extra)
+        z, offsets = centered(codes, scales, extra, bits, exact=False)
+        return BlockQuant(pack(codes, bits), scales, pack_zero_points(z, bits), bits, block_size, (n, k), offsets)
     zp = pack_zero_points(extra, bits) if grid == "zero_points" else None
     return BlockQuant(pack(codes, bits), scales, zp, bits, block_size, (n, k))

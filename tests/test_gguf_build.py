@@ -68,7 +68,6 @@ class TinyModel:
         key = (source, precision, tuple(sorted(opts.items())))
         if key not in self._built:
             out = self.root / f"build-{len(self._built)}"
-            opts.setdefault("gguf_exact", True)
             build(source, out, BuildOptions(precision=Precision(precision), **opts), progress=False)
             self._built[key] = out
         return self._built[key]
@@ -173,7 +172,7 @@ def test_quantized_gguf_blocks_are_copied_exactly(tiny, tied, qtype, precision):
     summary = json.loads((folder / "llm_runtime.json").read_text())["quantization"]
     bits = gguf_blocks.CONVERTERS[qtype.name][1]
     outcome = "copied exactly" if gguf_blocks.NATIVE_BITS[qtype.name] == bits else f"converted exactly to {bits}-bit"
-    assert summary["gguf_exact"] and summary["tensors"] == {qtype.name: {outcome: 7 * m.cfg.num_hidden_layers + 1}}
+    assert not summary["requantize"] and summary["tensors"] == {qtype.name: {outcome: 7 * m.cfg.num_hidden_layers + 1}}
 
 
 def fp64_reference(gguf_path: Path, prompts=PROMPTS) -> np.ndarray:
@@ -211,11 +210,11 @@ def test_quantized_gguf_build_computes_the_gguf_weights(tiny, tied, qtype, tmp_p
 
 
 def test_requantize_rounds_again(tiny, tmp_path):
-    """--requantize (gguf_exact False) re-rounds the dequantized blocks onto the build's grid, and says so."""
+    """--requantize re-rounds the dequantized blocks onto the build's grid, and says so."""
     m = tiny(False)
-    folder = m.build(m.gguf[QT.Q4_1], "int4", gguf_exact=False)
+    folder = m.build(m.gguf[QT.Q4_1], "int4", requantize=True)
     summary = json.loads((folder / "llm_runtime.json").read_text())["quantization"]
-    assert summary["tensors"] == {"Q4_1": {"requantized to 4-bit (no --gguf-exact)": 7 * m.cfg.num_hidden_layers + 1}}
+    assert summary["tensors"] == {"Q4_1": {"requantized to 4-bit (--requantize)": 7 * m.cfg.num_hidden_layers + 1}}
     ref = prefill_logits(m.build(m.gguf[QT.Q4_1]))
     requant = prefill_logits(at_accuracy_level(folder, 0, tmp_path / "requant0"))
     exact = prefill_logits(at_accuracy_level(m.build(m.gguf[QT.Q4_1], "int4"), 0, tmp_path / "exact0"))
@@ -234,7 +233,7 @@ def test_build_command_prints_what_it_did_with_each_format(tiny, tmp_path, capsy
     from llm_runtime.cli import main
 
     m = tiny(False)
-    assert main(["build", str(m.gguf[QT.Q5_1]), "-o", str(tmp_path / "out"), "--gguf-exact"]) == 0
+    assert main(["build", str(m.gguf[QT.Q5_1]), "-o", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[1:] == ["quantized tensors, by source format:",
                        f"  Q5_1: {7 * m.cfg.num_hidden_layers + 1} tensors converted exactly to 8-bit"]
@@ -286,7 +285,7 @@ def k_quant_file(path: Path, kinds: dict[str, str], seed: int) -> Path:
 
 def test_mixed_file_keeps_each_tensors_format(tmp_path):
     path = k_quant_file(tmp_path / "mixed.gguf", MIX, seed=5)
-    result = build(path, tmp_path / "int4", BuildOptions(gguf_exact=True), progress=False)
+    result = build(path, tmp_path / "int4", BuildOptions(), progress=False)
     assert result.quantization.as_dict() == {
         "F16": {"requantized to 4-bit (float weights)": 1},
         "Q3_K": {"requantized to 4-bit (no exact MatMulNBits encoding for Q3_K)": 1},
@@ -314,7 +313,7 @@ def test_k_quant_formats_compute_the_gguf_weights(tmp_path):
     kinds = {name: "Q4_K" if kind in ("Q3_K", "F16") else kind for name, kind in MIX.items()}
     path = k_quant_file(tmp_path / "exact.gguf", kinds, seed=10)
     build(path, tmp_path / "fp32", BuildOptions(precision=Precision.FP32), progress=False)
-    result = build(path, tmp_path / "int4", BuildOptions(gguf_exact=True), progress=False)
+    result = build(path, tmp_path / "int4", BuildOptions(), progress=False)
     assert all("exactly" in outcome for outcomes in result.quantization.as_dict().values() for outcome in outcomes)
     assert_exact_import(tmp_path / "int4", path, tmp_path / "fp32", tmp_path)
 
@@ -362,12 +361,12 @@ def test_smollm2_fp32_build_matches_transformers(smollm_transformers, smollm_bui
 
 
 def test_smollm2_int4_build_answers(smollm_transformers, smollm_build, smol_prompt):
-    """The default build re-quantizes (the exact import answers "L'Étoile..." here, a first-token flip from
-    MatMulNBits' int8 activations, so it is opt-in: README, Quantization)."""
+    """The default build imports the file's blocks exactly, with float activations into qkv_proj
+    (int8 everywhere flips the first token here to "L'Étoile...": README, Quantization)."""
     _, tok = smollm_transformers
     manifest = json.loads((smollm_build("int4") / "llm_runtime.json").read_text())
     assert (manifest["precision"], manifest["provider"], manifest["block_size"]) == ("int4", "cpu", 32)
-    assert manifest["quantization"]["tensors"] == {"Q4_1": {"requantized to 4-bit (no --gguf-exact)": 210},
-                                                   "Q8_0": {"requantized to 4-bit (no --gguf-exact)": 1}}
+    assert manifest["quantization"]["tensors"] == {"Q4_1": {"copied exactly": 210}, "Q8_0": {"copied exactly": 1}}
+    assert manifest["quantization"]["activations"] == "mixed"
     answer = tok.decode(PlainDecoder(smollm_build("int4")).greedy(smol_prompt, 12))
     assert "Paris" in answer, answer

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from llm_runtime.model_builder import gguf_blocks
-from llm_runtime.model_builder.quantize import dequantize_blockwise, quantize_blockwise, zero_points_of
+from llm_runtime.model_builder.quantize import dequantize_blockwise, quantize_blockwise, unpack, zero_points_of
 from llm_runtime.model_builder.scale_search import _weights, quantize_searched
 
 
@@ -55,7 +55,8 @@ def test_layout_matches_matmul_nbits():
         assert (bq.zero_points is None) == (grid == "symmetric")
         assert (bq.offsets is not None) == (grid == "offsets")
         assert np.all(dequantize_blockwise(bq)[2] == 0)  # the zero row stays zero
-    assert np.all(zero_points_of(quantize_searched(w, 4, 32, "offsets")) == 0)
+    bq = quantize_searched(w, 4, 32, "offsets")  # offsets stored around centered zero points (quantize.centered)
+    assert np.all(np.abs(zero_points_of(bq) - unpack(bq.q, 4).mean(-1)) <= 0.5)
     with pytest.raises(ValueError):
         quantize_searched(w, 4, 32, "float")
 

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from llm_runtime.model_builder.build import build
-from llm_runtime.model_builder.precision import BuildOptions, BuildTarget, Precision
+from llm_runtime.model_builder.precision import ACTIVATIONS, BuildOptions, BuildTarget, Precision
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,12 +21,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "MatMulNBits; slower)")
     p.add_argument("--quantizer", choices=["rtn", "search"], default="rtn",
                    help="float weights -> blocks: round-to-nearest (default) or per-block error search")
-    p.add_argument("--gguf-exact", action="store_true",
-                   help="GGUF: import the blocks exactly where MatMulNBits can hold them (each tensor in its own "
-                        "format) instead of dequantizing and quantizing again")
-    p.add_argument("--float-activations", action="store_true",
-                   help="CPU: MatMulNBits on float activations (accuracy_level 0) instead of int8: exact products, "
-                        "about 10x slower decode")
+    p.add_argument("--requantize", action="store_true",
+                   help="GGUF: dequantize every tensor and quantize it again with --quantizer instead of importing "
+                        "its blocks exactly (each tensor in its own format, the default)")
+    p.add_argument("--activations", choices=list(ACTIVATIONS), default="mixed",
+                   help="CPU MatMulNBits activations: mixed (default: float into qkv_proj, int8 elsewhere), int8 "
+                        "(everywhere: fastest), float (everywhere: exact products, ~10x slower decode)")
     p.add_argument("--lm-head-bits", type=int, choices=[4, 8],
                    help="lm_head (and tied embedding) bits: 8 in an int4 build; 4 also re-quantizes a GGUF's "
                         "8-bit table (faster decode)")
@@ -39,8 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     opts = BuildOptions(precision=Precision(args.precision), target=BuildTarget(args.provider),
                         block_size=args.block_size, symmetric=not args.zero_points, offsets=args.offsets,
-                        quantizer=args.quantizer, gguf_exact=args.gguf_exact,
-                        float_activations=args.float_activations, lm_head_bits=args.lm_head_bits,
+                        quantizer=args.quantizer, requantize=args.requantize,
+                        activations=args.activations, lm_head_bits=args.lm_head_bits,
                         query_seqlens=not args.no_query_seqlens)
     result = build(args.source, args.output, opts, force=args.force)
     print(f"built {result.folder} in {result.seconds:.1f} s")
