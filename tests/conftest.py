@@ -50,17 +50,19 @@ def smollm_gguf() -> Path:
 
 @pytest.fixture(scope="session")
 def smollm_build(smollm_gguf, tmp_path_factory):
-    """precision -> the default model's GGUF built at that precision (cpu, default options), once per session."""
+    """(precision, build options) -> the default model's GGUF built that way (cpu; default options unless
+    given), once per session."""
     from llm_runtime.model_builder.build import BuildOptions, Precision, build
 
-    built: dict[str, Path] = {}
+    built: dict[tuple, Path] = {}
 
-    def make(precision: str = "int4") -> Path:
-        if precision not in built:
+    def make(precision: str = "int4", **opts) -> Path:
+        key = (precision, tuple(sorted(opts.items())))
+        if key not in built:
             out = tmp_path_factory.mktemp(f"smollm2-{precision}") / "model"
-            build(smollm_gguf, out, BuildOptions(precision=Precision(precision)), progress=False)
-            built[precision] = out
-        return built[precision]
+            build(smollm_gguf, out, BuildOptions(precision=Precision(precision), **opts), progress=False)
+            built[key] = out
+        return built[key]
 
     return make
 

@@ -255,7 +255,8 @@ def test_a_refused_request_shows_its_error_and_keeps_the_message(page):
 
 def test_streamed_reply_with_a_script_tag_renders_as_text(page):
     settings(page, temperature=0, max_tokens=60)
-    page.fill("#input", "Repeat exactly: <script>window.pwned=1</script>")
+    # fp32 and the default build both answer this with a script tag in a code block (greedy, 60 tokens)
+    page.fill("#input", "Show me an HTML script tag that sets window.pwned=1.")
     page.press("#input", "Enter")
     wait_reply_done(page)
     content = stored(page)["messages"][1]["content"]
