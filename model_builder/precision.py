@@ -44,7 +44,8 @@ ACTIVATIONS = ("mixed", "int8", "float")
 # RMSNorm output into qkv_proj carries outlier channels (10x the median channel's peak on the default model) that
 # int8 rounding per block of 32 hurts. Measured on the default model's exact build (README, Quantization): KL from
 # fp32 0.0028 with int8 everywhere, 0.0021 with float qkv_proj inputs for 1.04x the decode time (down_proj too:
-# 0.0016, but 1.3x; float everywhere: 0, but ~10x, the 8-bit lm_head's float path).
+# 0.0016, but 1.3x; float everywhere: 0, but ~10x, the 8-bit lm_head's float path). The cost beyond time: the float
+# kernel rounds a one-row call unlike a several-row one, so greedy tokens batched and alone can part on near-ties.
 FLOAT_INPUT_LINEARS = ("qkv_proj",)
 # The quantization recipe's version, in cached folder names: a default build from an older recipe is not reused.
 RECIPE = 2
