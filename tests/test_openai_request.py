@@ -9,12 +9,13 @@ from llm_runtime.batch_job import BatchRequest
 from llm_runtime.chat_template import ChatTemplate
 from llm_runtime.commands.sampling_args import CLI_TEMPERATURE, add_sampling_arguments, sampling_params
 from llm_runtime.openai_request import parse_request, request_params
-from llm_runtime.response_format import format_constraint, strict_schema
+from llm_runtime.response_format import format_constraint
 from llm_runtime.sampling_params import DEFAULT_TEMPERATURE, ParameterError
 from llm_runtime.server.completions import parse
 from llm_runtime.server.errors import APIError
 from llm_runtime.server.schemas import ChatRequest, CompletionRequest
 from llm_runtime.structured.constraint import Constraint
+from llm_runtime.structured.strict_schema import strict_schema
 from tool_templates import QWEN25
 
 MSGS = [{"role": "user", "content": "hi"}]

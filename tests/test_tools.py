@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from llm_runtime.sampling_params import ParameterError
-from llm_runtime.structured.tools import new_call_id, parse_functions, parse_tool_choice, parse_tools
+from llm_runtime.structured.tools import (new_call_id, parse_functions, parse_responses_tools, parse_tool_choice,
+                                           parse_tools)
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
 
@@ -49,3 +50,15 @@ def test_tool_choice():
 def test_call_ids():
     assert new_call_id().startswith("call_") and new_call_id() != new_call_id()
     assert len(new_call_id(9)) == 9 and new_call_id(9).isalnum()
+
+
+def test_a_strict_tool_takes_no_extra_arguments_and_responses_tools_read_flat():
+    params = {"type": "object", "properties": {"city": {"type": "string"}}}
+    (loose,) = parse_tools([{"type": "function", "function": {"name": "f", "parameters": params}}])
+    (strict,) = parse_tools([{"type": "function", "function": {"name": "f", "parameters": params, "strict": True}}])
+    assert loose.schema() == params and strict.schema() == {**params, "additionalProperties": False}
+    flat = parse_responses_tools([{"type": "function", "name": "f", "description": "d", "parameters": params,
+                                   "strict": True}])
+    assert flat == (strict.__class__("f", "d", params, True),)
+    with pytest.raises(ParameterError, match="only function tools"):
+        parse_responses_tools([{"type": "web_search"}])

@@ -8,6 +8,7 @@ import string
 from dataclasses import dataclass
 
 from ..sampling_params import ParameterError
+from .strict_schema import strict_schema
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")  # OpenAI's rule for function names
 CHOICES = ("none", "auto", "required")
@@ -23,8 +24,10 @@ class Tool:
     strict: bool = False
 
     def schema(self) -> dict:
-        """The arguments' schema (an empty object schema when the tool takes none)."""
-        return self.parameters if self.parameters is not None else {"type": "object", "properties": {}}
+        """The arguments' schema (an empty object schema when the tool takes none); a strict tool's takes no
+        properties beyond its own."""
+        schema = self.parameters if self.parameters is not None else {"type": "object", "properties": {}}
+        return strict_schema(schema) if self.strict else schema
 
     def openai(self) -> dict:
         """The tool as OpenAI spells it, which is what chat templates are given."""
@@ -69,6 +72,18 @@ def parse_tools(tools, param: str = "tools") -> tuple[Tool, ...]:
             raise ParameterError(param, f"{where}: the function name {out[-1].name!r} is used twice")
         names.add(out[-1].name)
     return tuple(out)
+
+
+def parse_responses_tools(tools, param: str = "tools") -> tuple[Tool, ...]:
+    """The Responses API's `tools`: function tools flat (`{"type": "function", "name", "description",
+    "parameters", "strict"}`), checked as chat's are."""
+    if tools is None:
+        return ()
+    if not isinstance(tools, (list, tuple)):
+        raise ParameterError(param, f"must be a list of tools, got {type(tools).__name__}")
+    nested = [{"type": t.get("type", "function"), "function": {k: v for k, v in t.items() if k != "type"}}
+              if isinstance(t, dict) else t for t in tools]
+    return parse_tools(nested, param)
 
 
 def parse_functions(functions, param: str = "functions") -> tuple[Tool, ...]:
