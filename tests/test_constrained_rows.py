@@ -80,15 +80,17 @@ def test_unrestrictive_constraint_is_greedy_unchanged(smol_llm):
     assert same.token_ids == free.token_ids and same.text == free.text
 
 
-def test_constrained_and_free_rows_share_batches(smol_llm):
+def test_constrained_and_free_rows_share_batches(smollm_build):
+    # the int8-activation build: the default build's float qkv inputs round differently batched (test_engine)
+    llm = LLM(smollm_build("int4", activations="int8"))
     prompts = [f"<|im_start|>user\nTell me about {t}.<|im_end|>\n<|im_start|>assistant\n"
                for t in ("cats", "rain", "Paris", "music")]
-    free = [smol_llm.generate(p, SamplingParams(temperature=0, max_tokens=20)) for p in prompts]
+    free = [llm.generate(p, SamplingParams(temperature=0, max_tokens=20)) for p in prompts]
     schema = SCHEMAS["enums"]
     handles = []
     for i, p in enumerate(prompts):  # interleaved: every step holds both kinds of rows
-        handles.append(smol_llm.submit(p, SamplingParams(temperature=0, max_tokens=20)))
-        handles.append(smol_llm.submit(p, SamplingParams(json_schema=schema, temperature=1.0, seed=i)))
+        handles.append(llm.submit(p, SamplingParams(temperature=0, max_tokens=20)))
+        handles.append(llm.submit(p, SamplingParams(json_schema=schema, temperature=1.0, seed=i)))
     outs = [h.result() for h in handles]
     assert [o.token_ids for o in outs[0::2]] == [f.token_ids for f in free]  # masks touch only their own rows
     for out in outs[1::2]:
