@@ -100,7 +100,7 @@ def matmul_nbits(g: GraphWriter, name: str, x: str, bq: quantize.BlockQuant, opt
     if bias:
         inputs += ["", bias]
     y = g.op("MatMulNBits", inputs, f"{name}/MatMulNBits", MS_DOMAIN, K=k, N=n, bits=bq.bits,
-             block_size=bq.block_size, accuracy_level=opts.accuracy_level(name))
+             block_size=bq.block_size, accuracy_level=opts.accuracy_level(name, bq.bits))
     if bq.offsets is None:
         return y
     return g.op("Add", [y, offset_term(g, name, x, bq, opts)], f"{name}/AddOffsets")

@@ -108,17 +108,19 @@ class BuildOptions:
     def head_bits(self) -> int | None:
         return self.lm_head_bits if self.bits and self.lm_head_bits else self.bits
 
-    def accuracy_level(self, linear: str) -> int:
-        """MatMulNBits' accuracy_level for the linear named `linear` (its node path, "/model/layers.0/attn/qkv_proj"):
-        4 (int8 activations, int8 dot kernels) on CPU unless `activations` asks for float ones there; GPUs run
-        their own kernels (0)."""
+    def accuracy_level(self, linear: str, bits: int) -> int:
+        """MatMulNBits' accuracy_level for the `bits`-bit linear named `linear` (its node path,
+        "/model/layers.0/attn/qkv_proj"): 4 (int8 activations, int8 dot kernels) on CPU unless `activations` asks
+        for float ones there; "mixed" floats only 4-bit weights (8-bit ones have no fast float kernel: onnxruntime
+        dequantizes them on every call); GPUs run their own kernels (0)."""
         if self.target is not BuildTarget.CPU or self.activations == "float":
             return 0
-        if self.activations == "mixed" and any(f"/{kind}" in linear for kind in FLOAT_INPUT_LINEARS):
+        if self.activations == "mixed" and bits == 4 and any(f"/{kind}" in linear for kind in FLOAT_INPUT_LINEARS):
             return 0
         return 4
 
     def accuracy_levels(self) -> dict[str, int]:
-        """accuracy_level per kind of linear, for the manifest."""
-        kinds = ("qkv_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head")
-        return {k: self.accuracy_level(f"/{k}") for k in kinds}
+        """accuracy_level per kind of linear at the build's bits, for the manifest."""
+        kinds = ("qkv_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+        levels = {k: self.accuracy_level(f"/{k}", self.bits) for k in kinds}
+        return {**levels, "lm_head": self.accuracy_level("/lm_head", self.head_bits)}

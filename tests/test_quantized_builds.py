@@ -5,7 +5,7 @@ Two kinds of check:
   on random weights, so the int4 bounds are loose and the int8 ones tight);
 - exactness: the quantized graph computes the model whose weights are the dequantized blocks. With MatMulNBits at
   accuracy_level 0 (float activations) it equals an fp32 build of those "fake-quantized" weights; as built
-  (accuracy_level 4, int8 activations, except qkv_proj at 0) it is close to it.
+  (accuracy_level 4, int8 activations, except a 4-bit qkv_proj at 0) it is close to it.
 """
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ VARIANTS = {  # name -> BuildOptions fields
 _rng = np.random.default_rng(0)
 PROMPTS = [_rng.integers(3, 512, size=32).tolist() for _ in range(4)]  # 128 prefill positions
 
-# Against fp32, measured on these prompts (case: relative error, top-1 agreement; float qkv_proj activations):
-#   int8          gqa2 0.022 / 0.961   tied 0.023 / 0.898
+# Against fp32, measured on these prompts (case: relative error, top-1 agreement; int4: float qkv_proj activations):
+#   int8          gqa2 0.023 / 0.969   tied 0.025 / 0.930
 #   int4          gqa2 0.277 / 0.633   tied 0.294 / 0.555
 #   int4-asym     gqa2 0.251 / 0.625   tied 0.268 / 0.523
 #   int4-block64  gqa2 0.287 / 0.609   tied 0.349 / 0.461
@@ -43,7 +43,7 @@ PROMPTS = [_rng.integers(3, 512, size=32).tolist() for _ in range(4)]  # 128 pre
 # The int4 error is the weights' own: an fp32 build of the fake-quantized weights is as far from fp32 (see below).
 # Random tiny models have flat logits, so top-1 agreement is a weak signal; the relative error is the real bound.
 MAX_REL = {"int8": 0.04, "int4": 0.40}
-MIN_TOP1 = {"int8": 0.88, "int4": 0.40}
+MIN_TOP1 = {"int8": 0.90, "int4": 0.40}
 # As built (accuracy_level 4) against the fake-quantized fp32 build: measured rel <= 0.0195, top-1 >= 0.938.
 LEVEL4_MAX_REL, LEVEL4_MIN_TOP1 = 0.03, 0.90
 
@@ -178,7 +178,7 @@ def test_quantized_graph_ops(case, variant, quant_build):
         a = attrs(node)
         head = node.name == "/lm_head/MatMulNBits"
         assert a["bits"] == (opts.head_bits if head else opts.bits), node.name
-        level = 0 if "/qkv_proj/" in node.name else 4  # float activations into qkv_proj only (precision.py)
+        level = 0 if "/qkv_proj/" in node.name and a["bits"] == 4 else 4  # float into 4-bit qkv_proj only
         assert a["block_size"] == opts.block_size and a["accuracy_level"] == level, node.name
         has_zero_points = len(node.input) > 3 and node.input[3] != ""
         assert has_zero_points is (not opts.symmetric), node.name

@@ -25,8 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="GGUF: dequantize every tensor and quantize it again with --quantizer instead of importing "
                         "its blocks exactly (each tensor in its own format, the default)")
     p.add_argument("--activations", choices=list(ACTIVATIONS), default="mixed",
-                   help="CPU MatMulNBits activations: mixed (default: float into qkv_proj, int8 elsewhere), int8 "
-                        "(everywhere: fastest), float (everywhere: exact products, ~10x slower decode)")
+                   help="CPU MatMulNBits activations: mixed (default: float into a 4-bit qkv_proj, int8 "
+                        "elsewhere), int8 (everywhere: fastest), float (everywhere: exact products, ~10x slower "
+                        "decode)")
     p.add_argument("--lm-head-bits", type=int, choices=[4, 8],
                    help="lm_head (and tied embedding) bits: 8 in an int4 build; 4 also re-quantizes a GGUF's "
                         "8-bit table (faster decode)")
