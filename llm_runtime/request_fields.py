@@ -116,7 +116,7 @@ FIELDS: dict[str, dict[str, FieldRule]] = {
         "stream": supported("typed server-sent events, response.created to response.completed"),
         **{k: _SAMPLING[k] for k in ("seed", "stop", "top_k", "min_p", "repetition_penalty", "min_tokens",
                                      "ignore_eos", "stop_token_ids")},
-        "text": unsupported("structured outputs are not supported yet", neutral=({}, {"format": {"type": "text"}})),
+        "text": supported("format: text, json_object or json_schema (enforced, strict or not); no verbosity"),
         "tools": unsupported("tool calling is not supported yet", neutral=([],)),
         "tool_choice": unsupported("tool calling is not supported yet", neutral=("none", "auto")),
         "parallel_tool_calls": unsupported("tool calling is not supported yet", neutral=(True, False)),

@@ -24,14 +24,15 @@ def new_id(prefix: str) -> str:
 
 def new_response(model: str, *, instructions: str | None, previous_response_id: str | None, store: bool,
                  temperature: float | None, top_p: float | None, max_output_tokens: int | None,
-                 top_logprobs: int | None, metadata: dict | None) -> dict:
+                 top_logprobs: int | None, metadata: dict | None, text_format: dict | None = None) -> dict:
     """A response object in progress: no output, no usage yet."""
     return {"id": new_id("resp"), "object": "response", "created_at": int(time.time()), "status": "in_progress",
             "background": False, "completed_at": None, "error": None, "incomplete_details": None,
             "instructions": instructions, "max_output_tokens": max_output_tokens, "max_tool_calls": None,
             "model": model, "output": [], "parallel_tool_calls": True, "previous_response_id": previous_response_id,
             "reasoning": {"effort": None, "summary": None}, "service_tier": "default", "store": store,
-            "temperature": temperature, "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [],
+            "temperature": temperature, "text": {"format": text_format or {"type": "text"}}, "tool_choice": "auto",
+            "tools": [],
             "top_logprobs": top_logprobs, "top_p": top_p, "truncation": "disabled", "usage": None, "user": None,
             "metadata": metadata or {}}
 

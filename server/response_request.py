@@ -2,10 +2,11 @@
 the one request mapping to SamplingParams (the chat body's, with max_output_tokens as max_tokens)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from llm_runtime.openai_request import request_params
 from llm_runtime.request_fields import check_fields
+from llm_runtime.response_format import format_constraint
 from llm_runtime.sampling_params import ParameterError, SamplingParams
 
 from .response_input import input_items, input_messages
@@ -32,6 +33,7 @@ class ResponsesRequest:
     metadata: dict[str, str]
     max_output_tokens: int | None
     top_logprobs: int | None
+    text_format: dict  # `text.format`, echoed in the response
 
 
 def parse_responses(body: dict) -> ResponsesRequest:
@@ -52,6 +54,9 @@ def parse_responses(body: dict) -> ResponsesRequest:
         params = request_params(chat, "chat")
     except ParameterError as e:
         raise ParameterError({"max_tokens": "max_output_tokens"}.get(e.param, e.param), str(e), e.code) from None
+    text_format = _text_format(fields.get("text", {}))
+    if (constraint := _constraint(text_format)) is not None:
+        params = replace(params, constraint=constraint)
     instructions = fields.get("instructions")
     previous = fields.get("previous_response_id")
     for key, value in (("model", fields["model"]), ("instructions", instructions), ("previous_response_id", previous)):
@@ -61,7 +66,24 @@ def parse_responses(body: dict) -> ResponsesRequest:
     return ResponsesRequest(fields["model"], messages, input_items(fields["input"]), instructions, previous,
                             _flag(fields, "store", True), _flag(fields, "stream", False), params,
                             _metadata(fields.get("metadata", {})), fields.get("max_output_tokens"),
-                            fields.get("top_logprobs"))
+                            fields.get("top_logprobs"), text_format)
+
+
+def _text_format(text) -> dict:
+    """`text` -> its `format` (default text); other keys of `text` (verbosity) are refused by name."""
+    if not isinstance(text, dict):
+        raise ParameterError("text", f"text must be an object, got {type(text).__name__}")
+    if other := sorted(set(text) - {"format"}):
+        raise ParameterError("text", f"Unsupported parameter: 'text.{other[0]}' is not supported by this server",
+                             "unsupported_parameter")
+    return text.get("format") or {"type": "text"}
+
+
+def _constraint(text_format: dict):
+    try:
+        return format_constraint(text_format, "text.format")
+    except ParameterError as e:
+        raise ParameterError("text", str(e), e.code) from None
 
 
 def _flag(fields: dict, key: str, default: bool) -> bool:

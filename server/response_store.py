@@ -1,11 +1,10 @@
 """Stored responses: one SQLite file (standard library) in the server's data directory.
 
-Each row is a finished response object, its conversation (the chat messages up to and including its reply,
-without instructions: `previous_response_id` continues from them) and its own input items. A row belongs to its owner, a hash of the
-API key that created it (the key itself is never stored); another owner sees nothing. The file is in WAL mode and
-every thread has its own connection, so concurrent requests (and several processes on one data directory) write
-safely; callers run these methods in worker threads, off the event loop.
-"""
+Each row is a finished response object, its conversation (the chat messages up to and including its reply, without
+instructions: `previous_response_id` continues from them) and its own input items. A row belongs to its owner, a
+hash of the API key that created it (the key itself is never stored); another owner sees nothing. The file is in WAL
+mode and every thread has its own connection, so concurrent requests (and several processes on one data directory)
+write safely; callers run these methods in worker threads, off the event loop."""
 from __future__ import annotations
 
 import hashlib

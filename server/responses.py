@@ -1,7 +1,8 @@
 """OpenAI's Responses API: POST /v1/responses (a JSON reply, or typed server-sent events), GET and DELETE
-/v1/responses/{id}, GET /v1/responses/{id}/input_items. A stored response (store: true, the default) is continued with `previous_response_id`: its
-conversation comes back from the store, the new input follows it, and the engine's prefix cache computes only
-the new part. Stored rows belong to the API key that made them (server/response_store.py)."""
+/v1/responses/{id}, GET /v1/responses/{id}/input_items. A stored response (store: true, the default) is continued
+with `previous_response_id`: its conversation comes back from the store, the new input follows it, and the engine's
+prefix cache computes only the new part. Stored rows belong to the API key that made them
+(server/response_store.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -33,7 +34,8 @@ from .schemas import ok
 from .streaming import merged
 
 log = logging.getLogger(__name__)
-RENAMED = {"messages": "input", "prompt": "input", "max_tokens": "max_output_tokens"}  # chat's names -> ours
+RENAMED = {"messages": "input", "prompt": "input", "max_tokens": "max_output_tokens",  # chat's names -> ours
+           "text.format": "text"}
 
 
 def _parse(body: dict) -> ResponsesRequest:
@@ -74,7 +76,7 @@ def router(models: ModelRegistry, store: ResponseStore, metrics: Metrics, keyed:
         response = new_response(r.model, instructions=r.instructions, previous_response_id=r.previous_response_id,
                                 store=r.store, temperature=r.params.temperature, top_p=r.params.top_p,
                                 max_output_tokens=r.max_output_tokens, top_logprobs=r.top_logprobs,
-                                metadata=r.metadata)
+                                metadata=r.metadata, text_format=r.text_format)
         events = ResponseEvents(response, s.prompt_tokens, r.params.logprobs)
 
         async def finish(done: dict) -> None:

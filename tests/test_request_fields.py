@@ -91,7 +91,7 @@ CASES["responses"] = {
     "stream": (True, OK, {}),
     **{k: COMMON[k] for k in ("seed", "stop", "top_k", "min_p", "repetition_penalty", "min_tokens", "ignore_eos",
                               "stop_token_ids")},
-    "text": ({"format": {"type": "json_object"}}, UNSUPPORTED, {}),
+    "text": ({"format": {"type": "json_object"}}, OK, {}),
     "tools": ([{"type": "function", "name": "f", "parameters": {}}], UNSUPPORTED, {}),
     "tool_choice": ("required", UNSUPPORTED, {}),
     "parallel_tool_calls": ("yes", UNSUPPORTED, {}),
@@ -117,7 +117,8 @@ EXTRA = {  # values and fields beyond one row each: neutral values, refused valu
               "function": {"name": "f"}}, None), ("modalities", ["text"], OK), ("made_up", 1, UNKNOWN),
              ("echo", True, UNKNOWN)],
     "completions": [("best_of", 3, VALUE), ("made_up", {"a": 1}, UNKNOWN), ("messages", MSGS, UNKNOWN)],
-    "responses": [("text", {"format": {"type": "text"}}, OK), ("tools", [], OK), ("tool_choice", "auto", OK),
+    "responses": [("text", {"format": {"type": "text"}}, OK), ("text", {"format": {"type": "xml"}}, "invalid_value"),
+                  ("text", {"verbosity": "low"}, UNSUPPORTED), ("tools", [], OK), ("tool_choice", "auto", OK),
                   ("truncation", "disabled", OK), ("background", False, OK), ("reasoning", {}, OK),
                   ("parallel_tool_calls", False, OK), ("max_tokens", 3, UNKNOWN), ("messages", MSGS, UNKNOWN)],
 }

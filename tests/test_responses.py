@@ -223,8 +223,9 @@ def test_logprobs_when_included(client):
 
 
 @pytest.mark.parametrize("fields, param, code", [
-    ({"text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "object"}}}}, "text",
-     "unsupported_parameter"),
+    ({"text": {"format": {"type": "json_schema", "schema": {"type": "object"}}}}, "text",
+     "missing_required_parameter"),
+    ({"text": {"format": {"type": "json_schema", "name": "x", "schema": {"not": {}}}}}, "text", None),
     ({"tools": [{"type": "function", "name": "f", "parameters": {}}]}, "tools", "unsupported_parameter"),
     ({"conversation": "conv_1"}, "conversation", "unsupported_parameter"),
     ({"made_up": 1}, "made_up", "unknown_parameter"),
@@ -321,3 +322,18 @@ def test_input_items_list_what_each_response_was_given(client, server):
     assert [(i.role, i.content[0].text) for i in only] == [("user", "And?")]  # its own input, not the history
     with pytest.raises(openai.NotFoundError):
         client_for(server, KEYS[1]).responses.input_items.list(r.id)
+
+
+def test_text_format_json_schema_is_enforced(client):
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    fmt = {"type": "json_schema", "name": "answer", "schema": schema, "strict": True}
+    r = client.responses.create(model="tiny", input="Is it?", text={"format": fmt}, temperature=1.0,
+                                extra_body={"seed": 2}, max_output_tokens=120)
+    assert json.loads(r.output_text) in ({"ok": True}, {"ok": False}) and r.status == "completed"
+    assert r.text.format.type == "json_schema" and r.text.format.name == "answer"
+    events = list(client.responses.create(model="tiny", input="Is it?", text={"format": fmt}, temperature=1.0,
+                                          extra_body={"seed": 2}, max_output_tokens=120, stream=True))
+    assert events[-1].type == "response.completed" and events[-1].response.output_text == r.output_text
+    plain = client.responses.create(model="tiny", input="Is it?", text={"format": {"type": "json_object"}},
+                                    temperature=1.0, extra_body={"seed": 2}, max_output_tokens=120)
+    assert plain.output_text.startswith("{")  # a JSON object, cut off at max_output_tokens by the random model
