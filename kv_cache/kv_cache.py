@@ -128,9 +128,14 @@ class KVCache:
         self.lengths[dst] = tokens
 
     def allocate_slot(self, avoid=()) -> int:
-        """The lowest free slot not in `avoid` (slots whose contents are worth keeping), else the lowest free slot."""
-        if not self._free and self.slots < self.max_slots:
-            self._allocate(self.capacity, self.slots_after_allocation)
+        """The lowest free slot not in `avoid` (slots whose contents are worth keeping), else the lowest free slot.
+        When every slot is taken, or every free one is worth keeping, the slot count doubles (up to `max_slots`;
+        in the second case only within `max_bytes`, else a kept slot is given out)."""
+        grown = min(self.max_slots, 2 * self.slots)
+        keeping = bool(self._free) and all(s in avoid for s in self._free)
+        if grown > self.slots and (not self._free or keeping and (
+                self.max_bytes is None or self.nbytes_for(self.capacity, grown) <= self.max_bytes)):
+            self._allocate(self.capacity, grown)
         if not self._free:
             raise CacheFullError("no free cache slot")
         slot = next((s for s in reversed(self._free) if s not in avoid), self._free[-1])

@@ -21,8 +21,11 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serving(folder, *args):
-    """A `llm-runtime serve` process on a free loopback port; yields its base URL once /health is 200."""
+    """A `llm-runtime serve` process on a free loopback port; yields its base URL once /health is 200. Without a
+    `--data-dir` its stored responses go to a fresh temporary folder, never the user's."""
     port = free_port()
+    data = None if "--data-dir" in args else tempfile.TemporaryDirectory()
+    args = args if data is None else (*args, "--data-dir", data.name)
     log = tempfile.TemporaryFile("w+")  # a file, not a pipe: a full pipe would stall the server
     proc = subprocess.Popen([CLI, "serve", "--model", str(folder), "--port", str(port), *args],
                             stdout=log, stderr=subprocess.STDOUT, text=True)
@@ -45,6 +48,8 @@ def serving(folder, *args):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        if data is not None:
+            data.cleanup()
         log.seek(0)
         if "Traceback" in (text := log.read()):
             print(text)  # shown with a failing test

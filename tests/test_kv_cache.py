@@ -120,3 +120,14 @@ def test_max_capacity():
     with pytest.raises(CacheFullError, match="301 tokens exceed the cache's maximum of 300"):
         cache.ensure_capacity(301)
     assert cache.capacity == 300
+
+
+def test_a_free_slot_worth_keeping_makes_the_cache_grow_within_its_cap():
+    cache = KVCache(2, 1, 4, np.float32, slots=1, capacity=8, max_slots=4)
+    kept = cache.allocate_slot()
+    cache.free_slot(kept)
+    assert cache.allocate_slot(avoid={kept}) == 1 and cache.slots == 2  # the kept prompt stays in slot 0
+    capped = KVCache(2, 1, 4, np.float32, slots=1, capacity=8, max_slots=4, max_bytes=cache.nbytes_for(8, 1))
+    kept = capped.allocate_slot()
+    capped.free_slot(kept)
+    assert capped.allocate_slot(avoid={kept}) == kept and capped.slots == 1  # no room: the kept slot is given out

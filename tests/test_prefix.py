@@ -92,3 +92,14 @@ def test_an_abandoned_stream_leaves_its_cache_record_true(tiny_llm, tiny_build, 
     del seen[:]
     list(tiny_llm.stream_ids(longer, GREEDY_64))
     assert seen[0] == 0  # forgotten: computed whole
+
+
+def test_an_unrelated_request_between_turns_leaves_the_conversation_its_slot(tiny_build):
+    llm = LLM(tiny_build("llama-gqa2"), engine=EngineConfig(max_concurrency=4))
+    greedy = SamplingParams(temperature=0, max_tokens=4)
+    history = llm.encode(TINY_PROMPT * 3, special=False)
+    first = [t for c in llm.stream_ids(history, greedy) for t in c.token_ids]
+    list(llm.stream_ids(llm.encode("Something else entirely, and long enough to keep.", special=False), greedy))
+    before = llm.engine.stats().reused_prompt_tokens
+    list(llm.stream_ids(history + first + history[:8], greedy))  # the next turn starts with the first prompt
+    assert llm.engine.stats().reused_prompt_tokens - before >= len(history)
