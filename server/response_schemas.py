@@ -7,12 +7,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from llm_runtime.sampling_params import MAX_STOP, MAX_STOP_LEN
+from llm_runtime.sampling_params import MAX_STOP
 
-from .schemas import MAX_MESSAGES, StopString, Text, limited
+from .schemas import MAX_MESSAGES, Extensions, StopString, Text, limited
 
 
-class ResponsesBody(BaseModel):
+class ResponsesBody(Extensions):
     """POST /v1/responses. Types are strict; other fields pass on to the field policy, which refuses unknown and
     unsupported ones by name (400) and drops the documented hints."""
 
@@ -29,19 +29,9 @@ class ResponsesBody(BaseModel):
     top_logprobs: int | None = limited("top_logprobs")
     include: Annotated[list[str], Field(max_length=16)] | None = None
     metadata: dict[str, str] | None = None
-    # extensions, as on chat completions
+    # extensions, as on chat completions (the others come with Extensions)
     seed: int | None = limited("seed")
     stop: StopString | Annotated[list[StopString], Field(max_length=MAX_STOP)] | None = None
-    top_k: int | None = limited("top_k")
-    min_p: float | None = limited("min_p")
-    repetition_penalty: float | None = limited("repetition_penalty")
-    min_tokens: int | None = limited("min_tokens")
-    ignore_eos: bool | None = None
-    stop_token_ids: Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=MAX_STOP_LEN)] | None = None
-
-    def body(self) -> dict:
-        """The fields the client sent, as plain JSON values."""
-        return self.model_dump(exclude_unset=True)
 
 
 # Reply shapes, for the OpenAPI document only: replies are built as dicts by server/response_events.py.

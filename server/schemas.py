@@ -67,7 +67,23 @@ class StreamOptions(BaseModel):
     include_usage: bool | None = None
 
 
-class Common(BaseModel):
+class Extensions(BaseModel):
+    """The sampling extensions of every request body (chat, completions, responses), as vLLM names them."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    top_k: int | None = limited("top_k")
+    min_p: float | None = limited("min_p")
+    repetition_penalty: float | None = limited("repetition_penalty")
+    min_tokens: int | None = limited("min_tokens")
+    ignore_eos: bool | None = None
+    stop_token_ids: Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=MAX_STOP_LEN)] | None = None
+
+    def body(self) -> dict:
+        """The fields the client sent, as plain JSON values, for the one request mapping."""
+        return self.model_dump(exclude_unset=True)
+
+
+class Common(Extensions):
     """Fields shared by chat and completions. Types are strict; other fields pass on to the field policy, which
     refuses unknown and unsupported ones by name (400) and drops the documented hints."""
 
@@ -85,21 +101,11 @@ class Common(BaseModel):
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     user: str | None = Field(default=None, max_length=256)
-    # extensions, as vLLM names them
-    top_k: int | None = limited("top_k")
-    min_p: float | None = limited("min_p")
-    repetition_penalty: float | None = limited("repetition_penalty")
-    min_tokens: int | None = limited("min_tokens")
-    ignore_eos: bool | None = None
-    stop_token_ids: Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=MAX_STOP_LEN)] | None = None
     # structured output (checked by llm_runtime.response_format and the constraint compiler)
     response_format: dict | None = None
     regex: Text | None = None  # extension: a regular expression the whole reply matches
     grammar: Text | None = None  # extension: a Lark grammar (llguidance's dialect)
 
-    def body(self) -> dict:
-        """The fields the client sent, as plain JSON values, for the one request mapping."""
-        return self.model_dump(exclude_unset=True)
 
 
 class ChatRequest(Common):
