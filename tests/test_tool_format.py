@@ -15,7 +15,7 @@ from llm_runtime.structured.constraint import GrammarCompiler
 from llm_runtime.structured.grammar_state import GrammarState
 from llm_runtime.structured.token_mask import MaskBatch, allowed_tokens
 from llm_runtime.structured.tool_format import GENERIC, HERMES, LLAMA3, MISTRAL, detect_format
-from llm_runtime.structured.tool_parser import parse_reply
+from llm_runtime.structured.tool_reply import parse_reply
 from llm_runtime.structured.tools import parse_tools
 
 TOOLS = parse_tools([

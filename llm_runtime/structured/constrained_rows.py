@@ -69,6 +69,8 @@ class ConstrainedRows:
 
     def start(self, items) -> CallMasks | None:
         """Begin computing the masks of the call's constrained rows that sample (None if it has none)."""
+        if not self.active:  # no request holds a matcher: nothing to look at on the decode step
+            return None
         states = [item.seq for item in items if item.wants_logits and getattr(item.seq, "grammar", None)]
         if not states:
             return None

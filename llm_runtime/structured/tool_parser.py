@@ -6,19 +6,19 @@ to be. Two ways to report a call:
   complete, then its arguments as they are generated (a truncated reply leaves truncated arguments, as OpenAI's).
 - False, for free replies (`tool_choice` "auto" in a native format): each call once it is complete and parses;
   a malformed call, and everything after it, is returned as plain content, never an exception.
-The non-streamed reply is `fold_reply` over the same events, so both agree.
+The non-streamed reply is `tool_reply.fold_reply` over the same events, so both agree.
 """
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, auto
 
 from .json_scanner import JsonScanner
 from .tool_format import ToolFormat
-from .tools import ToolCall, arguments_text, new_call_id
+from .tools import arguments_text, new_call_id
 
 _HEADER = re.compile(r'\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"(?:arguments|parameters)"\s*:\s*')
 _ENVELOPE = re.compile(r'\{\s*"(content|tool_calls)"\s*:\s*')
@@ -392,32 +392,3 @@ def _string_body(buf: str, start: int) -> tuple[str, bool]:
 
 def _is_hex(text: str) -> bool:
     return len(text) == 4 and all(c in "0123456789abcdefABCDEF" for c in text)
-
-
-@dataclass
-class Reply:
-    """A reply's content (None when it had none) and tool calls."""
-
-    content: str | None
-    tool_calls: list[ToolCall]
-
-
-def fold_reply(events: Iterable[Event]) -> Reply:
-    """The non-streamed reply from the events."""
-    content: list[str] = []
-    calls: dict[int, list] = {}
-    for event in events:
-        if isinstance(event, ContentDelta):
-            content.append(event.text)
-        elif event.id is not None:
-            calls[event.index] = [event.id, event.name, event.arguments]
-        else:
-            calls[event.index][2] += event.arguments
-    text = "".join(content)
-    return Reply(text if text or not calls else None, [ToolCall(*calls[i]) for i in sorted(calls)])
-
-
-def parse_reply(fmt: ToolFormat, text: str, stream_arguments: bool = False) -> Reply:
-    """A whole reply's content and calls, as the incremental parser reads it."""
-    parser = ToolCallParser(fmt, stream_arguments)
-    return fold_reply([*parser.feed(text), *parser.finish()])

@@ -11,7 +11,8 @@ from ..chat_template import ChatTemplate
 from ..completion import Completion
 from ..sampling_params import ParameterError, SamplingParams
 from .tool_format import ToolFormat, detect_format
-from .tool_parser import ToolCallParser, fold_reply
+from .tool_parser import ToolCallParser
+from .tool_reply import parse_reply
 from .tool_prompt import render_with_tools
 from .tools import Tool, parse_tool_choice, parse_tools
 
@@ -61,8 +62,7 @@ class ToolRequest:
         """A finished reply split into content and tool calls; finish_reason "tool_calls" when it made calls."""
         if not self.calls_allowed:
             return reply
-        parser = self.parser()
-        parsed = fold_reply([*parser.feed(reply.text), *parser.finish()])
+        parsed = parse_reply(self.fmt, reply.text, stream_arguments=self.enforced)
         reason = "tool_calls" if parsed.tool_calls and reply.finish_reason == "stop" else reply.finish_reason
         return dataclasses.replace(reply, text=parsed.content or "", finish_reason=reason,
                                    tool_calls=parsed.tool_calls)
