@@ -5,6 +5,8 @@ Windows of `context` tokens start every `stride` tokens (at most context - 1, so
 token); each scores only the tokens no earlier window scored (the first window all but its first token), so
 every token but the text's first is scored exactly once, and with stride < context every scored token after the
 first window sees at least context - stride tokens before it. The last window ends at the text's end.
+`llama_cpp_windows` are llama.cpp's instead (`llama-perplexity`): whole chunks of `context` tokens, the text's
+tail dropped, each chunk scoring only its second half, so its figures and ours count the same tokens.
 The logits of every position come from one graph call per window
 through the graph's `logits_indices` input (folders without it, onnxruntime-genai's, return every position anyway).
 """
@@ -51,6 +53,16 @@ def windows(n_tokens: int, context: int, stride: int) -> list[Window]:
         # token before its first scored one), and no later than a full window before the end
         begin = min(begin + stride, done - 1, max(n_tokens - context, 0))
     return out
+
+
+def llama_cpp_windows(n_tokens: int, context: int) -> list[Window]:
+    """llama-perplexity's chunks: [k * context, (k + 1) * context) for every whole chunk; the logits from position
+    context / 2 on are scored (tokens context / 2 + 1 .. context - 1 of each chunk)."""
+    if context < 4:
+        raise ValueError(f"llama.cpp's windows need context >= 4, got {context}")
+    if n_tokens < context:
+        raise ValueError(f"the text has {n_tokens} tokens: llama.cpp's windows need at least one chunk of {context}")
+    return [Window(b, b + context, b + context // 2 + 1) for b in range(0, n_tokens - context + 1, context)]
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -105,6 +117,8 @@ class Report:
     kl_se: float | None = None
     kl_p99: float | None = None
     top1: float | None = None  # fraction of positions where both models' most likely token agree
+    ratio: float | None = None  # perplexity / the reference's, on the same tokens: exp(mean(nll - ref_nll))
+    ratio_se: float | None = None  # its standard error (delta method on the paired differences)
 
     @classmethod
     def of(cls, s: Scores) -> "Report":
@@ -112,15 +126,17 @@ class Report:
         ppl = math.exp(nll)
         if not s.kl:
             return cls(len(np.concatenate(s.nll)), ppl, ppl * se)
-        kl = np.concatenate(s.kl)
+        kl, ref_nll = np.concatenate(s.kl), np.concatenate(s.ref_nll)
         kl_mean, kl_se = _mean_se(kl)
-        return cls(len(kl), ppl, ppl * se, math.exp(np.concatenate(s.ref_nll).mean()), kl_mean, kl_se,
-                   float(np.percentile(kl, 99)), float(np.concatenate(s.same_top1).mean()))
+        gap, gap_se = _mean_se(np.concatenate(s.nll) - ref_nll)
+        return cls(len(kl), ppl, ppl * se, math.exp(ref_nll.mean()), kl_mean, kl_se, float(np.percentile(kl, 99)),
+                   float(np.concatenate(s.same_top1).mean()), math.exp(gap), math.exp(gap) * gap_se)
 
     def lines(self) -> list[str]:
         out = [f"tokens scored: {self.tokens}", f"perplexity: {self.perplexity:.4f} +/- {self.perplexity_se:.4f}"]
         if self.kl_mean is not None:
             out += [f"reference perplexity: {self.ref_perplexity:.4f}",
+                    f"perplexity / reference: {self.ratio:.6f} +/- {self.ratio_se:.6f}",
                     f"KL divergence: mean {self.kl_mean:.6f} +/- {self.kl_se:.6f}, 99th percentile {self.kl_p99:.6f}",
                     f"top-1 agreement: {100 * self.top1:.2f}%"]
         return out
@@ -153,11 +169,12 @@ class LogitsModel:
         return self.runner.run(step, self.cache).copy()
 
 
-def evaluate(model: LogitsModel, tokens: list[int], context: int, stride: int,
+def evaluate(model: LogitsModel, tokens: list[int], spans: list[Window],
              reference: LogitsModel | None = None, progress: bool = True) -> Report:
-    """Perplexity of `model` over `tokens` (and KL divergence from `reference`, which sees the same windows)."""
+    """Perplexity of `model` over `tokens` in these windows (and KL divergence from `reference`, which sees the
+    same windows)."""
     scores = Scores()
-    for w in tqdm(windows(len(tokens), context, stride), desc="perplexity", unit="window", disable=not progress):
+    for w in tqdm(spans, desc="perplexity", unit="window", disable=not progress):
         ids = tokens[w.begin:w.end]
         first = w.scored - w.begin - 1  # the position that predicts token w.scored
         targets = np.asarray(ids[first + 1:], np.int64)

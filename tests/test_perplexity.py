@@ -12,7 +12,8 @@ from transformers import AutoModelForCausalLM
 
 from graph_driver import PlainDecoder
 from llm_runtime.cli import main
-from llm_runtime.perplexity import LogitsModel, Report, evaluate, kl_divergence, log_softmax, token_nll, windows
+from llm_runtime.perplexity import (LogitsModel, Report, evaluate, kl_divergence, llama_cpp_windows, log_softmax,
+                                    token_nll, windows)
 
 TEXT = ("Once upon a time there was a tiny model that wanted to be exact. The quick brown fox jumps over the lazy "
         "dog. ") * 6
@@ -37,6 +38,17 @@ def test_windows_refuse_bad_arguments():
             windows(*args)
 
 
+def test_llama_cpp_windows_are_llama_perplexitys_chunks():
+    """llama-perplexity (tools/perplexity): n_chunk = n_tokens / n_ctx whole chunks, first = n_ctx / 2, and the
+    logits of positions first .. n_ctx - 2 score tokens first + 1 .. n_ctx - 1 of each chunk."""
+    ws = llama_cpp_windows(1561, 512)
+    assert [(w.begin, w.end, w.scored) for w in ws] == [(0, 512, 257), (512, 1024, 769), (1024, 1536, 1281)]
+    assert sum(w.end - w.scored for w in ws) == 3 * 255  # what llama-perplexity scores on 1,561 tokens
+    for args in [(100, 3), (10, 16)]:
+        with pytest.raises(ValueError):
+            llama_cpp_windows(*args)
+
+
 def test_reductions_on_small_arrays():
     logits = np.array([[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 0.0]], np.float32)
     p = np.exp(logits.astype(np.float64) - logits.max(-1, keepdims=True))
@@ -49,12 +61,12 @@ def test_reductions_on_small_arrays():
     np.testing.assert_array_equal(kl_divergence(logits, logits), [0.0, 0.0])
 
 
-def torch_windows(hf_folder, tokens: list[int], context: int, stride: int) -> np.ndarray:
+def torch_windows(hf_folder, tokens: list[int], spans) -> np.ndarray:
     """NLL of every scored token, computed directly: transformers' logits of each window, torch's cross entropy."""
     model = AutoModelForCausalLM.from_pretrained(hf_folder, dtype=torch.float32).eval()
     out = []
     with torch.no_grad():
-        for w in windows(len(tokens), context, stride):
+        for w in spans:
             ids = torch.tensor([tokens[w.begin:w.end]])
             logits = model(ids).logits[0].double()
             first = w.scored - w.begin - 1
@@ -62,14 +74,16 @@ def torch_windows(hf_folder, tokens: list[int], context: int, stride: int) -> np
     return torch.cat(out).numpy()
 
 
-@pytest.mark.parametrize("context,stride", [(32, 32), (32, 12)])
+@pytest.mark.parametrize("context,stride", [(32, 32), (32, 12), (32, "llama.cpp")])
 def test_perplexity_matches_a_direct_torch_computation(tiny_hf, tiny_build, context, stride):
     model = LogitsModel(tiny_build("llama-gqa2"), threads=1)
     tokens = model.tokenize(TEXT)
     assert len(tokens) > 3 * context
-    nll = torch_windows(tiny_hf("llama-gqa2"), tokens, context, stride)
-    report = evaluate(model, tokens, context, stride, progress=False)
-    assert report.tokens == len(tokens) - 1 == len(nll)
+    spans = llama_cpp_windows(len(tokens), context) if stride == "llama.cpp" else windows(len(tokens), context, stride)
+    nll = torch_windows(tiny_hf("llama-gqa2"), tokens, spans)
+    report = evaluate(model, tokens, spans, progress=False)
+    scored = (len(tokens) // context) * (context // 2 - 1) if stride == "llama.cpp" else len(tokens) - 1
+    assert report.tokens == scored == len(nll)
     assert report.perplexity == pytest.approx(math.exp(nll.mean()), rel=1e-5)
     assert report.perplexity_se == pytest.approx(math.exp(nll.mean()) * nll.std(ddof=1) / math.sqrt(len(nll)),
                                                  rel=1e-4)
@@ -82,7 +96,7 @@ def test_kl_mode_matches_a_direct_computation(tiny_build):
     fp32, int4 = tiny_build("llama-gqa2"), tiny_build("llama-gqa2", "int4")
     model, ref = LogitsModel(int4, threads=1), LogitsModel(fp32, threads=1)
     tokens = model.tokenize(TEXT)
-    report = evaluate(model, tokens, 24, 24, reference=ref, progress=False)
+    report = evaluate(model, tokens, windows(len(tokens), 24, 24), reference=ref, progress=False)
     kls, same, nll_ref = [], [], []
     for w in windows(len(tokens), 24, 24):
         ids = np.array([tokens[w.begin:w.end]])
@@ -98,13 +112,17 @@ def test_kl_mode_matches_a_direct_computation(tiny_build):
     assert report.kl_p99 == pytest.approx(np.percentile(kl, 99), rel=1e-3)
     assert report.top1 == pytest.approx(np.concatenate(same).mean(), abs=1.5 / len(kl))  # a near-tie may flip
     assert report.ref_perplexity == pytest.approx(math.exp(np.concatenate(nll_ref).mean()), rel=1e-5)
-    same_model = evaluate(ref, tokens, 24, 24, reference=ref, progress=False)
+    assert report.ratio == pytest.approx(report.perplexity / report.ref_perplexity, rel=1e-9)
+    assert 0 < report.ratio_se < report.ratio - 1  # int4 is measurably worse than fp32 on this tiny model
+    same_model = evaluate(ref, tokens, windows(len(tokens), 24, 24), reference=ref, progress=False)
     assert same_model.kl_mean == 0 and same_model.top1 == 1 and same_model.perplexity == same_model.ref_perplexity
+    assert same_model.ratio == 1 and same_model.ratio_se == 0
 
 
 def test_report_lines():
-    r = Report(10, 12.5, 0.5, 12.0, 0.01, 0.001, 0.05, 0.9)
+    r = Report(10, 12.5, 0.5, 12.0, 0.01, 0.001, 0.05, 0.9, 1.0416667, 0.002)
     assert r.lines() == ["tokens scored: 10", "perplexity: 12.5000 +/- 0.5000", "reference perplexity: 12.0000",
+                         "perplexity / reference: 1.041667 +/- 0.002000",
                          "KL divergence: mean 0.010000 +/- 0.001000, 99th percentile 0.050000",
                          "top-1 agreement: 90.00%"]
 
@@ -121,12 +139,17 @@ def test_command(tiny_build, tmp_path, capsys):
     assert lines == Report(**figures).lines() and figures["kl_mean"] > 0
     assert main(["perplexity", str(text), "--model", fp32, "--context", "24", "--max-tokens", "30"]) == 0
     assert capsys.readouterr().out.splitlines()[0] == "tokens scored: 29"
+    assert main(["perplexity", str(text), "--model", fp32, "--context", "24", "--llama-cpp"]) == 0
+    n = len(LogitsModel(fp32).tokenize(TEXT))
+    assert capsys.readouterr().out.splitlines()[0] == f"tokens scored: {(n // 24) * 11}"
 
 
 @pytest.mark.parametrize("args,message", [
     (["--context", "1"], "--context must be >= 2"),
     (["--context", "8", "--stride", "9"], "--stride between 1 and --context"),
     (["--max-tokens", "1"], "--max-tokens must be >= 2"),
+    (["--llama-cpp", "--stride", "4"], "give --context, not --stride"),
+    (["--llama-cpp", "--context", "100000"], "need at least one chunk of 100000"),
 ])
 def test_command_refuses_bad_arguments(tiny_build, tmp_path, capsys, args, message):
     text = tmp_path / "text.txt"
