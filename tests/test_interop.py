@@ -2,6 +2,7 @@
 builder load and generate in our runtime (single sequence and engine), agreeing with transformers and each other."""
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -123,3 +124,25 @@ def test_engine_batches_a_graph_without_query_seqlens(genai_built):
     assert [c.token_ids for c in llm.generate(prompts, params)] == alone
     assert llm.engine.stats().running == 0 and llm.engine.cache.free_slots == 3
 
+
+
+def test_perplexity_runs_genai_builds(genai_built, tiny_hf, tiny_build):
+    """`llm-runtime perplexity` on onnxruntime-genai's fp32 folder (no logits_indices: every position comes back)
+    equals transformers' perplexity of the same windows, and its KL from our own fp32 build of the weights is 0."""
+    from llm_runtime.perplexity import LogitsModel, evaluate, windows
+
+    model, ours = LogitsModel(genai_built("fp32"), threads=1), LogitsModel(tiny_build(GENAI_CASE), threads=1)
+    tokens = [(7 * i + 3) % 200 + 5 for i in range(80)]
+    spans = windows(len(tokens), 32, 16)
+    report = evaluate(model, tokens, spans, reference=ours, progress=False)
+    hf = AutoModelForCausalLM.from_pretrained(tiny_hf(GENAI_CASE), dtype=torch.float32).eval()
+    nll = []
+    with torch.no_grad():
+        for w in spans:
+            ids = torch.tensor([tokens[w.begin:w.end]])
+            first = w.scored - w.begin - 1
+            logits = hf(ids).logits[0].double()
+            nll.append(torch.nn.functional.cross_entropy(logits[first:-1], ids[0, first + 1:], reduction="none"))
+    assert report.tokens == len(tokens) - 1
+    assert report.perplexity == pytest.approx(math.exp(torch.cat(nll).mean().item()), rel=1e-5)
+    assert report.kl_mean < 1e-9 and report.top1 == 1
