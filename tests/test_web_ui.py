@@ -265,8 +265,28 @@ def test_streamed_reply_with_a_script_tag_renders_as_text(page):
     assert "<script>" in page.inner_text(".message.assistant .body")
 
 
+def test_json_reply_format_is_enforced_and_rendered(page):
+    """The settings' JSON format sends response_format json_object: the real server's constrained reply parses and
+    renders as a JSON block, and the choice survives a reload."""
+    settings(page, temperature=0, max_tokens=120)
+    page.select_option("#format", "json")
+    page.dispatch_event("#format", "change")
+    page.fill("#input", "Describe a cat in JSON with keys name, color and age.")
+    page.press("#input", "Enter")
+    wait_reply_done(page)
+    message = stored(page)["messages"][1]
+    assert message["finish"] == "stop", message  # greedy, the default build: a 20-token object
+    reply = json.loads(message["content"])
+    assert isinstance(reply, dict) and reply
+    code = page.wait_for_selector(".message.assistant .json code").inner_text()
+    assert json.loads(code) == reply
+    page.reload()
+    assert page.input_value("#format") == "json"
+
+
 def test_tool_calls_and_json_replies_render_as_blocks(page):
-    """The server emits no tool calls yet: this stream, in OpenAI's chunk shape, is served by the browser."""
+    """Rendering alone, on a fixed stream in OpenAI's chunk shape served by the browser (the real server's tool
+    calls are tested in test_server_tools.py): a tool call's arguments and a JSON reply become inert blocks."""
     chunks = [{"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]},
               {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
                             "function": {"name": "get_weather", "arguments": ""}}]}, "finish_reason": None}]},

@@ -8,7 +8,8 @@ import { fill, messageNode } from "./view.js";
 
 const $ = (id) => document.getElementById(id);
 const INTEGERS = ["top_k", "max_tokens", "seed"];
-const SETTINGS = ["temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_tokens", "seed"];
+const NUMBERS = ["temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_tokens", "seed"];
+const SETTINGS = [...NUMBERS, "format"];
 
 const chat = loadChat();
 const api = new Api(apiKey.get);
@@ -26,10 +27,11 @@ function persist() {
   saveChat(chat);
 }
 
-/** The sampling fields to send: the filled-in settings, as numbers. */
+/** The request fields the settings ask for: the filled-in numbers, and a JSON reply format (enforced by the
+ * server's constrained decoding) when chosen. */
 function sampling() {
-  const body = {};
-  for (const name of SETTINGS) {
+  const body = $("format").value === "json" ? { response_format: { type: "json_object" } } : {};
+  for (const name of NUMBERS) {
     const raw = $(name).value.trim();
     if (!raw) continue;
     body[name] = INTEGERS.includes(name) ? parseInt(raw, 10) : parseFloat(raw);
