@@ -1,5 +1,5 @@
 """Constrained decoding in the engine: the default model at temperature 1.0 always produces JSON that validates, with
-constrained and free rows in one batch, forced tokens fed as chunks (apart from one-token decodes), truncation
+constrained and free rows in one batch, forced tokens never sampled (a chunk alone, riding the decode call beside others), truncation
 visible, cancellation freeing the matcher, compile errors raised at submit, and no drafts for constrained rows."""
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ import json
 import re
 
 import jsonschema
+import numpy as np
 import pytest
 
 from llm_runtime import LLM
 from llm_runtime.engine import EngineConfig
 from llm_runtime.engine.scheduler import Scheduled
 from llm_runtime.engine.sequence import Sequence
-from llm_runtime.engine.step_inputs import group_calls
+from llm_runtime.engine.step_inputs import DecodeInputs, group_calls
+from llm_runtime.kv_cache import KVCache
 from llm_runtime.sampling_params import ParameterError, SamplingParams
 
 PROMPT = "<|im_start|>user\nDescribe a person as JSON.<|im_end|>\n<|im_start|>assistant\n"
@@ -97,17 +99,40 @@ def test_constrained_and_free_rows_share_batches(smollm_build):
         jsonschema.validate(json.loads(out.text), schema)
 
 
-def test_forced_tokens_are_fed_as_chunks_at_any_batch_size(smol_llm):
+def test_forced_tokens_skip_sampling_at_any_batch_size(smol_llm, monkeypatch):
+    """Forced tokens are never sampled nor masked: alone, a row feeds them as a chunk (fewer steps than tokens);
+    beside other decodes they ride the decode call one a step with no logits (fewer samplings than tokens)."""
     schema = SCHEMAS["$ref and $defs"]  # fixed keys: '{"start": {"x": ' and so on are forced
     engine = smol_llm.engine
+    sampled = []
+    pick = engine.next_token
+    monkeypatch.setattr(engine, "next_token", lambda seq, *a: sampled.append(seq.id) or pick(seq, *a))
     for batch in (1, 4):
-        steps = engine.steps
+        steps, sampled[:] = engine.steps, []
         outs = smol_llm.generate([PROMPT] * batch, SamplingParams(json_schema=schema, temperature=1.0, seed=5))
         taken = engine.steps - steps
-        tokens = max(o.usage.completion_tokens for o in outs)
-        assert taken < tokens * 0.8, (batch, taken, tokens)  # most keys and punctuation came as forced chunks
+        tokens = [o.usage.completion_tokens for o in outs]
+        assert len(sampled) < sum(tokens) * 0.8, (batch, len(sampled), tokens)  # keys and punctuation: forced
+        if batch == 1:
+            assert taken < tokens[0] * 0.8, (taken, tokens)  # ... and fed as chunks
         for out in outs:
             jsonschema.validate(json.loads(out.text), schema)
+
+
+def test_riding_forced_tokens_compute_no_logits():
+    """Beside another decode, a forced token is a one-token decode of the decode call without a logits row."""
+    def item(slot, tokens, rides=False):
+        seq = Sequence([1, 2, 3], SamplingParams())
+        seq.slot, seq.cached = slot, 3
+        return Scheduled(seq, tokens, rides=rides)
+
+    plain, riding = item(0, [5]), item(1, [6], rides=True)
+    assert riding.decode and not riding.wants_logits and riding.logit_rows == 0
+    assert group_calls([plain, riding]) == [[plain, riding]]
+    cache = KVCache(1, 1, 4, np.dtype("float32"), slots=2, capacity=16)
+    step = DecodeInputs().build([plain, riding], cache)
+    assert step.input_ids[:, 0].tolist() == [5, 6] and step.query_lens.tolist() == [1, 1]
+    assert step.logits_at.tolist() == [0]  # only the plain row samples
 
 
 def test_forced_tokens_report_logprob_zero_and_the_mask_shapes_logprobs(smol_llm):

@@ -240,7 +240,9 @@ class Engine:
                 self.prompt_tokens += len(item.tokens)
             if not item.draft:
                 seq.cached += len(item.tokens)
-            if len(rows):
+            if item.rides:  # the next forced token rides the next step
+                seq.next_token = seq.forced.pop(0)
+            elif len(rows):
                 try:
                     if item.draft:  # constrained rows never draft
                         picks = self.speculator.accept(item, rows, partial(self.next_token, seq))

@@ -22,6 +22,7 @@ class Scheduled:
     tokens: list[int]  # fed this step: one decode token (then its drafts, if any), a sampled token and the tokens
     # its grammar forced after it (a forced chunk), or a prompt chunk
     draft: tuple[int, ...] = ()  # the drafted tokens at the end of `tokens`, verified by this call
+    rides: bool = False  # a forced token fed alone in the decode call: the grammar chose the next one, no logits
 
     @property
     def logit_rows(self) -> int:
@@ -36,8 +37,8 @@ class Scheduled:
 
     @property
     def wants_logits(self) -> bool:
-        """A decode, or the chunk that completes the prompt, samples a token."""
-        return self.seq.cached + len(self.tokens) >= len(self.seq.prompt_ids)
+        """A decode, or the chunk that completes the prompt, samples a token; a riding forced token does not."""
+        return not self.rides and self.seq.cached + len(self.tokens) >= len(self.seq.prompt_ids)
 
 
 class Scheduler:
@@ -64,9 +65,15 @@ class Scheduler:
 
     def schedule(self) -> list[Scheduled]:
         """This step's work: every running decode (with the tokens a grammar forced after it), then prompt chunks
-        (running first, then admitted)."""
+        (running first, then admitted). Forced tokens come as a chunk after their sampled token when the row
+        decodes alone; beside other decodes they ride the one-token decode call instead, one a step, with no
+        logits and no mask: a chunk there would cost a call of its own (at 16 rows: 13-17 ms per chunk call
+        against 2.1 ms per row of the decode call)."""
         budget = self.token_budget
-        plan = [Scheduled(s, [s.next_token, *s.forced]) for s in self.running if not s.prefilling]
+        decoding = [s for s in self.running if not s.prefilling]
+        ride = len(decoding) > 1
+        plan = [Scheduled(s, [s.next_token], rides=True) if ride and s.forced else Scheduled(s, [s.next_token, *s.forced])
+                for s in decoding]
         budget -= sum(len(item.tokens) for item in plan)
         for seq in [s for s in self.running if s.prefilling]:
             if budget <= 0:

@@ -77,16 +77,20 @@ class DecodeInputs:
     def build(self, items: list[Scheduled], cache: KVCache) -> Step:
         first, last = items[0].seq.slot, items[-1].seq.slot
         rows, s = last - first + 1, self._step
-        if s is None or s.first_slot != first or len(s.totals) != rows or len(s.logits_at) != len(items):
+        sampling = sum(item.wants_logits for item in items)  # riding forced tokens need no logits
+        if s is None or s.first_slot != first or len(s.totals) != rows or len(s.logits_at) != sampling:
             s = self._step = Step(np.zeros((rows, 1), np.int64), np.ones(rows, np.int64), np.zeros(rows, np.int64),
-                                  np.zeros(len(items), np.int64), first)
+                                  np.zeros(sampling, np.int64), first)
         if len(items) < rows:  # idle slots in the range keep their length (at least 1) and compute nothing
             np.maximum(cache.lengths[first:first + rows], 1, out=s.totals)
             s.query_lens[:] = 0
-        for i, item in enumerate(items):
+        i = 0
+        for item in items:
             row = item.seq.slot - first
             s.input_ids[row, 0] = item.tokens[0]
             s.totals[row] = item.seq.cached + 1
             s.query_lens[row] = 1
-            s.logits_at[i] = row
+            if item.wants_logits:
+                s.logits_at[i] = row
+                i += 1
         return s
