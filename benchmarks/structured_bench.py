@@ -5,7 +5,7 @@ each round, median over rounds:
 - free: no constraint, ignore_eos, max_tokens N (the baseline tokens/s)
 - mask: an unrestrictive regex over the same N tokens (the cost of computing and applying a mask every step)
 - schema: a JSON schema with fixed keys, as generated (its forced tokens come as chunks), and the same schema with
-  fast-forward off; wall time against free with the same number of tokens
+  fast-forward off; wall time against free requests of the same lengths (each as many tokens as its schema reply)
 Mask time per step is llguidance's time for the step's constrained rows (in a worker thread, beside the graph).
 
     python benchmarks/structured_bench.py [--batches 1,16] [--tokens 64] [--rounds 3]
@@ -36,15 +36,17 @@ def prompts(llm: LLM, batch: int) -> list[list[int]]:
             for i in range(batch)]
 
 
-def run(llm: LLM, ids: list[list[int]], params: SamplingParams) -> tuple[float, int, int, float]:
-    """(wall seconds, completion tokens, engine steps, mask seconds) for the batch submitted together."""
+def run(llm: LLM, ids: list[list[int]], params: SamplingParams | list[SamplingParams]) -> tuple[float, int, int, float]:
+    """(wall seconds, completion tokens, engine steps, mask seconds) for the batch submitted together (one params
+    for all, or one per prompt); the per-request token counts are kept in `run.tokens`."""
     engine = llm.engine
     steps, masks = engine.steps, engine.constraints.mask_seconds
+    each = params if isinstance(params, list) else [params] * len(ids)
     start = time.perf_counter()
-    outs = [h.result() for h in [llm.submit(p, params) for p in ids]]
+    outs = [h.result() for h in [llm.submit(p, q) for p, q in zip(ids, each)]]
     wall = time.perf_counter() - start
-    tokens = sum(o.usage.completion_tokens for o in outs)
-    return wall, tokens, engine.steps - steps, engine.constraints.mask_seconds - masks
+    run.tokens = [o.usage.completion_tokens for o in outs]
+    return wall, sum(run.tokens), engine.steps - steps, engine.constraints.mask_seconds - masks
 
 
 def main() -> None:
@@ -70,12 +72,13 @@ def main() -> None:
             results["mask"].append(run(llm, ids, variants["mask"]))
             rows.fast_forward = True
             results["schema"].append(run(llm, ids, variants["schema"]))
+            lengths = run.tokens  # each schema reply's token count
             rows.fast_forward = False
             results["schema, no fast-forward"].append(run(llm, ids, variants["schema"]))
             rows.fast_forward = True
-            same = max(1, results["schema"][-1][1] // batch)  # tokens per request the schema replies had
-            results["free, same"].append(run(llm, ids, SamplingParams(max_tokens=same, temperature=0.7, seed=1,
-                                                                      ignore_eos=True)))
+            # each request as many free tokens as its schema reply had
+            results["free, same"].append(run(llm, ids, [SamplingParams(max_tokens=n, temperature=0.7, seed=1,
+                                                                       ignore_eos=True) for n in lengths]))
         print(f"batch {batch}:")
         base = statistics.median(t / w for w, t, _, _ in results["free"])
         for name, runs in results.items():
