@@ -83,8 +83,8 @@ def test_unrestrictive_constraint_is_greedy_unchanged(smol_llm):
 
 
 def test_constrained_and_free_rows_share_batches(smollm_build):
-    # the int8-activation build: the default build's float qkv inputs round differently batched (test_engine)
-    llm = LLM(smollm_build("int4", activations="int8"))
+    # fp32: batched rows equal lone ones to the bit only there (int4 kernels part on near-ties: test_engine)
+    llm = LLM(smollm_build("fp32"))
     prompts = [f"<|im_start|>user\nTell me about {t}.<|im_end|>\n<|im_start|>assistant\n"
                for t in ("cats", "rain", "Paris", "music")]
     free = [llm.generate(p, SamplingParams(temperature=0, max_tokens=20)) for p in prompts]

@@ -319,7 +319,7 @@ def test_k_quant_formats_compute_the_gguf_weights(tmp_path):
 
 
 # -- the real model -------------------------------------------------------------------------------------------
-QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+QUESTION = [{"role": "user", "content": "Name the capital city of France."}]  # no near-tie (test_llm.FRANCE)
 
 
 @pytest.fixture(scope="module")
@@ -327,7 +327,7 @@ def smol_prompt(smollm_transformers, smollm_build) -> list[int]:
     """The chat prompt rendered with the GGUF's template and tokenized by transformers; ours must agree."""
     _, tok = smollm_transformers
     text = tok.apply_chat_template(QUESTION, add_generation_prompt=True, tokenize=False)
-    assert text.endswith("<|im_start|>assistant\n") and "What is the capital of France?" in text
+    assert text.endswith("<|im_start|>assistant\n") and QUESTION[0]["content"] in text
     ids = tok(text).input_ids
     assert Tokenizer.from_file(str(smollm_build("fp32") / "tokenizer.json")).encode(text).ids == ids
     return ids
@@ -361,8 +361,8 @@ def test_smollm2_fp32_build_matches_transformers(smollm_transformers, smollm_bui
 
 
 def test_smollm2_int4_build_answers(smollm_transformers, smollm_build, smol_prompt):
-    """The default build imports the file's blocks exactly, with float activations into qkv_proj
-    (int8 everywhere flips the first token here to "L'Étoile...": README, Quantization)."""
+    """The default build imports the file's blocks exactly, with float activations into qkv_proj (README,
+    Quantization), and answers."""
     _, tok = smollm_transformers
     manifest = json.loads((smollm_build("int4") / "llm_runtime.json").read_text())
     assert (manifest["precision"], manifest["provider"], manifest["block_size"]) == ("int4", "cpu", 32)

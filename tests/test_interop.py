@@ -48,7 +48,7 @@ def test_genai_tokenizer_matches_ours(genai_int4, smollm_transformers):
 
 def test_genai_int4_answers_a_chat_prompt(genai_int4, smollm_transformers):
     model, folder = genai_int4
-    prompt = chat_ids(smollm_transformers[1], "What is the capital of France?")
+    prompt = chat_ids(smollm_transformers[1], "Name the capital city of France.")  # no near-tie (test_llm.FRANCE)
     out = genai_greedy(model, prompt, 24)
     answer = og.Tokenizer(model).decode(np.array(out, dtype=np.int32))
     assert "Paris" in answer, answer

@@ -18,7 +18,9 @@ from llm_runtime.model_builder.source import SourceError
 TINY_CASES = ["llama-gqa2", "llama-gqa4-tied", "llama3-rope-bias"]
 TINY_PROMPT = "The quick brown fox jumps over the lazy dog."
 POEM = [{"role": "user", "content": "Write a short poem about the sea."}]
-FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
+# "What is the capital of France?" is a near-tie in fp32 itself ("The" 0.08 nats above "L"): builds and CPUs part
+# on it. This one answers "The capital city of France is Paris." in every build, its top two >= 0.66 apart.
+FRANCE = [{"role": "user", "content": "Name the capital city of France."}]
 GREEDY_64 = SamplingParams(temperature=0, max_tokens=64, ignore_eos=True)
 
 
@@ -202,15 +204,16 @@ def test_chat_answers(smol_llm):
     streamed = list(smol_llm.chat_stream(FRANCE, SamplingParams(temperature=0, max_tokens=48)))
     assert "".join(c.text for c in streamed) == reply.text
     rendered = smol_llm.render_chat(FRANCE)
-    assert rendered.endswith("<|im_start|>assistant\n") and "What is the capital of France?" in rendered
+    assert rendered.endswith("<|im_start|>assistant\n") and FRANCE[0]["content"] in rendered
     assert smol_llm.generate(rendered, SamplingParams(temperature=0, max_tokens=48)).token_ids == reply.token_ids
 
 
-def test_generate_list_of_prompts(smol_llm):
+def test_generate_list_of_prompts(smollm_build):
+    llm = LLM(smollm_build("fp32"))  # batched rows equal lone ones to the bit in fp32 (int4: test_engine)
     params = SamplingParams(temperature=0, max_tokens=6)
     prompts = ["The capital of France is", "One, two, three,"]
-    done = smol_llm.generate(prompts, params)
-    assert [d.token_ids for d in done] == [smol_llm.generate(p, params).token_ids for p in prompts]
+    done = llm.generate(prompts, params)
+    assert [d.token_ids for d in done] == [llm.generate(p, params).token_ids for p in prompts]
 
 
 # ---- graphs without the batching input (onnxruntime < 1.32) ----

@@ -12,7 +12,7 @@ import pytest
 from llm_runtime import LLM, SamplingParams
 from server_process import CLI, serving
 
-MSGS = [{"role": "user", "content": "What is the capital of France?"}]
+MSGS = [{"role": "user", "content": "Name the capital city of France."}]  # no near-tie (test_llm.FRANCE)
 GREEDY = SamplingParams(max_tokens=16, temperature=0, ignore_eos=True)
 CASES = {"alpha": "llama-gqa2", "beta": "qwen2-gqa", "gamma": "llama-mqa"}
 
@@ -163,12 +163,12 @@ def test_the_default_model_beside_a_tiny_one(smollm_build, folders, llms):
         assert pieces[1] == pieces[3] == want(llms, "alpha") and pieces[0] == pieces[2]
         assert "paris" in pieces[0].lower()
         c = openai.OpenAI(base_url=base + "/v1", api_key="none", max_retries=0)
-        first = c.responses.create(model="smol", input="What is the capital of France?", temperature=0,
+        first = c.responses.create(model="smol", input=MSGS[0]["content"], temperature=0,
                                    max_output_tokens=24)
         assert "paris" in first.output_text.lower()
         second = c.responses.create(model="smol", input="And what is the capital of Spain?", temperature=0,
                                     max_output_tokens=24, previous_response_id=first.id)
-        history = [{"role": "user", "content": "What is the capital of France?"},
+        history = [MSGS[0],
                    {"role": "assistant", "content": first.output_text},
                    {"role": "user", "content": "And what is the capital of Spain?"}]
         smol = LLM(smollm_build("int4"))

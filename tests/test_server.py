@@ -17,7 +17,7 @@ from server_process import serving
 
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-MSGS = [{"role": "user", "content": "What is the capital of France?"}]
+MSGS = [{"role": "user", "content": "Name the capital city of France."}]  # no near-tie (test_llm.FRANCE)
 
 
 def metric(base: str, name: str) -> float:
