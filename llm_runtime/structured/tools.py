@@ -86,6 +86,18 @@ def parse_responses_tools(tools, param: str = "tools") -> tuple[Tool, ...]:
     return parse_tools(nested, param)
 
 
+def parse_responses_tool_choice(choice, tools: tuple[Tool, ...], param: str = "tool_choice") -> str:
+    """The Responses API's `tool_choice`: "none", "auto", "required" or `{"type": "function", "name": ...}` (flat);
+    hosted tools' choices (file_search, web_search_preview, mcp, ...) name tools this server has not."""
+    if isinstance(choice, dict):
+        if choice.get("type") != "function":
+            raise ParameterError(param, f"only function tools can be chosen here, got {choice.get('type')!r}")
+        if not isinstance(choice.get("name"), str):
+            raise ParameterError(param, "must be none, auto, required or {'type': 'function', 'name': ...}")
+        choice = {"type": "function", "function": {"name": choice["name"]}}
+    return parse_tool_choice(choice, tools, param)
+
+
 def parse_functions(functions, param: str = "functions") -> tuple[Tool, ...]:
     """The legacy `functions` list (bare function objects)."""
     if not isinstance(functions, (list, tuple)):
