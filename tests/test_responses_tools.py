@@ -5,6 +5,7 @@ none and auto; a two-turn exchange where the stored call and its function_call_o
 through previous_response_id, and the prompt cache the second turn reuses shows in its usage."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -164,3 +165,46 @@ def test_a_function_call_output_continues_the_stored_call(client, server, folder
     # its start is the first turn's prompt, which the engine kept: reused, and said so in the usage
     assert second.usage.input_tokens_details.cached_tokens == reused >= first.usage.input_tokens - 1 > 0
     assert client.responses.retrieve(first.id).output[0].call_id == call.call_id
+
+
+@pytest.fixture(scope="module")
+def smol(smollm_build):
+    """The base URL of a server of the default model (a template without tools: the generic JSON format)."""
+    with serving(smollm_build("int4"), "--api-key", KEY, "--served-model-name", "smol") as base:
+        yield base
+
+
+def test_an_agents_sdk_agent_runs_its_tool_to_a_final_output(smol):
+    """OpenAI's Agents SDK (`openai-agents`, its OpenAIResponsesModel on our base_url): the model must call the tool
+    (tool_choice required), the SDK runs it and sends the result back as a function_call_output item with the whole
+    history, and the model's next reply is the final output. The 135M default model repeats its call whenever it
+    may (tried: four turns of the same call under "auto"), so a hook turns tool_choice to "none" once the tool ran;
+    a tiny random model would not end its free reply before max_output_tokens, which the SDK treats as a failure."""
+    from agents import Agent, AgentHooks, ModelSettings, OpenAIResponsesModel, Runner, function_tool
+    from agents import set_tracing_disabled
+
+    set_tracing_disabled(True)  # traces would go to OpenAI
+    seen = []
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """Current weather in a city."""
+        seen.append(city)
+        return f"21 C and sunny in {city}"
+
+    class AnswerAfterTheTool(AgentHooks):
+        async def on_tool_end(self, context, agent, tool, result):
+            agent.model_settings = dataclasses.replace(agent.model_settings, tool_choice="none")
+
+    client = openai.AsyncOpenAI(base_url=smol + "/v1", api_key=KEY, max_retries=0)
+    agent = Agent(name="weather", instructions="Answer with the weather.", tools=[get_weather],
+                  model=OpenAIResponsesModel("smol", client), hooks=AnswerAfterTheTool(), reset_tool_choice=False,
+                  model_settings=ModelSettings(tool_choice="required", parallel_tool_calls=False, temperature=0,
+                                               max_tokens=200))
+    result = Runner.run_sync(agent, "What is the weather in Paris?", max_turns=3)
+    assert [i.type for i in result.new_items] == ["tool_call_item", "tool_call_output_item", "message_output_item"]
+    call, output, message = result.new_items
+    assert call.raw_item.name == "get_weather" and json.loads(call.raw_item.arguments) == {"city": seen[0]}
+    assert output.output == f"21 C and sunny in {seen[0]}" and output.raw_item["call_id"] == call.raw_item.call_id
+    assert isinstance(result.final_output, str) and result.final_output == message.raw_item.content[0].text != ""
+    assert len(result.raw_responses) == 2
