@@ -36,7 +36,7 @@ class ResponsesRequest:
     top_logprobs: int | None
     text_format: dict  # `text.format`, echoed in the response
     tools: tuple[Tool, ...] = ()  # the function tools offered
-    tool_choice: str = "none"  # "none", "auto", "required" or a tool's name
+    tool_choice: str = "auto"  # "none", "auto", "required" or a tool's name
     parallel_tool_calls: bool = True
 
 
@@ -72,7 +72,7 @@ def parse_responses(body: dict) -> ResponsesRequest:
                             _flag(fields, "store", True), _flag(fields, "stream", False), params,
                             _metadata(fields.get("metadata", {})), fields.get("max_output_tokens"),
                             fields.get("top_logprobs"), text_format, tools,
-                            parse_responses_tool_choice(fields.get("tool_choice"), tools),
+                            parse_responses_tool_choice(fields.get("tool_choice", "auto"), tools),  # as echoed
                             _flag(fields, "parallel_tool_calls", True))
 
 
