@@ -50,13 +50,18 @@ def test_output_items_are_the_assistant_turn_with_its_calls():
     output = [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Par"},
                                                                    {"type": "output_text", "text": "is"}]}]
     assert output_messages(output) == [{"role": "assistant", "content": "Paris"}]
-    calls = [{"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "f", "arguments": '{"a": 1}'},
-             {"type": "function_call", "id": "fc_2", "call_id": "call_2", "name": "g", "arguments": "{}"}]
+    calls = [{"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "f", "arguments": '{"a": 1}',
+              "status": "completed"},
+             {"type": "function_call", "id": "fc_2", "call_id": "call_2", "name": "g", "arguments": "{}",
+              "status": "completed"}]
     assert output_messages(calls) == [{"role": "assistant", "content": None, "tool_calls": [
         {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}},
         {"id": "call_2", "type": "function", "function": {"name": "g", "arguments": "{}"}}]}]
     assert output_messages(output[:1] + calls[:1])[0] == {"role": "assistant", "content": "Paris", "tool_calls": [
         {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}]}
+    cut = {"type": "function_call", "id": "fc_3", "call_id": "call_3", "name": "f", "arguments": '{"a": ',
+           "status": "incomplete"}
+    assert output_messages(output + [cut]) == output_messages(output)
 
 
 def test_listed_items_carry_ids_parts_and_status():

@@ -167,6 +167,19 @@ def test_a_function_call_output_continues_the_stored_call(client, server, folder
     assert client.responses.retrieve(first.id).output[0].call_id == call.call_id
 
 
+def test_a_call_cut_by_max_output_tokens_is_incomplete_and_the_conversation_goes_on(client):
+    args = dict(model="tiny", input=ASK, tools=FLAT, tool_choice={"type": "function", "name": "get_weather"},
+                temperature=0)
+    whole = client.responses.create(**args, max_output_tokens=120)
+    cut = client.responses.create(**args, max_output_tokens=whole.usage.output_tokens - 4)  # inside the arguments
+    assert cut.status == "incomplete" and cut.incomplete_details.reason == "max_output_tokens"
+    assert [(o.type, o.status) for o in cut.output] == [("function_call", "incomplete")]
+    assert whole.output[0].arguments.startswith(cut.output[0].arguments) and whole.output[0].status == "completed"
+    goes_on = client.responses.create(model="tiny", input="Try again.", previous_response_id=cut.id, tools=FLAT,
+                                      tool_choice="none", temperature=0, max_output_tokens=4)
+    assert goes_on.output_text and goes_on.previous_response_id == cut.id
+
+
 @pytest.fixture(scope="module")
 def smol(smollm_build):
     """The base URL of a server of the default model (a template without tools: the generic JSON format)."""
