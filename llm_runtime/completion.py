@@ -17,6 +17,7 @@ class TokenLogprob:
 class Usage:
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0  # of the prompt tokens, those taken from the prefix cache instead of computed
 
     @property
     def total_tokens(self) -> int:

@@ -45,10 +45,11 @@ def text_logprobs(lps, offset: int) -> dict:
 class ReplyStream:
     """The OpenAI stream chunks of one request's choices: `start()` (chat: each choice's role; echo: its prompt),
     then `add(i, chunk)` per engine chunk of choice i, then `end()` (the usage chunk, when asked for). `tools`: the
-    chat request's tools, whose calls each choice's text is parsed into."""
+    chat request's tools, whose calls each choice's text is parsed into. `n`: choices per prompt (choice i is
+    prompt i // n's)."""
 
     def __init__(self, chat: bool, model: str, choices: int, want_logprobs: bool, include_usage: bool,
-                 prompt_tokens: int, echo: list[str] | None = None, tools: ToolRequest | None = None):
+                 prompt_tokens: int, echo: list[str] | None = None, tools: ToolRequest | None = None, n: int = 1):
         self.chat, self.want_logprobs, self.include_usage = chat, want_logprobs, include_usage
         self.tool_deltas = [ToolDeltas(tools) for _ in range(choices)] if tools is not None else None
         self.choices, self.prompt_tokens, self.echo = choices, prompt_tokens, echo
@@ -58,6 +59,8 @@ class ReplyStream:
         if include_usage:
             self.base["usage"] = None
         self.completion_tokens = 0
+        self.n = n
+        self.cached = [0] * choices  # each choice's prompt tokens taken from the prefix cache
         self.offsets = [0] * choices  # characters of each choice's tokens so far (text_offset), after any echo
 
     def _chunk(self, choice: dict) -> dict:
@@ -78,6 +81,8 @@ class ReplyStream:
     def add(self, i: int, chunk: Chunk) -> list[dict]:
         """Choice i's OpenAI chunks for this engine chunk (none when it carries nothing to send yet)."""
         self.completion_tokens += len(chunk.token_ids)
+        if chunk.usage is not None:
+            self.cached[i] = chunk.usage.cached_tokens
         if self.tool_deltas is not None:
             return self._tool_chunks(i, chunk)
         if not chunk.text and not chunk.finish_reason and not chunk.logprobs:
@@ -112,8 +117,11 @@ class ReplyStream:
     def end(self) -> list[dict]:
         if not self.include_usage:
             return []
+        # a prompt's n choices share its prefix among themselves: what the cache held before is the least they reused
+        cached = sum(min(self.cached[p:p + self.n]) for p in range(0, self.choices, self.n))
         usage = {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                 "total_tokens": self.prompt_tokens + self.completion_tokens}
+                 "total_tokens": self.prompt_tokens + self.completion_tokens,
+                 "prompt_tokens_details": {"cached_tokens": cached}}
         return [{**self.base, "choices": [], "usage": usage}]
 
 

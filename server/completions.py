@@ -94,7 +94,7 @@ async def complete(request: Request, r: OpenAIRequest, llm, model: str, metrics:
     start = time.perf_counter()
     s = await anyio.to_thread.run_sync(submit, llm, r, asyncio.get_running_loop())
     reply = ReplyStream(r.chat, model, r.choices, r.params.logprobs, r.include_usage or not r.stream,
-                        s.prompt_tokens, s.echo, s.tools)
+                        s.prompt_tokens, s.echo, s.tools, r.n)
     chunks = openai_chunks(s.handles, reply, metrics, start)
     if r.stream:
         return EventSourceResponse(_sse(chunks, s.handles), ping=15, sep="\n")

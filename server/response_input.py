@@ -112,8 +112,16 @@ def _listed(item: dict) -> dict:
             "status": item.get("status") or "completed"}
 
 
-def output_message(output: list[dict]) -> dict:
-    """A response's output items -> its assistant turn in the conversation (text parts joined)."""
-    texts = [part["text"] for item in output if item["type"] == "message"
-             for part in item["content"] if part["type"] == "output_text"]
-    return {"role": "assistant", "content": "".join(texts)}
+def output_messages(output: list[dict]) -> list[dict]:
+    """A response's output items -> its assistant turn in the conversation: message text parts joined, function
+    calls as the turn's tool calls (an assistant message's text before them is the same turn's content). A call cut
+    off by max_output_tokens is left out: its arguments are not JSON, and no client could have run it."""
+    out: list[dict] = []
+    for item in output:
+        if item["type"] == "function_call":
+            if item["status"] != "incomplete":
+                _add_call(out, _function_call(item, "output"))
+        else:
+            out.append({"role": "assistant", "content": "".join(
+                part["text"] for part in item["content"] if part["type"] == "output_text")})
+    return out

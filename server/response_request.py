@@ -8,6 +8,7 @@ from llm_runtime.openai_request import request_params
 from llm_runtime.request_fields import check_fields
 from llm_runtime.response_format import format_constraint
 from llm_runtime.sampling_params import ParameterError, SamplingParams
+from llm_runtime.structured.tools import Tool, parse_responses_tool_choice, parse_responses_tools
 
 from .response_input import input_items, input_messages
 
@@ -34,6 +35,9 @@ class ResponsesRequest:
     max_output_tokens: int | None
     top_logprobs: int | None
     text_format: dict  # `text.format`, echoed in the response
+    tools: tuple[Tool, ...] = ()  # the function tools offered
+    tool_choice: str = "auto"  # "none", "auto", "required" or a tool's name
+    parallel_tool_calls: bool = True
 
 
 def parse_responses(body: dict) -> ResponsesRequest:
@@ -63,10 +67,22 @@ def parse_responses(body: dict) -> ResponsesRequest:
         if value is not None and not isinstance(value, str):
             raise ParameterError(key, f"{key} must be a string")
     messages = input_messages(fields["input"])
+    tools = parse_responses_tools(fields.get("tools"))
     return ResponsesRequest(fields["model"], messages, input_items(fields["input"]), instructions, previous,
                             _flag(fields, "store", True), _flag(fields, "stream", False), params,
                             _metadata(fields.get("metadata", {})), fields.get("max_output_tokens"),
-                            fields.get("top_logprobs"), text_format)
+                            fields.get("top_logprobs"), text_format, tools,
+                            parse_responses_tool_choice(fields.get("tool_choice", "auto"), tools),  # as echoed
+                            _flag(fields, "parallel_tool_calls", True))
+
+
+def tools_echo(r: ResponsesRequest) -> dict:
+    """The response's `tools`, `tool_choice` and `parallel_tool_calls`, as OpenAI echoes them."""
+    choice = r.tool_choice if r.tool_choice in ("none", "auto", "required") else {"type": "function",
+                                                                                  "name": r.tool_choice}
+    return {"tools": [{"type": "function", "name": t.name, "description": t.description or None,
+                       "parameters": t.parameters, "strict": t.strict} for t in r.tools],
+            "tool_choice": choice, "parallel_tool_calls": r.parallel_tool_calls}
 
 
 def _text_format(text) -> dict:

@@ -29,6 +29,9 @@ class ResponsesBody(Extensions):
     top_logprobs: int | None = limited("top_logprobs")
     include: Annotated[list[str], Field(max_length=16)] | None = None
     metadata: dict[str, str] | None = None
+    tools: Annotated[list[dict], Field(max_length=MAX_MESSAGES)] | None = None  # checked by structured.tools
+    tool_choice: str | dict | None = None
+    parallel_tool_calls: bool | None = None
     # extensions, as on chat completions (the others come with Extensions)
     seed: int | None = limited("seed")
     stop: StopString | Annotated[list[StopString], Field(max_length=MAX_STOP)] | None = None
@@ -50,6 +53,15 @@ class OutputMessage(BaseModel):
     content: list[OutputText]
 
 
+class FunctionCall(BaseModel):
+    id: str
+    type: Literal["function_call"]
+    status: Literal["in_progress", "completed", "incomplete"]
+    call_id: str
+    name: str
+    arguments: str  # a JSON object as text
+
+
 class ResponseUsage(BaseModel):
     input_tokens: int
     input_tokens_details: dict[str, int]
@@ -64,7 +76,7 @@ class ResponseObject(BaseModel):
     created_at: int
     status: Literal["completed", "incomplete", "failed", "in_progress"]
     model: str
-    output: list[OutputMessage]
+    output: list[OutputMessage | FunctionCall]
     usage: ResponseUsage | None
     instructions: str | None
     previous_response_id: str | None

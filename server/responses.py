@@ -26,8 +26,8 @@ from .errors import ERROR_RESPONSES, APIError, bad_request
 from .metrics import Metrics
 from .models import ModelRegistry
 from .response_events import ResponseEvents, new_response
-from .response_input import output_message
-from .response_request import ResponsesRequest, parse_responses
+from .response_input import output_messages
+from .response_request import ResponsesRequest, parse_responses, tools_echo
 from .response_schemas import DeletedResponse, InputItemList, ResponseObject, ResponsesBody
 from .response_store import ResponseStore, owner_of
 from .schemas import ok
@@ -76,12 +76,12 @@ def router(models: ModelRegistry, store: ResponseStore, metrics: Metrics, keyed:
         response = new_response(r.model, instructions=r.instructions, previous_response_id=r.previous_response_id,
                                 store=r.store, temperature=r.params.temperature, top_p=r.params.top_p,
                                 max_output_tokens=r.max_output_tokens, top_logprobs=r.top_logprobs,
-                                metadata=r.metadata, text_format=r.text_format)
-        events = ResponseEvents(response, s.prompt_tokens, r.params.logprobs)
+                                metadata=r.metadata, text_format=r.text_format, tools=tools_echo(r))
+        events = ResponseEvents(response, s.prompt_tokens, r.params.logprobs, s.tools)
 
         async def finish(done: dict) -> None:
             if r.store:
-                await anyio.to_thread.run_sync(store.put, who, done, conversation + [output_message(done["output"])],
+                await anyio.to_thread.run_sync(store.put, who, done, conversation + output_messages(done["output"]),
                                                r.items)
 
         stream = _events(s.handles[0], events, metrics, start, finish)
@@ -140,7 +140,8 @@ def _submit(llm, r: ResponsesRequest, conversation: list[dict], loop):
     """Template, tokenize, check and queue (in a worker thread); errors name `input`, the field they come from."""
     messages = ([{"role": "system", "content": r.instructions}] if r.instructions else []) + conversation
     try:
-        chat = OpenAIRequest(True, r.model, normalize_messages(messages), [], r.params)
+        chat = OpenAIRequest(True, r.model, normalize_messages(messages), [], r.params, tools=r.tools,
+                             tool_choice=r.tool_choice, parallel_tool_calls=r.parallel_tool_calls)
         return submit(llm, chat, loop)
     except ParameterError as e:
         raise bad_request(str(e), "input", e.code) from None

@@ -101,5 +101,6 @@ def test_an_unrelated_request_between_turns_leaves_the_conversation_its_slot(tin
     first = [t for c in llm.stream_ids(history, greedy) for t in c.token_ids]
     list(llm.stream_ids(llm.encode("Something else entirely, and long enough to keep.", special=False), greedy))
     before = llm.engine.stats().reused_prompt_tokens
-    list(llm.stream_ids(history + first + history[:8], greedy))  # the next turn starts with the first prompt
-    assert llm.engine.stats().reused_prompt_tokens - before >= len(history)
+    chunks = list(llm.stream_ids(history + first + history[:8], greedy))  # the next turn starts with the first prompt
+    reused = llm.engine.stats().reused_prompt_tokens - before
+    assert reused >= len(history) and chunks[-1].usage.cached_tokens == reused  # the request's usage says it too

@@ -92,9 +92,9 @@ CASES["responses"] = {
     **{k: COMMON[k] for k in ("seed", "stop", "top_k", "min_p", "repetition_penalty", "min_tokens", "ignore_eos",
                               "stop_token_ids")},
     "text": ({"format": {"type": "json_object"}}, OK, {}),
-    "tools": ([{"type": "function", "name": "f", "parameters": {}}], UNSUPPORTED, {}),
-    "tool_choice": ("required", UNSUPPORTED, {}),
-    "parallel_tool_calls": ("yes", UNSUPPORTED, {}),
+    "tools": ([{"type": "function", "name": "f", "parameters": {}}], OK, {}),
+    "tool_choice": ("required", OK, {"tools": [{"type": "function", "name": "f", "parameters": {}}]}),
+    "parallel_tool_calls": (False, OK, {}),
     "max_tool_calls": (2, HINT, {}),
     "reasoning": ({"effort": "low"}, UNSUPPORTED, {}),
     "truncation": ("auto", UNSUPPORTED, {}),
@@ -120,7 +120,10 @@ EXTRA = {  # values and fields beyond one row each: neutral values, refused valu
     "responses": [("text", {"format": {"type": "text"}}, OK), ("text", {"format": {"type": "xml"}}, "invalid_value"),
                   ("text", {"verbosity": "low"}, UNSUPPORTED), ("tools", [], OK), ("tool_choice", "auto", OK),
                   ("truncation", "disabled", OK), ("background", False, OK), ("reasoning", {}, OK),
-                  ("parallel_tool_calls", False, OK), ("max_tokens", 3, UNKNOWN), ("messages", MSGS, UNKNOWN)],
+                  ("parallel_tool_calls", "yes", None), ("tools", [{"type": "web_search"}], None),
+                  ("tools", [{"type": "function", "function": {"name": "f"}}], None),
+                  ("tool_choice", {"type": "file_search"}, None), ("tool_choice", "required", None),
+                  ("max_tokens", 3, UNKNOWN), ("messages", MSGS, UNKNOWN)],
 }
 
 

@@ -2,7 +2,7 @@
 import pytest
 
 from llm_runtime.sampling_params import ParameterError
-from llm_runtime.server.response_input import input_items, input_messages, output_message
+from llm_runtime.server.response_input import input_items, input_messages, output_messages
 
 
 def test_a_string_is_one_user_message():
@@ -46,10 +46,22 @@ def test_bad_items_name_themselves(value, where):
     assert e.value.param == "input" and where in str(e.value)
 
 
-def test_output_items_are_one_assistant_turn():
+def test_output_items_are_the_assistant_turn_with_its_calls():
     output = [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Par"},
                                                                    {"type": "output_text", "text": "is"}]}]
-    assert output_message(output) == {"role": "assistant", "content": "Paris"}
+    assert output_messages(output) == [{"role": "assistant", "content": "Paris"}]
+    calls = [{"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "f", "arguments": '{"a": 1}',
+              "status": "completed"},
+             {"type": "function_call", "id": "fc_2", "call_id": "call_2", "name": "g", "arguments": "{}",
+              "status": "completed"}]
+    assert output_messages(calls) == [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}},
+        {"id": "call_2", "type": "function", "function": {"name": "g", "arguments": "{}"}}]}]
+    assert output_messages(output[:1] + calls[:1])[0] == {"role": "assistant", "content": "Paris", "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}]}
+    cut = {"type": "function_call", "id": "fc_3", "call_id": "call_3", "name": "f", "arguments": '{"a": ',
+           "status": "incomplete"}
+    assert output_messages(output + [cut]) == output_messages(output)
 
 
 def test_listed_items_carry_ids_parts_and_status():

@@ -93,6 +93,12 @@ def test_the_next_turn_reuses_the_history_the_engine_holds(client, server, llm):
                                                                          ignore_eos=True)).text
     reused = metric(server[0], "llm_prompt_tokens_reused_total") - before
     assert reused >= len(llm.encode(llm.render_chat(MSGS), special=False))  # at least the first turn's prompt
+    assert r.usage.prompt_tokens_details.cached_tokens == reused  # the request's own count, in its usage
+    before = metric(server[0], "llm_prompt_tokens_reused_total")
+    chunks = list(client.chat.completions.create(messages=turn, stream=True, stream_options={"include_usage": True},
+                                                 **params))
+    reused = metric(server[0], "llm_prompt_tokens_reused_total") - before
+    assert chunks[-1].usage.prompt_tokens_details.cached_tokens == reused > 0
 
 
 def test_chat_stream_is_the_reply_in_pieces(client):
@@ -104,7 +110,8 @@ def test_chat_stream_is_the_reply_in_pieces(client):
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == full.choices[0].message.content
     finishing = [c for c in chunks if c.choices and c.choices[0].finish_reason]
     assert len(finishing) == 1 and finishing[0].choices[0].finish_reason == full.choices[0].finish_reason
-    assert chunks[-1].choices == [] and chunks[-1].usage == full.usage
+    assert chunks[-1].choices == [] and chunks[-1].usage.model_dump(exclude={"prompt_tokens_details"}) == \
+        full.usage.model_dump(exclude={"prompt_tokens_details"})  # cached_tokens: the second may reuse the first's
     assert all(c.usage is None for c in chunks[:-1])
     no_usage = list(client.chat.completions.create(**kw, stream=True))
     assert all(c.choices and c.usage is None for c in no_usage)

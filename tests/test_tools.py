@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from llm_runtime.sampling_params import ParameterError
-from llm_runtime.structured.tools import (new_call_id, parse_functions, parse_responses_tools, parse_tool_choice,
-                                           parse_tools)
+from llm_runtime.structured.tools import (new_call_id, parse_functions, parse_responses_tool_choice,
+                                          parse_responses_tools, parse_tool_choice, parse_tools)
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
 
@@ -62,3 +62,16 @@ def test_a_strict_tool_takes_no_extra_arguments_and_responses_tools_read_flat():
     assert flat == (strict.__class__("f", "d", params, True),)
     with pytest.raises(ParameterError, match="only function tools"):
         parse_responses_tools([{"type": "web_search"}])
+
+
+def test_responses_tool_choice_is_flat_and_names_only_functions():
+    tools = parse_responses_tools([{"type": "function", "name": "f"}])
+    assert parse_responses_tool_choice({"type": "function", "name": "f"}, tools) == "f"
+    assert parse_responses_tool_choice("required", tools) == "required"
+    assert parse_responses_tool_choice(None, tools) == "auto" and parse_responses_tool_choice(None, ()) == "none"
+    with pytest.raises(ParameterError, match="only function tools can be chosen"):
+        parse_responses_tool_choice({"type": "file_search"}, tools)
+    with pytest.raises(ParameterError, match="not among the tools"):
+        parse_responses_tool_choice({"type": "function", "name": "g"}, tools)
+    with pytest.raises(ParameterError, match="must be none, auto, required"):
+        parse_responses_tool_choice({"type": "function", "function": {"name": "f"}}, tools)

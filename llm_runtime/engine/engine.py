@@ -10,8 +10,8 @@ import logging
 import queue
 import threading
 import time
+from dataclasses import dataclass, replace
 from functools import partial
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -302,6 +302,10 @@ class Engine:
                 self._finish(seq, seq.out.cancel())
 
     def _finish(self, seq: Sequence, last) -> None:
+        """End `seq` with `last` (its final chunk, whose usage gets the prompt tokens the prefix cache gave it, or
+        an error) and free its slot."""
+        if isinstance(last, Chunk) and last.usage is not None:
+            last = replace(last, usage=replace(last.usage, cached_tokens=seq.reused))
         self.constraints.release(seq)
         self.scheduler.finish(seq)
         self._sequences.pop(seq.id, None)

@@ -117,7 +117,7 @@ class Scheduler:
         if donor is not None:
             if not donor.free:
                 self.cache.copy_slot_prefix(donor.slot, seq.slot, donor.ready)
-            self.cache.lengths[seq.slot] = seq.cached = donor.ready
+            self.cache.lengths[seq.slot] = seq.cached = seq.reused = donor.ready
             self.reused_tokens += donor.ready
         seq.status = Status.RUNNING
         self.running.append(seq)

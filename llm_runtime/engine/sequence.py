@@ -30,6 +30,7 @@ class Sequence:
     id: int = field(default_factory=lambda: next(_ids))
     slot: int = -1
     cached: int = 0  # tokens already in this sequence's cache slot
+    reused: int = 0  # prompt tokens taken from the prefix cache instead of computed (usage's cached_tokens)
     next_token: int = -1  # the last sampled token, fed by the next decode
     forced: list[int] = field(default_factory=list)  # tokens a grammar forced after it, fed with it as one chunk
     grammar: GrammarState | None = None  # a constrained request's matcher state

@@ -54,36 +54,56 @@ def new_call_id(alphanumeric: int = 0) -> str:
 
 def parse_tools(tools, param: str = "tools") -> tuple[Tool, ...]:
     """OpenAI's `tools` list (function tools) -> Tools; ParameterError on anything else."""
-    if tools is None:
-        return ()
-    if not isinstance(tools, (list, tuple)):
-        raise ParameterError(param, f"must be a list of tools, got {type(tools).__name__}")
-    out, names = [], set()
-    for i, tool in enumerate(tools):
+    out = []
+    for i, tool in enumerate(_tool_list(tools, param)):
         where = f"{param}[{i}]"
-        if not isinstance(tool, dict) or tool.get("type", "function") != "function":
-            kind = tool.get("type") if isinstance(tool, dict) else type(tool).__name__
-            raise ParameterError(param, f"{where}: only function tools are supported, got {kind!r}")
-        fn = tool.get("function")
+        fn = _function_tool(tool, where, param).get("function")
         if not isinstance(fn, dict):
             raise ParameterError(param, f"{where}.function must be an object with a name")
         out.append(_function(fn, where + ".function", param))
-        if out[-1].name in names:
-            raise ParameterError(param, f"{where}: the function name {out[-1].name!r} is used twice")
-        names.add(out[-1].name)
-    return tuple(out)
+    return _unique(out, param)
 
 
 def parse_responses_tools(tools, param: str = "tools") -> tuple[Tool, ...]:
     """The Responses API's `tools`: function tools flat (`{"type": "function", "name", "description",
     "parameters", "strict"}`), checked as chat's are."""
+    return _unique([_function(_function_tool(tool, f"{param}[{i}]", param), f"{param}[{i}]", param)
+                    for i, tool in enumerate(_tool_list(tools, param))], param)
+
+
+def _tool_list(tools, param: str) -> list:
     if tools is None:
-        return ()
+        return []
     if not isinstance(tools, (list, tuple)):
         raise ParameterError(param, f"must be a list of tools, got {type(tools).__name__}")
-    nested = [{"type": t.get("type", "function"), "function": {k: v for k, v in t.items() if k != "type"}}
-              if isinstance(t, dict) else t for t in tools]
-    return parse_tools(nested, param)
+    return list(tools)
+
+
+def _function_tool(tool, where: str, param: str) -> dict:
+    if not isinstance(tool, dict) or tool.get("type", "function") != "function":
+        kind = tool.get("type") if isinstance(tool, dict) else type(tool).__name__
+        raise ParameterError(param, f"{where}: only function tools are supported, got {kind!r}")
+    return tool
+
+
+def _unique(tools: list[Tool], param: str) -> tuple[Tool, ...]:
+    names = [t.name for t in tools]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ParameterError(param, f"{param}[{i}]: the function name {name!r} is used twice")
+    return tuple(tools)
+
+
+def parse_responses_tool_choice(choice, tools: tuple[Tool, ...], param: str = "tool_choice") -> str:
+    """The Responses API's `tool_choice`: "none", "auto", "required" or `{"type": "function", "name": ...}` (flat);
+    hosted tools' choices (file_search, web_search_preview, mcp, ...) name tools this server has not."""
+    if isinstance(choice, dict):
+        if choice.get("type") != "function":
+            raise ParameterError(param, f"only function tools can be chosen here, got {choice.get('type')!r}")
+        if not isinstance(choice.get("name"), str):
+            raise ParameterError(param, "must be none, auto, required or {'type': 'function', 'name': ...}")
+        choice = {"type": "function", "function": {"name": choice["name"]}}
+    return parse_tool_choice(choice, tools, param)
 
 
 def parse_functions(functions, param: str = "functions") -> tuple[Tool, ...]:
