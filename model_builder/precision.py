@@ -40,9 +40,10 @@ IO_DTYPE: dict[tuple[Precision, BuildTarget], type] = {
 WEIGHT_BITS = {Precision.INT8: 8, Precision.INT4: 4}
 QUANTIZERS = ("search", "rtn")
 GRIDS = ("symmetric", "zero_points", "offsets")
-# lm_head (and tied embedding) bits of a quantized build when the table is quantized from float weights (an exact
-# GGUF import keeps the file's own table): 8, as llama.cpp's Q4_K_M keeps its output table at Q6_K. At 4 bits the
-# table cost the default model +6.2% perplexity even with the searched offsets grid (README, Quantization).
+# lm_head (and tied embedding) bits of a quantized CPU build when the table is quantized from float weights (an
+# exact GGUF import keeps the file's own table): 8, as llama.cpp's Q4_K_M keeps its output table at Q6_K. At 4 bits
+# the table cost the default model +6.2% perplexity even with the searched offsets grid (README, Quantization).
+# GPU builds keep the build's bits: 8-bit MatMulNBits was not measured on their kernels here.
 LM_HEAD_BITS = 8
 ACTIVATIONS = ("mixed", "int8", "float")
 # Under "mixed", the linears whose MatMulNBits reads float activations (accuracy_level 0), the rest int8 (4): the
@@ -69,7 +70,7 @@ class BuildOptions:
     quantizer: str = "search"  # float weights -> blocks: "search" (scale_search.py) or "rtn" (round-to-nearest)
     requantize: bool = False  # GGUF: True dequantizes every tensor and quantizes it again instead of the exact import
     activations: str = "mixed"  # CPU MatMulNBits activations: "mixed" (FLOAT_INPUT_LINEARS float), "int8", "float"
-    lm_head_bits: int | None = None  # None: a GGUF's exact table as stored, else LM_HEAD_BITS; 4 or 8: those bits
+    lm_head_bits: int | None = None  # None: a GGUF's exact table as stored, else LM_HEAD_BITS on CPU; 4 or 8: those
     query_seqlens: bool = True  # the batching input; False for onnxruntime < 1.32 (one sequence per call)
 
     def __post_init__(self):
@@ -120,7 +121,9 @@ class BuildOptions:
         """Bits of a quantized lm_head / tied embedding table (an exact GGUF import may keep its own instead)."""
         if not self.bits:
             return None
-        return self.lm_head_bits or max(self.bits, LM_HEAD_BITS)
+        if self.lm_head_bits:
+            return self.lm_head_bits
+        return max(self.bits, LM_HEAD_BITS) if self.target is BuildTarget.CPU else self.bits
 
     def accuracy_level(self, linear: str, bits: int) -> int:
         """MatMulNBits' accuracy_level for the `bits`-bit linear named `linear` (its node path,

@@ -15,9 +15,11 @@ Three grids, as MatMulNBits can hold them:
   MatMulNBits, see linear.py), stored as (q - z) * s + (m + z * s) with z near the codes' mean
   (`quantize.centered`).
 
-Speed: rows go in chunks of about CHUNK_ELEMENTS weights, so each candidate's passes stay in cache, every pass
-writes into a chunk-sized buffer (`out=`), the block sums are einsums (no [.., block] temporaries), and chunks
-run on a small thread pool (numpy's loops release the GIL); each chunk writes its own rows of the result.
+Speed: rows go in chunks of about CHUNK_ELEMENTS weights, each transposed to [block, blocks] so that a block's
+sums, minimum and maximum are reductions over the first axis (numpy vectorises those across blocks; over a last
+axis of 32 it loops per block); every pass writes into a chunk-sized buffer (`out=`); the fit reuses the winning
+candidate's sums; chunks run on a small thread pool (numpy's loops release the GIL), each writing its own rows
+of the result, so memory stays one tensor's codes plus a few chunk-sized buffers per thread.
 """
 from __future__ import annotations
 

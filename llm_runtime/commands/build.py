@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "elsewhere), int8 (everywhere: fastest), float (everywhere: exact products, ~10x slower "
                         "decode)")
     p.add_argument("--lm-head-bits", type=int, choices=[4, 8],
-                   help="lm_head (and tied embedding) bits: 8 in an int4 build unless a GGUF's own table is "
+                   help="lm_head (and tied embedding) bits: 8 in an int4 CPU build unless a GGUF's own table is "
                         "imported exactly; 4 also re-quantizes a GGUF's 8-bit table (faster decode, worse model)")
     p.add_argument("--no-query-seqlens", action="store_true",
                    help="leave out the batching input, for onnxruntime older than 1.32 (one sequence per call)")
