@@ -224,3 +224,27 @@ def test_tied_embedding_shares_the_lm_head_blocks(quant_build, variant):
     assert list(init[reshape.input[1]]) == [512, 64 * bits // 8]
     assert embed.input[2] == head.input[2]
     assert sum(v.dtype == np.uint8 and v.size == qweight.size for v in init.values()) == 1
+
+
+def test_float_weight_recipe_by_target_and_precision():
+    """The searched offsets grid and the 8-bit table are the int4 CPU default; GPU targets, int8 and round-to-
+    nearest keep grids without an offset term, and GPU targets the build's own bits for the table."""
+    from llm_runtime.model_builder.precision import BuildTarget
+    from llm_runtime.model_builder.source import SourceError
+
+    cases = {  # BuildOptions fields -> (grid, lm_head bits)
+        (): ("offsets", 8),
+        (("quantizer", "rtn"),): ("symmetric", 8),
+        (("quantizer", "rtn"), ("lm_head_bits", 4)): ("symmetric", 4),
+        (("symmetric", False),): ("zero_points", 8),
+        (("offsets", False),): ("symmetric", 8),
+        (("precision", Precision.INT8),): ("symmetric", 8),
+        (("target", BuildTarget.CUDA),): ("symmetric", 4),
+        (("target", BuildTarget.CUDA), ("offsets", True)): ("offsets", 4),
+    }
+    for fields, want in cases.items():
+        opts = BuildOptions(**dict(fields))
+        assert (opts.grid, opts.head_bits) == want, fields
+    assert BuildOptions(precision=Precision.FP32).head_bits is None
+    with pytest.raises(SourceError, match="need the search quantizer"):
+        BuildOptions(quantizer="rtn", offsets=True)
