@@ -80,18 +80,24 @@ def main(argv: list[str] | None = None) -> int:
               + f" (load average {os.getloadavg()[0]:.2f})", flush=True)
     errors = {k: 0.0 for k in ways}
     worse = {k: 0 for k in ways}
+    excess = {k: 1.0 for k in ways}  # the largest error / round-to-nearest's among those blocks
     for k, w in tensors.items():
         ref = weighted_error(w, ways["rtn"](w, bits[k]), 32)
         for name, fn in ways.items():
             e = weighted_error(w, fn(w, bits[k]), 32)
             errors[name] += e.sum()
-            worse[name] += int((e > ref * (1 + 1e-5) + 1e-12).sum())
-    print(f"{'quantizer':<24}{'fastest s':>10}{'/ rtn':>8}{'error / rtn':>13}{'blocks above rtn':>18}")
+            above = e > ref * (1 + 1e-5) + 1e-12
+            worse[name] += int(above.sum())
+            if above.any():
+                excess[name] = max(excess[name], float((e[above] / ref[above]).max()))
+    blocks = sum(-(-w.shape[1] // 32) * w.shape[0] for w in tensors.values())
+    print(f"{'quantizer':<24}{'fastest s':>10}{'/ rtn':>8}{'error / rtn':>13}"
+          f"{f'blocks above rtn (of {blocks})':>32}{'largest ratio':>15}")
     for name in ways:
         best = min(times[name])
-        above = "" if args.grid == "offsets" else str(worse[name])
-        print(f"{name:<24}{best:>10.2f}{best / min(times['rtn']):>8.2f}{errors[name] / errors['rtn']:>13.4f}"
-              f"{above:>18}")
+        above, ratio = ("", "") if args.grid == "offsets" else (str(worse[name]), f"{excess[name]:.6f}")
+        print(f"{name:<24}{best:>10.2f}{best / min(times['rtn']):>8.2f}{errors[name] / errors['rtn']:>13.4g}"
+              f"{above:>32}{ratio:>15}")
     return 0
 
 

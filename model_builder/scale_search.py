@@ -31,10 +31,12 @@ import numpy as np
 from .quantize import BlockQuant, _check, pack, pack_zero_points
 
 CHUNK_ELEMENTS = 1 << 16  # rows are searched in chunks of about this many weights: temporaries stay in cache
-# candidate inverse scales (levels + step) / range; step 0 is round-to-nearest's grid
-# (six before, with 1.0: it won 0.04% of the default model's offsets blocks and 0.8% of its symmetric ones; without
-# it and with the refit round the weighted error is lower than the six's alone on every grid, README)
-STEPS = np.float32([-0.5, -0.25, 0.0, 0.25, 0.5])
+# candidate inverse scales (levels + step) / range; step 0 is round-to-nearest's grid. The old six steps ended at
+# 1.0, which won 0.04% of the default model's offsets blocks and 0.8% of its symmetric ones: the offsets and
+# zero-point grids drop it (the refit round more than makes up for it), the symmetric grid keeps it (without it
+# the weighted error came out 0.04% above the old search's on the default model's tensors). README, Quantization.
+_FIVE = np.float32([-0.5, -0.25, 0.0, 0.25, 0.5])
+STEPS = {"offsets": _FIVE, "zero_points": _FIVE, "symmetric": np.append(_FIVE, np.float32(1.0))}
 THREADS = min(4, os.cpu_count() or 1)
 _pool: ThreadPoolExecutor | None = None
 
@@ -100,6 +102,16 @@ class _Block:
         sxl, sll = self._dot(self.wx, l), self._dot(self.wl, l)
         return (sxl, sll, self._sum(self.wl)) if self.grid == "offsets" else (sxl, sll)
 
+    def exact_sums(self) -> tuple[np.ndarray, ...]:
+        """`sums` of the codes in self.l in float64, for the final fit (and sum w, sum w x into self.sw, self.swx):
+        float32 sums put a block that round-to-nearest codes exactly about 1e-7 off its grid."""
+        f64, l, w, wx = np.float64, self.l, self.w, self.wx
+        sxl, sll = np.einsum("kn,kn->n", wx, l, dtype=f64), np.einsum("kn,kn,kn->n", w, l, l, dtype=f64)
+        if self.grid != "offsets":
+            return sxl, sll
+        self.sw, self.swx = w.sum(0, dtype=f64), wx.sum(0, dtype=f64)
+        return sxl, sll, np.einsum("kn,kn->n", w, l, dtype=f64)
+
     def score(self, sums: tuple[np.ndarray, ...]) -> np.ndarray:
         """[n]: how much of the weighted sum of squares the least-squares fit of the codes explains (their weighted
         error is sum(w x^2) minus this)."""
@@ -144,7 +156,7 @@ class _Block:
         best_inv = np.zeros(x.shape[1:], np.float32)
         best_sums = None
         with np.errstate(divide="ignore", invalid="ignore"):
-            for step in STEPS:
+            for step in STEPS[grid]:
                 inv = np.where(span != 0, (levels + step) / span, 0).astype(np.float32)
                 self.codes(inv, lo, clip=step >= 0.5)
                 sums = self.sums()
@@ -170,7 +182,7 @@ class _Block:
             np.copyto(inv, best_inv, where=~better)
             anchor = np.where(better, anchor, lo)
             self.codes(inv, anchor)
-        return (inv, anchor, *self.fit(best_sums))
+        return (inv, anchor, *self.fit(self.exact_sums()))
 
 
 def _quantize_rows(w: np.ndarray, r: int, rows: int, bits: int, grid: str, kb: int, block_size: int,
