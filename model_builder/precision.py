@@ -39,6 +39,12 @@ IO_DTYPE: dict[tuple[Precision, BuildTarget], type] = {
 
 WEIGHT_BITS = {Precision.INT8: 8, Precision.INT4: 4}
 QUANTIZERS = ("search", "rtn")
+GRIDS = ("symmetric", "zero_points", "offsets")
+# lm_head (and tied embedding) bits of a quantized CPU build when the table is quantized from float weights (an
+# exact GGUF import keeps the file's own table): 8, as llama.cpp's Q4_K_M keeps its output table at Q6_K. At 4 bits
+# the table cost the default model +6.2% perplexity even with the searched offsets grid (README, Quantization).
+# GPU builds keep the build's bits: 8-bit MatMulNBits was not measured on their kernels here.
+LM_HEAD_BITS = 8
 ACTIVATIONS = ("mixed", "int8", "float")
 # Under "mixed", the linears whose MatMulNBits reads float activations (accuracy_level 0), the rest int8 (4): the
 # RMSNorm output into qkv_proj carries outlier channels (10x the median channel's peak on the default model) that
@@ -58,11 +64,13 @@ class BuildOptions:
     target: BuildTarget = BuildTarget.CPU
     block_size: int = 32
     symmetric: bool = True  # False: packed uint8 zero points
-    offsets: bool = False  # float per-block offsets (value = q * scale + offset, Q4_1-like), beside MatMulNBits
-    quantizer: str = "rtn"  # float weights -> blocks: "rtn" (round-to-nearest) or "search" (scale_search.py)
+    # float per-block offsets (value = q * scale + offset, Q4_1-like) beside MatMulNBits; None: the default grid
+    # (offsets in an int4 CPU build with the search quantizer, where they were measured; else `symmetric`'s)
+    offsets: bool | None = None
+    quantizer: str = "search"  # float weights -> blocks: "search" (scale_search.py) or "rtn" (round-to-nearest)
     requantize: bool = False  # GGUF: True dequantizes every tensor and quantizes it again instead of the exact import
     activations: str = "mixed"  # CPU MatMulNBits activations: "mixed" (FLOAT_INPUT_LINEARS float), "int8", "float"
-    lm_head_bits: int | None = None  # None: as the weights (a GGUF's exact table as stored); 4 or 8: those bits
+    lm_head_bits: int | None = None  # None: a GGUF's exact table as stored, else LM_HEAD_BITS on CPU; 4 or 8: those
     query_seqlens: bool = True  # the batching input; False for onnxruntime < 1.32 (one sequence per call)
 
     def __post_init__(self):
@@ -84,7 +92,11 @@ class BuildOptions:
     @property
     def grid(self) -> str:
         """The quantization grid of float weights: "symmetric", "zero_points" or "offsets" (scale_search.py)."""
-        return "offsets" if self.offsets else "symmetric" if self.symmetric else "zero_points"
+        offsets = self.offsets
+        if offsets is None:
+            offsets = (self.quantizer == "search" and self.symmetric and self.target is BuildTarget.CPU
+                       and self.precision is Precision.INT4)
+        return "offsets" if offsets else "symmetric" if self.symmetric else "zero_points"
 
     @property
     def tag(self) -> str:
@@ -106,7 +118,12 @@ class BuildOptions:
 
     @property
     def head_bits(self) -> int | None:
-        return self.lm_head_bits if self.bits and self.lm_head_bits else self.bits
+        """Bits of a quantized lm_head / tied embedding table (an exact GGUF import may keep its own instead)."""
+        if not self.bits:
+            return None
+        if self.lm_head_bits:
+            return self.lm_head_bits
+        return max(self.bits, LM_HEAD_BITS) if self.target is BuildTarget.CPU else self.bits
 
     def accuracy_level(self, linear: str, bits: int) -> int:
         """MatMulNBits' accuracy_level for the `bits`-bit linear named `linear` (its node path,

@@ -71,3 +71,17 @@ def test_offsets_recover_a_q4_1_grid():
     assert np.abs(dequantize_blockwise(bq) - w).max() <= 1e-5 * np.abs(w).max()
     ref = gguf_blocks.q4_1(raw, (32, 256))
     np.testing.assert_array_equal(bq.q, ref.q)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_a_grid_that_round_to_nearest_codes_exactly_stays_exact(bits):
+    """Blocks already on a symmetric grid (multiples of an fp16 scale s whose largest magnitude is -2^(b-1) s, as
+    Q4_0 / Q8_0 dequantize): round-to-nearest codes them exactly, and so must the search (its final fit is summed
+    in float64; float32 sums left such blocks about 1e-7 off their grid)."""
+    rng = np.random.default_rng(4)
+    half = 2 ** (bits - 1)
+    codes = rng.integers(-half, half, (48, 128)).astype(np.float32)
+    codes[:, ::32] = -half  # each block's largest magnitude, as the symmetric rule puts it on code 0
+    w = codes * rng.uniform(0.01, 0.5, (48, 1)).astype(np.float16).astype(np.float32)
+    assert np.array_equal(dequantize_blockwise(quantize_blockwise(w, bits, 32)), w)
+    assert np.array_equal(dequantize_blockwise(quantize_searched(w, bits, 32, "symmetric")), w)

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from llm_runtime.model_builder.build import build
-from llm_runtime.model_builder.precision import ACTIVATIONS, BuildOptions, BuildTarget, Precision
+from llm_runtime.model_builder.precision import ACTIVATIONS, GRIDS, BuildOptions, BuildTarget, Precision
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,12 +15,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--provider", choices=[x.value for x in BuildTarget], default="cpu",
                    help="the execution provider the graph is built for")
     p.add_argument("--block-size", type=int, default=32, help="quantization block size (int4/int8)")
-    p.add_argument("--zero-points", action="store_true", help="asymmetric quantization with packed zero points")
-    p.add_argument("--offsets", action="store_true",
-                   help="asymmetric quantization with float per-block offsets (Q4_1-like, exact offset term beside "
-                        "MatMulNBits; slower)")
-    p.add_argument("--quantizer", choices=["rtn", "search"], default="rtn",
-                   help="float weights -> blocks: round-to-nearest (default) or per-block error search")
+    p.add_argument("--grid", choices=list(GRIDS),
+                   help="blocks quantized from float weights: symmetric (no zero points), zero_points (packed "
+                        "uint8), offsets (float per-block offsets, Q4_1-like, an exact offset term beside "
+                        "MatMulNBits; the default with --quantizer search on CPU, else symmetric)")
+    p.add_argument("--zero-points", dest="grid", action="store_const", const="zero_points",
+                   help="the same as --grid zero_points")
+    p.add_argument("--offsets", dest="grid", action="store_const", const="offsets", help="the same as --grid offsets")
+    p.add_argument("--quantizer", choices=["search", "rtn"], default="search",
+                   help="float weights -> blocks: per-block error search (default) or round-to-nearest (faster "
+                        "build, worse model; symmetric unless --grid says otherwise)")
     p.add_argument("--requantize", action="store_true",
                    help="GGUF: dequantize every tensor and quantize it again with --quantizer instead of importing "
                         "its blocks exactly (each tensor in its own format, the default)")
@@ -29,8 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "elsewhere), int8 (everywhere: fastest), float (everywhere: exact products, ~10x slower "
                         "decode)")
     p.add_argument("--lm-head-bits", type=int, choices=[4, 8],
-                   help="lm_head (and tied embedding) bits: 8 in an int4 build; 4 also re-quantizes a GGUF's "
-                        "8-bit table (faster decode)")
+                   help="lm_head (and tied embedding) bits: 8 in an int4 CPU build unless a GGUF's own table is "
+                        "imported exactly; 4 also re-quantizes a GGUF's 8-bit table (faster decode, worse model)")
     p.add_argument("--no-query-seqlens", action="store_true",
                    help="leave out the batching input, for onnxruntime older than 1.32 (one sequence per call)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output folder")
@@ -39,7 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     opts = BuildOptions(precision=Precision(args.precision), target=BuildTarget(args.provider),
-                        block_size=args.block_size, symmetric=not args.zero_points, offsets=args.offsets,
+                        block_size=args.block_size, symmetric=args.grid != "zero_points",
+                        offsets=None if args.grid is None else args.grid == "offsets",
                         quantizer=args.quantizer, requantize=args.requantize,
                         activations=args.activations, lm_head_bits=args.lm_head_bits,
                         query_seqlens=not args.no_query_seqlens)
