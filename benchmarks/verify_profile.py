@@ -1,12 +1,13 @@
 """Why does a verification call cost more than a decode call? onnxruntime's profiler, op by op, 1 vs N tokens.
 
-    python benchmarks/verify_profile.py [--model default] [--tokens 4] [--calls 60] [--variants]
+    python benchmarks/verify_profile.py [--model default] [--also FOLDER ...] [--tokens 4] [--calls 60] [--variants]
 
 Runs one sequence's graph call over 1 and over N new tokens (200 cached) in a profiling session
 (`SessionOptions.enable_profiling`), sums each op type's kernel time per call, and prints the ratio N/1 per op
 type and per MatMulNBits role (q/k/v, o, gate/up, down, lm_head). `--variants` also profiles copies of the folder
 whose MatMulNBits nodes run at `accuracy_level` 0 (float activations), and builds of the default model at block
-sizes 64 and 128, to see what the builder or session options change.
+sizes 64 and 128, to see what the builder or session options change. `--also` profiles other built folders too
+(e.g. an `--activations int8` build beside the default `mixed` one).
 """
 from __future__ import annotations
 
@@ -117,9 +118,10 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=60)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--variants", action="store_true")
+    ap.add_argument("--also", nargs="*", default=[], help="other built folders to profile the same way")
     args = ap.parse_args()
     base = resolve_model(args.model)
-    folders = {"as built (block 32, accuracy_level 4)": Path(base)}
+    folders = {f"as built ({Path(base).name})": Path(base), **{f"{Path(f).name}": Path(f) for f in args.also}}
     tmp = Path(tempfile.mkdtemp())
     if args.variants:
         folders["accuracy_level 0"] = accuracy_copy(Path(base), 0, tmp / "acc0")

@@ -2,12 +2,14 @@
 
 Cost model, in units of one token's work: a graph call costs A + sum over its rows of (B + the row's tokens), a
 fixed part A per call (weights streamed once, per-call overhead) and B per row (its attention over the cached
-tokens, its share of the bookkeeping). Fitted to graph calls of the default int4 model, 2 cores, 200 cached
-tokens, calls over 1 to 5 tokens of 1, 4 and 8 rows interleaved 40 times (2026-12-02, load 8): 1 row 1.18x /
-1.41x / 1.80x at 2 / 3 / 5 tokens, 4 rows 1.37x / 1.66x / 2.47x, 8 rows 1.47x / 1.97x / 2.82x the one-token
-call over the same rows; A = 3, B = 1 gives 1.20x, 1.40x, 1.80x; 1.36x, 1.71x, 2.43x; 1.43x, 1.86x, 2.71x. (The
-former model, one fixed part per call and nothing per row, fitted the single row and put an 8-row verified run
-at 4x.)
+tokens, its share of the bookkeeping). Fitted to graph calls of the default int4 model (`--activations mixed`),
+200 cached tokens, calls over 1, 2, 3, 5 tokens of 1, 4 and 8 rows, interleaved 30 times, on a 2-core AMD EPYC
+with AVX2 (2026-12-06, `benchmarks/verify_cost.py --threads 1 --clock cpu`: CPU time, which the other jobs on
+that machine leave alone): 1 row 1.28x / 1.51x / 2.03x the one-token call, 4 rows 1.61x / 2.10x / 3.16x, 8 rows
+1.68x / 2.30x / 3.69x; A = 2.5, B = 0.2 gives 1.27x / 1.54x / 2.08x, 1.55x / 2.10x / 3.19x, 1.66x / 2.32x /
+3.64x. (The former fit, A = 3, B = 1, came from 2-thread wall times on an AVX-512 machine under load 8, 8 rows
+1.47x at 2 tokens; here it priced a 2-token call over 8 rows at 1.42x against 1.68x measured, so rows of a
+large batch drafted where it did not pay.)
 
 A row with per-draft acceptance rate a that drafts k tokens emits E(a, k) = (1 - a^(k + 1)) / (1 - a) tokens
 per call at a cost of (A / batch + B + 1 + k); the policy picks the k that maximises E / cost, 0 when no k beats
@@ -21,8 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-CALL_COST = 3.0  # A: the fixed part of a graph call, in units of one token's work
-ROW_COST = 1.0  # B: the part per row of a call
+CALL_COST = 2.5  # A: the fixed part of a graph call, in units of one token's work
+ROW_COST = 0.2  # B: the part per row of a call
 
 
 def expected_tokens(a: float, k: int) -> float:
