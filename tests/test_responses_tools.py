@@ -111,14 +111,14 @@ def test_enforced_calls_streamed_and_not_agree(client, choice):
 
 
 def test_parallel_calls_are_items_one_after_another(client):
-    for seed in range(6):
+    for seed in range(8):  # a random model: some seeds make one call, some run past the limit mid-call
         args = dict(model="tiny", input=ASK, tools=FLAT, tool_choice="required", temperature=1.0,
-                    max_output_tokens=300, extra_body={"seed": seed})
+                    max_output_tokens=400, extra_body={"seed": seed})
         r = client.responses.create(**args)
-        if len(r.output) > 1:
+        if len(r.output) > 1 and r.status == "completed":
             break
     else:
-        pytest.fail("no seed gave two calls")
+        pytest.fail("no seed gave two whole calls")
     calls = check_calls(r.output, SCHEMAS)
     assert len(calls) == len(r.output) and len({c.call_id for c in calls}) == len(calls)
     assert same_calls(reassemble(list(client.responses.create(**args, stream=True))), r.output)
@@ -143,7 +143,7 @@ def reused_total(server: str) -> float:
 def test_a_function_call_output_continues_the_stored_call(client, server, folder):
     weather = [FLAT[0]]
     first = client.responses.create(model="tiny", input=ASK, tools=weather, tool_choice="required",
-                                    parallel_tool_calls=False, temperature=0, max_output_tokens=80)
+                                    parallel_tool_calls=False, temperature=0, max_output_tokens=160)  # a whole call: ~90 tokens
     (call,) = check_calls(first.output, {"get_weather"})
     result = json.dumps({"temperature_c": 21})
     before = reused_total(server)
