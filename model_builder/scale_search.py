@@ -228,7 +228,7 @@ def quantize_searched(w: np.ndarray, bits: int, block_size: int, grid: str = "sy
     "zero_points" or "offsets" (module docstring). Same layout as `quantize.quantize_blockwise`; offsets are
     stored around zero points near the codes' mean, as `quantize.centered(..., exact=False)` moves them."""
     _check(bits, block_size)
-    if grid not in ("symmetric", "zero_points", "offsets"):
+    if grid not in STEPS:
         raise ValueError(f"grid must be symmetric, zero_points or offsets, got {grid!r}")
     n, k = w.shape
     kb = -(-k // block_size)
