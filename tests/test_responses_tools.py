@@ -104,7 +104,8 @@ def test_enforced_calls_streamed_and_not_agree(client, choice):
     items = reassemble(events)
     assert same_calls(items, r.output) and items == [o.to_dict() for o in events[-1].response.output]
     assert [e.type for e in events if e.type.startswith("response.function_call_arguments")][-1].endswith(".done")
-    assert len([e for e in events if e.type == "response.function_call_arguments.delta"]) > 1  # in pieces
+    # How many deltas is timing: chunks that queue while the server writes arrive joined (EngineHandle), so a busy
+    # machine may send a whole call in one. That arguments stream in pieces is test_response_events' to check.
     with client.responses.stream(**args) as stream:  # the client's own accumulator agrees
         final = stream.get_final_response()
     assert same_calls([o.to_dict() for o in final.output], r.output)
