@@ -8,6 +8,8 @@ refused by name: only text is read here.
 """
 from __future__ import annotations
 
+import json
+
 from typing import Any
 
 from llm_runtime.sampling_params import ParameterError
@@ -71,9 +73,15 @@ def _part(part: Any, where: str) -> str:
 
 
 def _function_call(item: dict, where: str) -> dict:
+    arguments = _text(item.get("arguments", "{}"), where, "arguments")
+    try:
+        parsed = json.loads(arguments)
+    except json.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise _error(where, "arguments must be a JSON object (as text)")
     return {"id": _text(item.get("call_id"), where, "call_id"), "type": "function",
-            "function": {"name": _text(item.get("name"), where, "name"),
-                         "arguments": _text(item.get("arguments", "{}"), where, "arguments")}}
+            "function": {"name": _text(item.get("name"), where, "name"), "arguments": arguments}}
 
 
 def _add_call(out: list[dict], call: dict) -> None:

@@ -39,6 +39,8 @@ def test_items_become_chat_messages():
     ([{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}], "input[0].content[0]"),
     ([{"role": "user", "content": None}], "input[0]"), ([{"type": "item_reference", "id": "msg_1"}], "input[0]"),
     ([{"type": "function_call", "name": "f", "arguments": "{}"}], "call_id"),
+    ([{"type": "function_call", "call_id": "c", "name": "f", "arguments": '{"a": '}], "input[0]: arguments"),
+    ([{"type": "function_call", "call_id": "c", "name": "f", "arguments": "[1]"}], "input[0]: arguments"),
 ])
 def test_bad_items_name_themselves(value, where):
     with pytest.raises(ParameterError) as e:
