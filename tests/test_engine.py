@@ -11,6 +11,7 @@ import numpy as np
 from llm_runtime.kv_cache import KVCache
 from llm_runtime import LLM, SamplingParams
 from llm_runtime.engine import EngineConfig, QueueFullError
+from llm_runtime.engine.handle import _END
 from llm_runtime.engine.step_inputs import build_step, group_calls
 from llm_runtime.engine.scheduler import Scheduled
 from llm_runtime.engine.sequence import Sequence
@@ -244,9 +245,10 @@ def test_an_async_reader_that_fell_behind_gets_the_queued_chunks_joined(llm):
 
     async def read_late():
         handle = llm.submit("Once upon a time", params, loop=asyncio.get_running_loop())
-        while llm.engine.stats().running:  # the loop is blocked (busy elsewhere) until the request has finished
+        deadline = time.monotonic() + 60
+        while not any(q is handle._queue and item is _END for q, item in handle._mailbox.pending):
+            assert time.monotonic() < deadline  # the loop is blocked (busy elsewhere) until the request has ended
             time.sleep(0.01)
-        time.sleep(0.2)  # the engine thread's last lines: hand over the final chunk and close
         return [c async for c in handle]
 
     chunks = asyncio.run(read_late())
