@@ -11,6 +11,7 @@ import hashlib
 import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 SCHEMA = """CREATE TABLE IF NOT EXISTS responses (
@@ -26,6 +27,31 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS responses (
 def owner_of(key: str | None) -> str:
     """The owner of what `key` stores: a salted SHA-256 of the key ("" without a key)."""
     return hashlib.sha256(b"llm-runtime response owner\0" + key.encode()).hexdigest() if key else ""
+
+
+LOCK_WAIT_S = 30
+
+
+def _prepare(db: sqlite3.Connection) -> None:
+    """WAL mode, the table, and the column a file from before input items were kept lacks."""
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(SCHEMA)
+    if "input_items" not in {row[1] for row in db.execute("PRAGMA table_info(responses)")}:
+        db.execute("ALTER TABLE responses ADD COLUMN input_items TEXT NOT NULL DEFAULT '[]'")
+    db.commit()
+
+
+def _retry_while_locked(work) -> None:
+    """Run `work` again while another connection holds a lock it needs: switching a new file to WAL mode takes one
+    that SQLite's busy timeout does not wait for (two processes opening a fresh file at once)."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            return work()
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 class ResponseStore:
@@ -44,14 +70,9 @@ class ResponseStore:
             with self._ready:
                 if not self._made:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
-                db = sqlite3.connect(self.path, timeout=30)  # a writer waits up to 30 s for another's lock
+                db = sqlite3.connect(self.path, timeout=LOCK_WAIT_S)  # a writer waits for another's lock
                 if not self._made:
-                    db.execute("PRAGMA journal_mode=WAL")
-                    db.execute(SCHEMA)
-                    columns = {row[1] for row in db.execute("PRAGMA table_info(responses)")}
-                    if "input_items" not in columns:  # a file from before input items were kept
-                        db.execute("ALTER TABLE responses ADD COLUMN input_items TEXT NOT NULL DEFAULT '[]'")
-                    db.commit()
+                    _retry_while_locked(lambda: _prepare(db))
                     self._made = True
             db.execute("PRAGMA synchronous=NORMAL")  # in WAL mode: durable at each checkpoint, never corrupt
             self._local.db = db
