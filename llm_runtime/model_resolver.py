@@ -8,7 +8,7 @@ from pathlib import Path
 import onnxruntime as ort
 from packaging.version import Version
 
-from llm_runtime.model_builder.build import build, default_build_dir, is_built
+from llm_runtime.model_builder.built_folder import default_build_dir, is_built
 from llm_runtime.model_builder.default_model import home
 from llm_runtime.model_builder.precision import BuildOptions, BuildTarget, Precision
 from llm_runtime.model_builder.source import SourceError
@@ -34,7 +34,7 @@ def resolve_model(model: str | Path, provider_build: str = "cpu", progress: bool
         folder = default_build_dir(opts)
         if not is_built(folder):
             log.info("building the default model into %s", folder)
-            build("default", folder, opts, force=True, progress=progress)
+            _build("default", folder, opts, progress)
         return folder
     path = Path(model)
     if (path / "genai_config.json").is_file():
@@ -46,8 +46,15 @@ def resolve_model(model: str | Path, provider_build: str = "cpu", progress: bool
     folder = home() / "models" / f"{path.stem}-{key}-{opts.tag}"
     if not is_built(folder):
         log.info("building %s into %s", path, folder)
-        build(path, folder, opts, force=True, progress=progress)
+        _build(path, folder, opts, progress)
     return folder
+
+
+def _build(source: str | Path, folder: Path, opts: BuildOptions, progress: bool) -> None:
+    """The builder, imported only when a model is built: onnx, which it needs, takes most of a second to import."""
+    from llm_runtime.model_builder.build import build
+
+    build(source, folder, opts, force=True, progress=progress)
 
 
 def model_name(model: str | Path) -> str:

@@ -19,10 +19,11 @@ from tqdm import tqdm
 
 from . import __version__
 from .architectures import architecture
+from .built_folder import DATA_FILE, MANIFEST, MODEL_FILE
 from .config import model_config
 from .contract import CONTRACT_VERSION, GraphContract
 from .decoder import DecoderEmitter
-from .default_model import default_gguf, home
+from .default_model import default_gguf
 from .genai_config import genai_config
 from .graph_writer import GraphWriter
 from .precision import BuildOptions, BuildTarget, Precision
@@ -31,8 +32,6 @@ from .source import SourceError, WeightSource
 from .weights import Weights
 
 log = logging.getLogger(__name__)
-MANIFEST = "llm_runtime.json"
-MODEL_FILE, DATA_FILE = "model.onnx", "model.onnx.data"
 
 
 @dataclass(frozen=True)
@@ -56,14 +55,6 @@ def open_source(source: str | Path) -> WeightSource:
         from .hf_source import HFSource
         return HFSource(path)
     raise SourceError(f"model source not found: {path} (expected a Hugging Face folder, a .gguf file or 'default')")
-
-
-def default_build_dir(opts: BuildOptions) -> Path:
-    return home() / "models" / f"smollm2-135m-instruct-{opts.tag}"
-
-
-def is_built(folder: Path) -> bool:
-    return (Path(folder) / MANIFEST).is_file() and (Path(folder) / MODEL_FILE).is_file()
 
 
 def build(source: str | Path, out: str | Path, opts: BuildOptions = BuildOptions(), force: bool = False,
@@ -148,4 +139,4 @@ def _write_folder(folder: Path, src: WeightSource, cfg, arch, opts: BuildOptions
     })
 
 
-__all__ = ["build", "BuildOptions", "BuildResult", "BuildTarget", "Precision", "open_source", "is_built"]
+__all__ = ["build", "BuildOptions", "BuildResult", "BuildTarget", "Precision", "open_source"]
