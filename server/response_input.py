@@ -9,7 +9,6 @@ refused by name: only text is read here.
 from __future__ import annotations
 
 import json
-
 from typing import Any
 
 from llm_runtime.sampling_params import ParameterError

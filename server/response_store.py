@@ -33,21 +33,18 @@ LOCK_WAIT_S = 30
 
 
 def _prepare(db: sqlite3.Connection) -> None:
-    """WAL mode, the table, and the column a file from before input items were kept lacks."""
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute(SCHEMA)
-    if "input_items" not in {row[1] for row in db.execute("PRAGMA table_info(responses)")}:
-        db.execute("ALTER TABLE responses ADD COLUMN input_items TEXT NOT NULL DEFAULT '[]'")
-    db.commit()
-
-
-def _retry_while_locked(work) -> None:
-    """Run `work` again while another connection holds a lock it needs: switching a new file to WAL mode takes one
-    that SQLite's busy timeout does not wait for (two processes opening a fresh file at once)."""
+    """WAL mode, the table, and the column a file from before input items were kept lacks. Retried while another
+    connection holds a lock it needs: switching a new file to WAL takes one that SQLite's busy timeout does not
+    wait for (two processes opening a fresh file at once)."""
     deadline = time.monotonic() + LOCK_WAIT_S
     while True:
         try:
-            return work()
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(SCHEMA)
+            if "input_items" not in {row[1] for row in db.execute("PRAGMA table_info(responses)")}:
+                db.execute("ALTER TABLE responses ADD COLUMN input_items TEXT NOT NULL DEFAULT '[]'")
+            db.commit()
+            return
         except sqlite3.OperationalError as e:
             if "locked" not in str(e) or time.monotonic() > deadline:
                 raise
@@ -72,7 +69,7 @@ class ResponseStore:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
                 db = sqlite3.connect(self.path, timeout=LOCK_WAIT_S)  # a writer waits for another's lock
                 if not self._made:
-                    _retry_while_locked(lambda: _prepare(db))
+                    _prepare(db)
                     self._made = True
             db.execute("PRAGMA synchronous=NORMAL")  # in WAL mode: durable at each checkpoint, never corrupt
             self._local.db = db
