@@ -22,7 +22,10 @@ GREEDY = {"max_tokens": 12, "temperature": 0}
 
 @pytest.fixture(scope="module", autouse=True)
 def cluster():
-    """One small local cluster for the module; drivers in subprocesses join it by its address."""
+    """One small local cluster for the module; drivers in subprocesses join it by its address. Serve's proxy gets
+    30 s to report ready, not 5: on a busy machine its worker process takes longer to start, and a proxy that
+    misses the check is killed and restarted until `serve.start` gives up after 60 s (seen at load 4 on 2 cores)."""
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")  # inherited by the cluster's processes
     ray.init(num_cpus=2, object_store_memory=96 << 20, include_dashboard=False, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
