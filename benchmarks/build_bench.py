@@ -30,7 +30,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from single_stream import GENAI, load_workload, measure_in_child
-from llm_runtime.model_builder.default_model import default_gguf
+
+from llm_runtime.models.default import default_gguf
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 BUILDER_IMPORTS = ("onnx_ir", "onnxscript", "torch", "transformers", "onnx", "onnxruntime", "safetensors", "numpy")
@@ -85,7 +86,7 @@ def genai_builder_imports(env: dict) -> tuple[str | None, list[str]]:
 
 def llm_runtime_command() -> list[str]:
     script = Path(sys.executable).parent / "llm-runtime"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "llm_runtime.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "llm_runtime.cli.main"]
 
 
 def table(head: list[str], rows: list[list[str]]) -> str:

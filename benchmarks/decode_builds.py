@@ -17,6 +17,7 @@ import sys
 
 def child(model: str, reps: int, tokens: int, threads: int) -> float:
     from graph_call import call_ms
+
     from llm_runtime import LLM
 
     return call_ms(LLM(model, threads=threads), tokens=tokens, reps=reps, warmup=5)

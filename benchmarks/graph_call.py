@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from llm_runtime.runner import Step
+from llm_runtime.graph.runner import Step
 
 
 def call_ms(llm, tokens: int = 1, cached: int = 99, reps: int = 400, warmup: int = 20) -> float:

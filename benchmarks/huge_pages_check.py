@@ -15,10 +15,11 @@ from launcher import child_main, run_child
 
 def child(model: str, huge: bool) -> float:
     """In the child process: the median decode graph call in ms, with or without huge-page weights."""
-    import llm_runtime.session as session
+    import llm_runtime.graph.session as session
     if not huge:
         session.collapse_weights = lambda: 0
     from graph_call import call_ms
+
     from llm_runtime import LLM
 
     return call_ms(LLM(model, threads=2))

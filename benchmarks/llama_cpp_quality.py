@@ -19,8 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from llm_runtime.model_builder.default_model import default_gguf
-from llm_runtime.perplexity import LogitsModel, evaluate, llama_cpp_windows
+from llm_runtime.evaluation.perplexity import LogitsModel, evaluate, llama_cpp_windows
+from llm_runtime.models.default import default_gguf
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXT = ROOT / "prompts" / "perplexity_sample.txt"
@@ -49,7 +49,7 @@ def llama_cpp(bin_dir: Path, work: Path, gguf: Path) -> dict[str, float]:
 
 def ours(work: Path, names: list[str]) -> dict[str, dict[str, float]]:
     fp32 = work / "fp32"
-    subprocess.run([sys.executable, "-m", "llm_runtime.cli", "build", "default", "-o", fp32, "--precision", "fp32",
+    subprocess.run([sys.executable, "-m", "llm_runtime.cli.main", "build", "default", "-o", fp32, "--precision", "fp32",
                     "--force"], check=True, capture_output=True)
     ref = LogitsModel(fp32, threads=2, progress=False)
     tokens = ref.tokenize(TEXT.read_text(encoding="utf-8"))
@@ -57,7 +57,7 @@ def ours(work: Path, names: list[str]) -> dict[str, dict[str, float]]:
     out = {}
     for name in names:
         folder = work / name
-        subprocess.run([sys.executable, "-m", "llm_runtime.cli", "build", "default", "-o", folder, "--force",
+        subprocess.run([sys.executable, "-m", "llm_runtime.cli.main", "build", "default", "-o", folder, "--force",
                         *BUILDS[name]], check=True, capture_output=True)
         r = evaluate(LogitsModel(folder, threads=2, progress=False), tokens, spans, ref, progress=False)
         out[name] = {"ppl": r.perplexity, "ref": r.ref_perplexity, "ratio": r.ratio, "ratio_se": r.ratio_se,

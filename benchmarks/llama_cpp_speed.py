@@ -35,8 +35,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    from llm_runtime.model_builder.default_model import default_gguf
-    from llm_runtime.model_resolver import resolve_model
+    from llm_runtime.models.default import default_gguf
+    from llm_runtime.models.resolver import resolve_model
 
     gguf = default_gguf() if args.model == "default" else Path(args.model)
     folder = resolve_model(str(gguf) if args.model != "default" else "default")

@@ -20,14 +20,13 @@ import json
 import statistics
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 
 from launcher import child_main, run_child
 
 
 def prompts(n: int) -> list[str]:
-    topics = (resources.files("llm_runtime.prompts") / "bench_topics.txt").read_text().split("\n")
+    topics = (Path(__file__).resolve().parent / "prompts" / "bench_topics.txt").read_text().split("\n")
     topics = [t for t in topics if t]
     return [f"Write a short story about {topics[i % len(topics)]}." for i in range(n)]
 
@@ -35,8 +34,8 @@ def prompts(n: int) -> list[str]:
 def chat_texts(folder: str, n: int) -> list[str]:
     """The N requests rendered with the folder's chat template, as the server renders them: the text both
     engines tokenize, so both compute the same prompt tokens."""
-    from llm_runtime.chat_template import ChatTemplate
-    from llm_runtime.model_folder import ModelFolder
+    from llm_runtime.chat.template import ChatTemplate
+    from llm_runtime.models.folder import ModelFolder
 
     template = ChatTemplate.for_model(ModelFolder.open(folder))
     return [template.render([{"role": "user", "content": p}], add_generation_prompt=True) for p in prompts(n)]
@@ -162,7 +161,7 @@ def main() -> None:
     levels = [int(x) for x in args.concurrency.split(",")]
     if args.rounds < 1 or args.decode_tokens < 1 or min(levels) < 1:
         ap.error("--rounds, --decode-tokens and every concurrency must be >= 1")
-    from llm_runtime.model_resolver import resolve_model
+    from llm_runtime.models.resolver import resolve_model
 
     folder = str(resolve_model(args.model))
     if args.compare and args.before:

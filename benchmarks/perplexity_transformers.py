@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM
 
-from llm_runtime.model_builder.default_model import default_gguf
-from llm_runtime.model_folder import ModelFolder
-from llm_runtime.model_resolver import resolve_model
-from llm_runtime.perplexity import Report, Scores, windows
+from llm_runtime.evaluation.perplexity import Report, Scores, windows
+from llm_runtime.models.default import default_gguf
+from llm_runtime.models.folder import ModelFolder
+from llm_runtime.models.resolver import resolve_model
 
 
 def main() -> None:

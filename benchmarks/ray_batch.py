@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-CLI = [sys.executable, "-m", "llm_runtime.cli", "batch"]
+CLI = [sys.executable, "-m", "llm_runtime.cli.main", "batch"]
 
 
 def requests(n: int, max_tokens: int) -> list[dict]:

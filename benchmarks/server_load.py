@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 from load import prompts
 
 
@@ -107,7 +106,7 @@ def main() -> None:
     args = ap.parse_args()
     from llm_runtime import LLM
     from llm_runtime.engine import EngineConfig
-    from llm_runtime.model_resolver import resolve_model
+    from llm_runtime.models.resolver import resolve_model
 
     folder = str(resolve_model(args.model))
     levels = [int(x) for x in args.concurrency.split(",")]

@@ -62,13 +62,12 @@ class Measurement:
 
 
 def load_workload(folder: str | Path, decode_tokens: int = 128, reps: int = 3) -> Workload:
-    """The benchmark prompts from the `prompts` package; the chat one rendered with the folder's template."""
-    from importlib.resources import files
+    """The benchmark prompts of benchmarks/prompts/; the chat one rendered with the folder's template."""
 
-    from llm_runtime.chat_template import ChatTemplate
-    from llm_runtime.model_folder import ModelFolder
+    from llm_runtime.chat.template import ChatTemplate
+    from llm_runtime.models.folder import ModelFolder
 
-    prompts = files("llm_runtime.prompts")
+    prompts = Path(__file__).resolve().parent / "prompts"
     message = (prompts / "bench_short_chat.txt").read_text(encoding="utf-8").strip()
     long_text = (prompts / "bench_long.txt").read_text(encoding="utf-8")
     template = ChatTemplate.for_model(ModelFolder.open(folder))
@@ -124,7 +123,7 @@ class Contender:
 
 def _ours(folder: str, threads: int) -> Contender:
     from llm_runtime.llm import LLM
-    from llm_runtime.sampling_params import SamplingParams
+    from llm_runtime.sampling.params import SamplingParams
 
     llm = LLM(folder, threads=threads)
 
@@ -340,7 +339,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.rounds < 1 or args.decode_tokens < 1 or args.reps < 1 or min(args.threads) < 0:
         ap.error("--rounds, --decode-tokens and --reps must be >= 1, --threads >= 0")
-    from llm_runtime.model_resolver import resolve_model
+    from llm_runtime.models.resolver import resolve_model
 
     folder = resolve_model(args.model)
     if args.compare and args.before:

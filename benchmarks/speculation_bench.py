@@ -2,7 +2,7 @@
 
     python benchmarks/speculation_bench.py [--model default] [--rounds 2] [--max-tokens 128] [--threads 2]
 
-The prompts are prompts/speculation_bench.jsonl: passage question answering, summarization, code editing (text
+The prompts are benchmarks/prompts/speculation_bench.jsonl: passage question answering, summarization, code editing (text
 that copies its input) and open chat (nothing to copy). Each prompt is rendered with the model's chat template and
 run greedily, alternating plain and speculative decoding in one process (fresh prompt caches); decode tok/s is
 (tokens - 1) / (time from the first token to the last), summed over a kind's prompts. onnxruntime-genai runs the
@@ -21,9 +21,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from llm_runtime import LLM, SamplingParams
-from llm_runtime.model_resolver import resolve_model
+from llm_runtime.models.resolver import resolve_model
 
-PROMPTS = Path(__file__).resolve().parent.parent / "prompts" / "speculation_bench.jsonl"
+PROMPTS = Path(__file__).resolve().parent / "prompts" / "speculation_bench.jsonl"
 KINDS = ("passage_qa", "summarization", "code_edit", "open_chat")
 
 

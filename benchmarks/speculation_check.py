@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 
 from graph_call import call_ms
+from single_stream import load_workload
+
 from llm_runtime import LLM, SamplingParams
 from llm_runtime.speculation import PromptLookup
-from single_stream import load_workload
 
 
 def calls_needed(prompt: list[int], out: list[int], k: int) -> int:

@@ -4,7 +4,7 @@ the model's own greedy replies, priced with the policy's cost model.
     python benchmarks/speculation_replay.py [--model default] [--max-tokens 128] [--ngram 1:3 2:4 ...] [--k 4 6]
         [--cost 1 1.2 1.4 ...] [--cost8 1 1.5 ...] [--replies replies.json]
 
-Each prompt of prompts/speculation_bench.jsonl is answered greedily without speculation, once. Then, per n-gram
+Each prompt of benchmarks/prompts/speculation_bench.jsonl is answered greedily without speculation, once. Then, per n-gram
 range and K, a replay walks each reply as the engine would (one row, batch 1): the policy picks k, the proposer
 drafts, the drafts are accepted while they equal the reply, and each verification costs
 `policy.call_cost(1, 1 + k)` against `call_cost(1, 1)` per plain decode. Printed: the predicted speedup per kind
@@ -28,10 +28,11 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from speculation_bench import KINDS, load_prompts
+
 from llm_runtime import LLM, SamplingParams
 from llm_runtime.speculation import DraftPolicy, PromptLookup
 from llm_runtime.speculation.policy import call_cost
-from speculation_bench import KINDS, load_prompts
 
 
 def model_cost(tokens: int) -> float:

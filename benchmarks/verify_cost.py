@@ -23,9 +23,9 @@ from collections import defaultdict
 import numpy as np
 
 from llm_runtime import LLM
+from llm_runtime.graph.runner import Step
 from llm_runtime.kv_cache import KVCache
-from llm_runtime.model_resolver import resolve_model
-from llm_runtime.runner import Step
+from llm_runtime.models.resolver import resolve_model
 
 
 def verify_step(rows: int, tokens: int, cached: int) -> Step:

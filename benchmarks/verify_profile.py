@@ -24,10 +24,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from llm_runtime.graph.runner import ModelRunner, Step
 from llm_runtime.kv_cache import KVCache
-from llm_runtime.model_folder import ModelFolder
-from llm_runtime.model_resolver import resolve_model
-from llm_runtime.runner import ModelRunner, Step
+from llm_runtime.models.folder import ModelFolder
+from llm_runtime.models.resolver import resolve_model
 
 
 def role(node: str) -> str:
@@ -91,7 +91,7 @@ def accuracy_copy(folder: Path, level: int, into: Path) -> Path:
 
 def block_build(block: int, into: Path) -> Path:
     from llm_runtime.model_builder.build import BuildOptions, build
-    from llm_runtime.model_builder.default_model import default_gguf
+    from llm_runtime.models.default import default_gguf
 
     build(default_gguf(), into, BuildOptions(block_size=block), progress=False)
     return into

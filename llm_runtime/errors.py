@@ -1,8 +1,13 @@
-"""The exceptions that mean bad input from a user: reported as one line, never a traceback."""
-from llm_runtime.kv_cache import CacheFullError
-from llm_runtime.model_builder.source import SourceError
+"""`ParameterError`: a request parameter that cannot run, raised by every layer that checks one (sampling,
+the OpenAI mapping, chat templates, tools, constraints) and reported by each door as one line or an HTTP 400."""
 
-from .model_folder import ModelFolderError
-from .providers import ProviderError
 
-USER_ERRORS = (SourceError, ModelFolderError, ProviderError, CacheFullError, ValueError, FileNotFoundError)
+class ParameterError(ValueError):
+    """A request parameter that cannot run; `param` names the field and `code` (OpenAI's error codes, such as
+    `unsupported_parameter` or `context_length_exceeded`) says why, so an HTTP server can report both."""
+
+    def __init__(self, param: str, message: str, code: str | None = None):
+        # "must be >= 0" becomes "temperature must be >= 0"; a capitalized message is a whole sentence already
+        whole = message.startswith(param) or message[:1].isupper()
+        super().__init__(message if whole else f"{param} {message}")
+        self.param, self.code = param, code

@@ -7,19 +7,19 @@ from pathlib import Path
 
 import numpy as np
 
+from llm_runtime.chat.template import ChatTemplate
+from llm_runtime.completion import Chunk, Completion
+from llm_runtime.engine import Engine, EngineConfig, RequestHandle
+from llm_runtime.errors import ParameterError
+from llm_runtime.graph.providers import CAPABILITIES, resolve
+from llm_runtime.graph.runner import ModelRunner
+from llm_runtime.graph.session import SessionConfig, make_session
 from llm_runtime.kv_cache import KVCache
-
-from .chat_template import ChatTemplate
-from .completion import Chunk, Completion
-from .engine import Engine, EngineConfig, RequestHandle
-from .model_folder import ModelFolder
-from .model_resolver import resolve_model
-from .providers import CAPABILITIES, resolve
-from .runner import ModelRunner
-from .sampling_params import ParameterError, SamplingParams
-from .session import SessionConfig, make_session
-from .speculation import SpeculationConfig
-from .structured.tool_request import ToolRequest
+from llm_runtime.models.folder import ModelFolder
+from llm_runtime.models.resolver import resolve_model
+from llm_runtime.sampling.params import SamplingParams
+from llm_runtime.speculation import SpeculationConfig
+from llm_runtime.tools.request import ToolRequest
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,13 @@ from pathlib import Path
 import onnx
 from tqdm import tqdm
 
-from . import __version__
+from llm_runtime.model_builder import __version__
+
 from .architectures import architecture
 from .built_folder import DATA_FILE, MANIFEST, MODEL_FILE
 from .config import model_config
 from .contract import CONTRACT_VERSION, GraphContract
 from .decoder import DecoderEmitter
-from .default_model import default_gguf
 from .genai_config import genai_config
 from .graph_writer import GraphWriter
 from .precision import BuildOptions, BuildTarget, Precision
@@ -42,9 +42,7 @@ class BuildResult:
 
 
 def open_source(source: str | Path) -> WeightSource:
-    """'default', a .gguf file or a Hugging Face folder -> a WeightSource."""
-    if str(source) == "default":
-        source = default_gguf()
+    """A .gguf file or a Hugging Face folder -> a WeightSource."""
     path = Path(source)
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -54,7 +52,7 @@ def open_source(source: str | Path) -> WeightSource:
     if path.is_dir():
         from .hf_source import HFSource
         return HFSource(path)
-    raise SourceError(f"model source not found: {path} (expected a Hugging Face folder, a .gguf file or 'default')")
+    raise SourceError(f"model source not found: {path} (expected a Hugging Face folder or a .gguf file)")
 
 
 def build(source: str | Path, out: str | Path, opts: BuildOptions = BuildOptions(), force: bool = False,

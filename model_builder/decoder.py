@@ -8,8 +8,9 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto
 
-from . import contract as C
-from . import quantize
+from llm_runtime.model_builder import contract as C
+from llm_runtime.model_builder import quantize
+
 from .architectures import Architecture
 from .attention import AttentionLengths, AttentionParts, attention
 from .config import ModelConfig

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import gguf_blocks, quantize
+from llm_runtime.model_builder import gguf_blocks, quantize
+
 from .graph_writer import MS_DOMAIN, GraphWriter
 from .precision import BuildOptions
 from .scale_search import quantize_searched

@@ -1,5 +1,5 @@
 """Precisions, build targets (the execution provider a graph is built for) and which pairs the builder supports:
-capability data, not branches. The runtime's `llm_runtime.providers.Provider` is the provider a session runs on."""
+capability data, not branches. The runtime's `llm_runtime.graph.providers.Provider` is the provider a session runs on."""
 from __future__ import annotations
 
 from dataclasses import dataclass

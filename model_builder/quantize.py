@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+
 @dataclass(frozen=True)
 class BlockQuant:
     """A weight [N, K] quantized blockwise along K, in MatMulNBits layout."""

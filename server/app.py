@@ -11,7 +11,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import PlainTextResponse
 
-from . import errors, responses, web_ui
+from llm_runtime.server import errors, responses, web_ui
+
 from .completions import complete, parse
 from .errors import ERROR_RESPONSES, APIError
 from .metrics import Metrics
@@ -102,7 +103,7 @@ def _too_large() -> APIError:
 
 def default_data_dir() -> Path:
     """$LLM_RUNTIME_HOME/server (or ~/.cache/llm-runtime/server)."""
-    from llm_runtime.model_builder.default_model import home
+    from llm_runtime.models.default import home
 
     return home() / "server"
 

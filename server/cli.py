@@ -7,7 +7,7 @@ import os
 import threading
 from pathlib import Path
 
-from llm_runtime.commands.sampling_args import add_model_arguments
+from llm_runtime.cli.sampling_args import add_model_arguments
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def add_arguments(p) -> None:
 
 def served_names(models: list[str], names: list[str] | None) -> list[str]:
     """The name each model is served as: --served-model-name (one per --model), else its model_name()."""
-    from llm_runtime.model_resolver import model_name
+    from llm_runtime.models.resolver import model_name
 
     if names and len(names) != len(models):
         raise ValueError(f"give one --served-model-name per --model ({len(models)} models, {len(names)} names)")
@@ -55,9 +55,9 @@ def run(args) -> int:
     import uvicorn
 
     from llm_runtime.engine import EngineConfig
+    from llm_runtime.graph.providers import CAPABILITIES, resolve
     from llm_runtime.llm import LLM
-    from llm_runtime.model_resolver import resolve_model
-    from llm_runtime.providers import CAPABILITIES, resolve
+    from llm_runtime.models.resolver import resolve_model
 
     from .app import create_app, default_data_dir
     from .models import Model, ModelRegistry
@@ -112,7 +112,7 @@ def run(args) -> int:
 
 
 def run_on_ray(args) -> int:
-    """`--ray`: the app on Ray Serve (llm_runtime.ray.serve) until Ctrl-C."""
+    """`--ray`: the app on Ray Serve (llm_runtime.server.ray_serve) until Ctrl-C."""
     from llm_runtime.ray import serve as ray_serve
 
     if args.replicas < 1:

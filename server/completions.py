@@ -16,10 +16,10 @@ from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import EventSourceResponse
 
 from llm_runtime.engine import QueueFullError
-from llm_runtime.openai_reply import ReplyStream, fold
-from llm_runtime.openai_request import OpenAIRequest, parse_request
-from llm_runtime.sampling_params import ParameterError
-from llm_runtime.structured.tool_request import ToolRequest
+from llm_runtime.errors import ParameterError
+from llm_runtime.openai.reply import ReplyStream, fold
+from llm_runtime.openai.request import OpenAIRequest, parse_request
+from llm_runtime.tools.request import ToolRequest
 
 from .errors import APIError, bad_request
 from .metrics import Metrics

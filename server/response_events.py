@@ -16,13 +16,12 @@ from __future__ import annotations
 import copy
 import time
 import uuid
-
 from dataclasses import dataclass, field
 
 from llm_runtime.completion import Chunk
-from llm_runtime.openai_reply import chat_logprobs
-from llm_runtime.structured.tool_deltas import ToolDeltas
-from llm_runtime.structured.tool_request import ToolRequest
+from llm_runtime.openai.reply import chat_logprobs
+from llm_runtime.tools.deltas import ToolDeltas
+from llm_runtime.tools.request import ToolRequest
 
 
 def new_id(prefix: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from llm_runtime.sampling_params import ParameterError
+from llm_runtime.errors import ParameterError
 
 from .response_events import new_id
 

@@ -1,14 +1,15 @@
-"""A Responses API body -> what to generate: the field policy (llm_runtime.request_fields' `responses` table), then
+"""A Responses API body -> what to generate: the field policy (llm_runtime.openai.fields' `responses` table), then
 the one request mapping to SamplingParams (the chat body's, with max_output_tokens as max_tokens)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from llm_runtime.openai_request import request_params
-from llm_runtime.request_fields import check_fields
-from llm_runtime.response_format import format_constraint
-from llm_runtime.sampling_params import ParameterError, SamplingParams
-from llm_runtime.structured.tools import Tool, parse_responses_tool_choice, parse_responses_tools
+from llm_runtime.errors import ParameterError
+from llm_runtime.openai.fields import check_fields
+from llm_runtime.openai.request import request_params
+from llm_runtime.openai.response_format import format_constraint
+from llm_runtime.sampling.params import SamplingParams
+from llm_runtime.tools.tool import Tool, parse_responses_tool_choice, parse_responses_tools
 
 from .response_input import input_items, input_messages
 

@@ -1,5 +1,5 @@
 """The /v1/responses body and reply shapes at the edge (pydantic): types and bounds for the OpenAPI document and a
-first check. What each field does is llm_runtime.request_fields' `responses` table, applied by
+first check. What each field does is llm_runtime.openai.fields' `responses` table, applied by
 server/response_request.py; input items are checked there, naming the item."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from llm_runtime.sampling_params import MAX_STOP
+from llm_runtime.sampling.params import MAX_STOP
 
 from .schemas import MAX_MESSAGES, Extensions, StopString, Text, limited
 

@@ -17,9 +17,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import EventSourceResponse
 
-from llm_runtime.chat_messages import normalize_messages
-from llm_runtime.openai_request import OpenAIRequest
-from llm_runtime.sampling_params import ParameterError
+from llm_runtime.chat.messages import normalize_messages
+from llm_runtime.errors import ParameterError
+from llm_runtime.openai.request import OpenAIRequest
 
 from .completions import disconnected, submit
 from .errors import ERROR_RESPONSES, APIError, bad_request

@@ -1,13 +1,13 @@
 """Request bodies (pydantic lives only here, at the edge): types and bounds for the OpenAPI document and a first
-check. Bounds come from llm_runtime.sampling_params; what each field does (supported, 400, hint) is
-llm_runtime.request_fields' table, applied with the one mapping, llm_runtime.openai_request."""
+check. Bounds come from llm_runtime.sampling.params; what each field does (supported, 400, hint) is
+llm_runtime.openai.fields' table, applied with the one mapping, llm_runtime.openai.request."""
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from llm_runtime.sampling_params import LIMITS, MAX_LOGIT_BIAS, MAX_STOP, MAX_STOP_LEN
+from llm_runtime.sampling.params import LIMITS, MAX_LOGIT_BIAS, MAX_STOP, MAX_STOP_LEN
 
 MAX_MESSAGES, MAX_TEXT, MAX_PROMPT_IDS = 1024, 1 << 20, 1 << 17  # transport limits of one body
 
@@ -101,7 +101,7 @@ class Common(Extensions):
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     user: str | None = Field(default=None, max_length=256)
-    # structured output (checked by llm_runtime.response_format and the constraint compiler)
+    # structured output (checked by llm_runtime.openai.response_format and the constraint compiler)
     response_format: dict | None = None
     regex: Text | None = None  # extension: a regular expression the whole reply matches
     grammar: Text | None = None  # extension: a Lark grammar (llguidance's dialect)

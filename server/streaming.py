@@ -1,4 +1,4 @@
-"""Engine handles -> OpenAI stream chunks (built by llm_runtime.openai_reply; the JSON reply folds them)."""
+"""Engine handles -> OpenAI stream chunks (built by llm_runtime.openai.reply; the JSON reply folds them)."""
 from __future__ import annotations
 
 import asyncio
@@ -6,7 +6,7 @@ import time
 from collections.abc import AsyncIterator
 
 from llm_runtime.completion import Chunk
-from llm_runtime.openai_reply import ReplyStream
+from llm_runtime.openai.reply import ReplyStream
 
 from .metrics import Metrics
 

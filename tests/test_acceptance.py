@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from llm_runtime.request_sampler import RequestSampler
-from llm_runtime.sampling import apply_temperature, top_k_filter
-from llm_runtime.sampling_params import SamplingParams
+from llm_runtime.sampling.params import SamplingParams
+from llm_runtime.sampling.request_sampler import RequestSampler
+from llm_runtime.sampling.samplers import apply_temperature, top_k_filter
 from llm_runtime.speculation import verify_run
 
 V = 6

@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 import torch
+from arch_cases import CASES, FORWARD_REFERENCE, PROMPT, prompt
+from graph_driver import PlainDecoder
 from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from arch_cases import CASES, FORWARD_REFERENCE, PROMPT, prompt
-from graph_driver import PlainDecoder
 from llm_runtime.model_builder.config import model_config
 from llm_runtime.model_builder.rope import inverse_frequencies
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import onnxruntime_genai as og
 import pytest
-
 from arch_cases import CASES, prompt
 from graph_driver import PlainDecoder
-from llm_runtime.model_builder.architectures import architecture
 from test_architectures import reference, transformers_greedy
 from test_interop import genai_greedy
 from tiny_models import read_json
+
+from llm_runtime.model_builder.architectures import architecture
 
 ARCH_CASES = [c for c in CASES if not c.startswith("llama")]
 

@@ -9,15 +9,15 @@ import gguf
 import numpy as np
 import pytest
 import torch
-from safetensors.numpy import load_file
-
 from arch_cases import prompt
 from graph_driver import PlainDecoder
-from llm_runtime.model_builder.build import build
-from llm_runtime.model_builder.precision import BuildOptions, Precision
+from safetensors.numpy import load_file
 from test_architectures import ATOL, reference
 from test_gguf_source import gpt2_metadata
 from tiny_models import read_json, tiny_tokenizer
+
+from llm_runtime.model_builder.build import build
+from llm_runtime.model_builder.precision import BuildOptions, Precision
 
 QT = gguf.GGMLQuantizationType
 LAYER_NAMES = {  # llama.cpp's convert_hf_to_gguf.py names, by Hugging Face suffix

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from arch_cases import CASES
+from test_quantized_builds import at_accuracy_level, fake_quantized, prefill_logits, rel_error, top1
+
 from llm_runtime.model_builder.build import build
 from llm_runtime.model_builder.precision import BuildOptions, Precision
-from test_quantized_builds import at_accuracy_level, fake_quantized, prefill_logits, rel_error, top1
 
 ARCH_CASES = [c for c in CASES if not c.startswith("llama")]
 # Measured on test_quantized_builds' prompts (4 x 32 random tokens), against fp32: relative error 0.10-0.40

@@ -10,12 +10,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from test_tool_request import ASK, TOOLS, tool_model_folder
 
 from llm_runtime import LLM, SamplingParams
-from llm_runtime.batch_job import BatchJob, BatchOutput, BatchRequest, LineError
-from llm_runtime.cli import main
+from llm_runtime.batch.job import BatchJob, BatchOutput, BatchRequest, LineError
+from llm_runtime.cli.main import main
 from llm_runtime.completion import Completion, Usage
-from test_tool_request import ASK, TOOLS, tool_model_folder
 
 CLI = str(Path(sys.executable).parent / "llm-runtime")
 GREEDY = {"max_tokens": 12, "temperature": 0}

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llm_runtime.cli import main
+from llm_runtime.cli.main import main
 from llm_runtime.model_builder.decoder import DecoderEmitter
 
 CASE = "llama-gqa2"

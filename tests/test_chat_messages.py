@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from llm_runtime.chat_messages import normalize_messages
-from llm_runtime.chat_template import ChatTemplate
-from llm_runtime.sampling_params import ParameterError
+from llm_runtime.chat.messages import normalize_messages
+from llm_runtime.chat.template import ChatTemplate
+from llm_runtime.errors import ParameterError
 
 QWEN25 = (Path(__file__).parent / "fixtures" / "templates" / "qwen2.5-instruct.jinja").read_text()
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
@@ -27,8 +27,8 @@ AGENT = [
 
 
 def hf_render(messages, tools=None) -> str:
-    from transformers import PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
 
     tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0}, unk_token="<unk>")),
                                   chat_template=QWEN25)

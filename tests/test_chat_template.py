@@ -6,7 +6,7 @@ import json
 import pytest
 from tokenizers import Tokenizer, models
 
-from llm_runtime.chat_template import ChatTemplate
+from llm_runtime.chat.template import ChatTemplate
 
 CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
           "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")

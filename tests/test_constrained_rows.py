@@ -15,8 +15,9 @@ from llm_runtime.engine import EngineConfig
 from llm_runtime.engine.scheduler import Scheduled
 from llm_runtime.engine.sequence import Sequence
 from llm_runtime.engine.step_inputs import DecodeInputs, group_calls
+from llm_runtime.errors import ParameterError
 from llm_runtime.kv_cache import KVCache
-from llm_runtime.sampling_params import ParameterError, SamplingParams
+from llm_runtime.sampling.params import SamplingParams
 
 PROMPT = "<|im_start|>user\nDescribe a person as JSON.<|im_end|>\n<|im_start|>assistant\n"
 NAME = {"type": "string", "minLength": 1, "maxLength": 12}

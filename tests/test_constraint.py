@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from tiny_models import tiny_tokenizer
 
-from llm_runtime.sampling_params import ParameterError
+from llm_runtime.errors import ParameterError
 from llm_runtime.structured.constraint import Constraint, GrammarCompiler
 
 

@@ -12,14 +12,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from llm_runtime.kv_cache import KVCache
-from llm_runtime.engine import EngineConfig
 from llm_runtime import LLM, SamplingParams
-from llm_runtime.providers import CAPABILITIES, Provider
-from llm_runtime.model_folder import ModelFolder
-from llm_runtime.model_resolver import ORT_HAS_QUERY_SEQLENS
-from llm_runtime.runner import ModelRunner, Step, decode_inputs, prefill_inputs
-from llm_runtime.session import SessionConfig, make_session
+from llm_runtime.engine import EngineConfig
+from llm_runtime.graph.providers import CAPABILITIES, Provider
+from llm_runtime.graph.runner import ModelRunner, Step, decode_inputs, prefill_inputs
+from llm_runtime.graph.session import SessionConfig, make_session
+from llm_runtime.kv_cache import KVCache
+from llm_runtime.models.folder import ModelFolder
+from llm_runtime.models.resolver import ORT_HAS_QUERY_SEQLENS
 
 PROVIDER = Provider(os.environ.get("LLM_RUNTIME_TEST_PROVIDER", "cuda"))
 ORT_NAME = CAPABILITIES[PROVIDER].ort_name

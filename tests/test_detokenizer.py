@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import SentencePieceBPETokenizer, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from llm_runtime.detokenizer import HARD_LIMIT, HOLD_LIMIT, IncrementalDetokenizer
+from llm_runtime.engine.detokenizer import HARD_LIMIT, HOLD_LIMIT, IncrementalDetokenizer
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog. 0123456789",

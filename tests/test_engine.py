@@ -4,18 +4,17 @@ import random
 import threading
 import time
 
+import numpy as np
 import pytest
 
-import numpy as np
-
-from llm_runtime.kv_cache import KVCache
 from llm_runtime import LLM, SamplingParams
 from llm_runtime.engine import EngineConfig, QueueFullError
 from llm_runtime.engine.handle import _END
-from llm_runtime.engine.step_inputs import build_step, group_calls
+from llm_runtime.engine.prompt_split import MIN_SHARED, common_prefix
 from llm_runtime.engine.scheduler import Scheduled
 from llm_runtime.engine.sequence import Sequence
-from llm_runtime.prompt_split import MIN_SHARED, common_prefix
+from llm_runtime.engine.step_inputs import build_step, group_calls
+from llm_runtime.kv_cache import KVCache
 
 PROMPTS = ["Once upon a time", "The quick brown fox", "Héllo wörld 🙂", "What is the capital of France?",
            "0123456789", "naïve café", "<|im_start|>user\nhi<|im_end|>", "a", "lazy dog jumps"]

@@ -15,18 +15,18 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from safetensors.numpy import save_file
-from tokenizers import Tokenizer
-
 from graph_driver import PlainDecoder
-from llm_runtime.model_builder import gguf_blocks, quantize
-from llm_runtime.model_builder.build import build
-from llm_runtime.model_builder.gguf_source import GGUFSource
-from llm_runtime.model_builder.precision import BuildOptions, Precision
+from safetensors.numpy import save_file
 from test_gguf_blocks import random_blocks
 from test_gguf_source import gguf_name, gpt2_metadata, tiny_llama, unpermute, write_llama
 from test_quantized_builds import at_accuracy_level
 from tiny_models import tiny_tokenizer
+from tokenizers import Tokenizer
+
+from llm_runtime.model_builder import gguf_blocks, quantize
+from llm_runtime.model_builder.build import build
+from llm_runtime.model_builder.gguf_source import GGUFSource
+from llm_runtime.model_builder.precision import BuildOptions, Precision
 
 QT = gguf.GGMLQuantizationType
 BLOCK32 = (QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.Q8_0)  # gguf.quants.quantize writes these
@@ -235,7 +235,7 @@ def test_lm_head_bits_requantizes_an_exact_table(tiny):
 
 
 def test_build_command_prints_what_it_did_with_each_format(tiny, tmp_path, capsys):
-    from llm_runtime.cli import main
+    from llm_runtime.cli.main import main
 
     m = tiny(False)
     assert main(["build", str(m.gguf[QT.Q5_1]), "-o", str(tmp_path / "out")]) == 0

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from llm_runtime.huge_pages import HUGE_PAGE, large_anonymous_regions
+from llm_runtime.graph.huge_pages import HUGE_PAGE, large_anonymous_regions
 
 MAPS = """\
 55d4c0a00000-55d4c0a21000 r--p 00000000 08:01 1234   /usr/bin/python3

@@ -16,11 +16,21 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DOORS = ("llm_runtime.server", "llm_runtime.commands", "llm_runtime.cli", "llm_runtime.batch_job", "llm_runtime.ray")
-# importer prefix -> the prefixes of ours it may not import
-FORBIDDEN = {
-    "llm_runtime.model_builder": ("llm_runtime.",),  # except itself: allowed below
-    "llm_runtime.kv_cache": ("llm_runtime.engine", "llm_runtime.llm", *DOORS),
+# Every package of ours, by layer: a module imports only from lower layers (and from its own package). The
+# tree is the architecture: the builder at the bottom, then the cache and the shared types, the runtime's parts,
+# the API, and the doors (batch, Ray, the command line, the server) on top. `llm_runtime` itself only names the
+# public types, loaded on first use.
+LAYERS = {
+    "llm_runtime.model_builder": 0,  # imports nothing of the runtime
+    "llm_runtime.kv_cache": 1, "llm_runtime.errors": 1, "llm_runtime.completion": 1, "llm_runtime.prompts": 1,
+    "llm_runtime.models": 2, "llm_runtime.speculation": 2, "llm_runtime.structured": 2, "llm_runtime.chat": 2,
+    "llm_runtime.graph": 3, "llm_runtime.sampling": 3,
+    "llm_runtime.tools": 4, "llm_runtime.engine": 4,
+    "llm_runtime.openai": 5, "llm_runtime.evaluation": 5, "llm_runtime.llm": 5,
+    "llm_runtime.batch": 6,  # the doors
+    "llm_runtime.ray": 7,
+    "llm_runtime.cli": 8,
+    "llm_runtime.server": 9,
 }
 HEAVY = ("onnxruntime", "fastapi", "uvicorn", "starlette", "torch", "transformers")
 
@@ -64,21 +74,26 @@ def imports_of(name: str, file: Path) -> list[tuple[str, bool]]:
     return found
 
 
+def package_of(module: str) -> str:
+    """The LAYERS entry a module belongs to (`llm_runtime.engine.engine` -> `llm_runtime.engine`)."""
+    return ".".join(module.split(".")[:2])
+
+
 def layer_violations() -> list[str]:
     bad = []
     for name, file in MODULES.items():
+        if name == "llm_runtime":
+            continue
         for target, _ in imports_of(name, file):
-            if not target.startswith("llm_runtime"):
-                continue
-            if name.startswith(DOORS) or name == "llm_runtime":
-                continue
-            if target.startswith(DOORS):  # the runtime (engine, runner, sampling, llm, ...) imports no door
-                bad.append(f"{name} imports {target}")
-            for importer, forbidden in FORBIDDEN.items():
-                own = target == importer or target.startswith(importer + ".")
-                if name.startswith(importer) and not own and target.startswith(forbidden):
+            if target.startswith("llm_runtime") and target != "llm_runtime" and package_of(target) != package_of(name):
+                # a public name of the root (`from llm_runtime import LLM`) is the API's
+                if LAYERS.get(package_of(target), LAYERS["llm_runtime.llm"]) >= LAYERS[package_of(name)]:
                     bad.append(f"{name} imports {target}")
     return sorted(set(bad))
+
+
+def test_every_package_has_a_layer():
+    assert {package_of(name) for name in MODULES if name != "llm_runtime"} == set(LAYERS)
 
 
 def test_layers_point_one_way():
@@ -96,6 +111,14 @@ def test_the_layering_check_sees_imports_inside_functions(tmp_path, monkeypatch)
                                   "llm_runtime.model_builder.probe imports llm_runtime.server.app"]
 
 
+def test_the_layering_check_sees_a_sideways_import(tmp_path, monkeypatch):
+    """Two packages of one layer may not import each other: that is how a cycle between packages starts."""
+    file = tmp_path / "probe.py"
+    file.write_text("from llm_runtime.tools.tool import Tool\n")
+    monkeypatch.setitem(MODULES, "llm_runtime.engine.probe", file)
+    assert layer_violations() == ["llm_runtime.engine.probe imports llm_runtime.tools.tool"]
+
+
 def fresh(loaded: list[str], alone: list[str], path: tuple[str, ...] = ()) -> dict:
     preload = sorted({target.split(".")[0] for name, file in MODULES.items() for target, top in imports_of(name, file)
                       if top and not target.startswith("llm_runtime") and target != "__future__"})
@@ -108,7 +131,7 @@ def fresh(loaded: list[str], alone: list[str], path: tuple[str, ...] = ()) -> di
 
 @pytest.fixture(scope="module")
 def report() -> dict:
-    return fresh(["llm_runtime", "llm_runtime.model_builder.build", "llm_runtime.kv_cache", "llm_runtime.cli"],
+    return fresh(["llm_runtime", "llm_runtime.model_builder.build", "llm_runtime.kv_cache", "llm_runtime.cli.main"],
                  sorted(MODULES))
 
 
@@ -150,21 +173,21 @@ def test_the_builder_and_the_cache_load_no_runtime_and_no_server(report):
 
 
 def test_the_command_line_imports_no_server_until_serve(report):
-    cli = report["loaded"]["llm_runtime.cli"]
-    assert [m for m in cli if m.startswith("llm_runtime")] == ["llm_runtime", "llm_runtime.cli"]
+    cli = report["loaded"]["llm_runtime.cli.main"]
+    assert [m for m in cli if m.startswith("llm_runtime")] == ["llm_runtime", "llm_runtime.cli", "llm_runtime.cli.main"]
     assert not [m for m in cli if m.split(".")[0] in HEAVY]  # `llm-runtime --help` loads no onnxruntime
 
 
 def test_a_subcommand_loads_only_its_own_module():
     """Parsing `serve`'s flags loads server/cli.py, not the app, the runtime or fastapi; nor the other commands."""
-    code = ("import json, sys; from llm_runtime.cli import parser; parser('serve').parse_args(['serve', '--port', '9']);"
-            "print(json.dumps(sorted(sys.modules)))")
+    code = ("import json, sys; from llm_runtime.cli.main import parser; "
+            "parser('serve').parse_args(['serve', '--port', '9']); print(json.dumps(sorted(sys.modules)))")
     out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     loaded = json.loads(out.stdout)
     assert "llm_runtime.server.cli" in loaded
-    assert not {"llm_runtime.server.app", "llm_runtime.llm", "llm_runtime.engine", "llm_runtime.commands.build",
-                "llm_runtime.commands.generate"} & set(loaded)
+    assert not {"llm_runtime.server.app", "llm_runtime.llm", "llm_runtime.engine", "llm_runtime.cli.build",
+                "llm_runtime.cli.generate"} & set(loaded)
     assert not [m for m in loaded if m.split(".")[0] in HEAVY]
 
 

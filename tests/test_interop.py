@@ -12,12 +12,12 @@ import numpy as np
 import onnxruntime_genai as og
 import pytest
 import torch
+from graph_driver import PlainDecoder, genai_greedy
 from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM
 
-from graph_driver import PlainDecoder, genai_greedy
-from llm_runtime.engine import EngineConfig
 from llm_runtime import LLM, SamplingParams
+from llm_runtime.engine import EngineConfig
 
 TEXTS = ["Hello, world! How are you today?", "naïve café — 日本語のテキスト 🤗", "In 2024, pi was 3.14159\n\n\ttabs"]
 
@@ -129,7 +129,7 @@ def test_engine_batches_a_graph_without_query_seqlens(genai_built):
 def test_perplexity_runs_genai_builds(genai_built, tiny_hf, tiny_build):
     """`llm-runtime perplexity` on onnxruntime-genai's fp32 folder (no logits_indices: every position comes back)
     equals transformers' perplexity of the same windows, and its KL from our own fp32 build of the weights is 0."""
-    from llm_runtime.perplexity import LogitsModel, evaluate, windows
+    from llm_runtime.evaluation.perplexity import LogitsModel, evaluate, windows
 
     model, ours = LogitsModel(genai_built("fp32"), threads=1), LogitsModel(tiny_build(GENAI_CASE), threads=1)
     tokens = [(7 * i + 3) % 200 + 5 for i in range(80)]

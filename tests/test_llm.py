@@ -7,14 +7,14 @@ from dataclasses import replace
 import onnxruntime as ort
 import pytest
 import torch
+from graph_driver import genai_greedy
 from transformers import AutoModelForCausalLM
 
-from graph_driver import genai_greedy
 from llm_runtime import LLM, Completion, SamplingParams
-from llm_runtime.model_folder import ModelFolderError
-from llm_runtime.providers import ProviderError
-from llm_runtime.sampling_params import ParameterError
+from llm_runtime.errors import ParameterError
+from llm_runtime.graph.providers import ProviderError
 from llm_runtime.model_builder.source import SourceError
+from llm_runtime.models.folder import ModelFolderError
 
 TINY_CASES = ["llama-gqa2", "llama-gqa4-tied", "llama3-rope-bias"]
 TINY_PROMPT = "The quick brown fox jumps over the lazy dog."

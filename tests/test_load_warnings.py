@@ -8,9 +8,9 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from llm_runtime.model_builder.load_warnings import without_default_input_warnings
-from llm_runtime.providers import Provider
-from llm_runtime.session import SessionConfig, make_session
+from llm_runtime.graph.load_warnings import without_default_input_warnings
+from llm_runtime.graph.providers import Provider
+from llm_runtime.graph.session import SessionConfig, make_session
 
 
 def graph_with_defaults(*names: str) -> bytes:

@@ -8,9 +8,9 @@ import subprocess
 import httpx
 import openai
 import pytest
+from server_process import CLI, serving
 
 from llm_runtime import LLM, SamplingParams
-from server_process import CLI, serving
 
 MSGS = [{"role": "user", "content": "Name the capital city of France."}]  # no near-tie (test_llm.FRANCE)
 GREEDY = SamplingParams(max_tokens=16, temperature=0, ignore_eos=True)

@@ -3,20 +3,21 @@ import argparse
 import json
 
 import pytest
+from tool_templates import QWEN25
 
 from llm_runtime import SamplingParams
-from llm_runtime.batch_job import BatchRequest
-from llm_runtime.chat_template import ChatTemplate
-from llm_runtime.commands.sampling_args import CLI_TEMPERATURE, add_sampling_arguments, sampling_params
-from llm_runtime.openai_request import parse_request, request_params
-from llm_runtime.response_format import format_constraint
-from llm_runtime.sampling_params import DEFAULT_TEMPERATURE, ParameterError
+from llm_runtime.batch.job import BatchRequest
+from llm_runtime.chat.template import ChatTemplate
+from llm_runtime.cli.sampling_args import CLI_TEMPERATURE, add_sampling_arguments, sampling_params
+from llm_runtime.errors import ParameterError
+from llm_runtime.openai.request import parse_request, request_params
+from llm_runtime.openai.response_format import format_constraint
+from llm_runtime.sampling.params import DEFAULT_TEMPERATURE
 from llm_runtime.server.completions import parse
 from llm_runtime.server.errors import APIError
 from llm_runtime.server.schemas import ChatRequest, CompletionRequest
 from llm_runtime.structured.constraint import Constraint
-from llm_runtime.structured.strict_schema import strict_schema
-from tool_templates import QWEN25
+from llm_runtime.tools.strict_schema import strict_schema
 
 MSGS = [{"role": "user", "content": "hi"}]
 BODIES = [  # sampling fields as a client sends them; each door adds its own prompt or messages

@@ -1,4 +1,4 @@
-"""llm_runtime.perplexity and `llm-runtime perplexity`: windows, the reductions, and the whole command on tiny models
+"""llm_runtime.evaluation.perplexity and `llm-runtime perplexity`: windows, the reductions, and the whole command on tiny models
 against a direct torch computation of the same windows (transformers' logits, torch's cross entropy and KL)."""
 from __future__ import annotations
 
@@ -8,12 +8,20 @@ import math
 import numpy as np
 import pytest
 import torch
+from graph_driver import PlainDecoder
 from transformers import AutoModelForCausalLM
 
-from graph_driver import PlainDecoder
-from llm_runtime.cli import main
-from llm_runtime.perplexity import (LogitsModel, Report, evaluate, kl_divergence, llama_cpp_windows, log_softmax,
-                                    token_nll, windows)
+from llm_runtime.cli.main import main
+from llm_runtime.evaluation.perplexity import (
+    LogitsModel,
+    Report,
+    evaluate,
+    kl_divergence,
+    llama_cpp_windows,
+    log_softmax,
+    token_nll,
+    windows,
+)
 
 TEXT = ("Once upon a time there was a tiny model that wanted to be exact. The quick brown fox jumps over the lazy "
         "dog. ") * 6

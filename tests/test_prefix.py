@@ -1,16 +1,16 @@
 """Prompts in chunks, and the prompt tokens a finished sequence leaves in its cache slot for the next generation
 (a conversation's history is not computed again), with logits bit-identical to a whole prefill."""
-from importlib.resources import files
+from pathlib import Path
 
 import numpy as np
 import onnxruntime_genai as og
-
 from graph_driver import genai_greedy
-from llm_runtime.kv_cache import KVCache
+
 from llm_runtime import LLM, SamplingParams
 from llm_runtime.engine import EngineConfig
-from llm_runtime.prompt_split import prefill_chunk
-from llm_runtime.runner import prefill_inputs
+from llm_runtime.engine.prompt_split import prefill_chunk
+from llm_runtime.graph.runner import prefill_inputs
+from llm_runtime.kv_cache import KVCache
 
 TINY_PROMPT = "The quick brown fox jumps over the lazy dog."
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
@@ -31,7 +31,7 @@ def prefill(runner, cache, prompt_ids: list[int], cached: int = 0):
 def test_long_prompt_prefilled_in_chunks_matches_one_call_and_onnxruntime_genai(smol_llm):
     """A 600-token prompt goes in as three chunks; the logits equal one whole call's and the greedy tokens equal
     onnxruntime-genai's (which prefills in one call)."""
-    ids = smol_llm.encode((files("llm_runtime.prompts") / "bench_long.txt").read_text(encoding="utf-8"))[:600]
+    ids = smol_llm.encode((Path(__file__).resolve().parent.parent / "benchmarks" / "prompts" / "bench_long.txt").read_text(encoding="utf-8"))[:600]
     assert len(ids) == 600 > 2 * PREFILL_CHUNK
     c = smol_llm.folder.contract
     caches = [KVCache(c.num_layers, c.num_kv_heads, c.head_dim, np.dtype(c.kv_dtype), slots=1, capacity=768)

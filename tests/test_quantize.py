@@ -9,9 +9,16 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.capi._pybind_state import quantize_matmul_4bits, quantize_matmul_8bits
 
 from llm_runtime.model_builder.gguf_blocks import q4_0 as from_gguf_q4_0
-from llm_runtime.model_builder.quantize import (BlockQuant, dequantize_blockwise, gather_block_quantized_inputs,
-                                                pack_zero_points, quantize_blockwise, stack_rows, unpack,
-                                                zero_points_of)
+from llm_runtime.model_builder.quantize import (
+    BlockQuant,
+    dequantize_blockwise,
+    gather_block_quantized_inputs,
+    pack_zero_points,
+    quantize_blockwise,
+    stack_rows,
+    unpack,
+    zero_points_of,
+)
 
 Q4_0 = gguf.GGMLQuantizationType.Q4_0
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from graph_driver import PlainDecoder
 from safetensors.numpy import load_file, save_file
 
-from graph_driver import PlainDecoder
 from llm_runtime.model_builder import quantize
 from llm_runtime.model_builder.build import build
 from llm_runtime.model_builder.linear import quantize_float

@@ -15,7 +15,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
 
-from llm_runtime.cli import main  # noqa: E402
+from llm_runtime.cli.main import main  # noqa: E402
 
 GREEDY = {"max_tokens": 12, "temperature": 0}
 
@@ -107,7 +107,7 @@ def test_resume_after_kill_9_of_the_driver(tiny_build, tmp_path, cluster):
     rows = [{"custom_id": f"r{i}", "prompt": f"story {i}", "max_tokens": 96, "temperature": 0, "ignore_eos": True}
             for i in range(n)]
     src, out = jsonl(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
-    cmd = [sys.executable, "-m", "llm_runtime.cli", "batch", str(src), "-o", str(out), "--model", model, "--ray",
+    cmd = [sys.executable, "-m", "llm_runtime.cli.main", "batch", str(src), "-o", str(out), "--model", model, "--ray",
            "--address", cluster, "--replicas", "2", "--threads-per-replica", "1", "--max-concurrency", "2"]
     driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
@@ -156,15 +156,15 @@ def test_python_entry_returns_a_dataset(tiny_build):
 
 
 def test_without_ray_the_flag_says_how_to_install(tmp_path):
-    code = ("import sys; sys.modules['ray'] = None; from llm_runtime.cli import main; "
+    code = ("import sys; sys.modules['ray'] = None; from llm_runtime.cli.main import main; "
             f"sys.exit(main(['batch', {str(tmp_path)!r}, '-o', 'x.jsonl', '--ray']))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 2 and "pip install 'llm-runtime[ray]'" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_the_base_install_never_imports_ray():
-    code = ("import sys, llm_runtime, llm_runtime.cli, llm_runtime.server.app, llm_runtime.batch_job; "
-            "from llm_runtime.cli import parser; parser(); assert 'ray' not in sys.modules")
+    code = ("import sys, llm_runtime, llm_runtime.cli.main, llm_runtime.server.app, llm_runtime.batch.job; "
+            "from llm_runtime.cli.main import parser; parser(); assert 'ray' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -187,7 +187,7 @@ def test_serve_two_replicas_stream_through_a_killed_replica(tiny_build):
     from openai import OpenAI
     from ray import serve
 
-    from llm_runtime.ray.serve import DEPLOYMENT, application
+    from llm_runtime.server.ray_serve import DEPLOYMENT, application
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})

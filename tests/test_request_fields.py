@@ -5,10 +5,10 @@ import inspect
 
 import openai
 import pytest
-
-from llm_runtime.request_fields import FIELDS, Policy
 from server_process import serving
 from test_tool_request import tool_model_folder
+
+from llm_runtime.openai.fields import FIELDS, Policy
 
 KEY = "fields-key"
 MSGS = [{"role": "user", "content": "Say something."}]

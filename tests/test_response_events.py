@@ -10,10 +10,10 @@ from pydantic import TypeAdapter
 from test_tool_parser import HERMES_TWO, TIME, WEATHER
 from tool_templates import QWEN25
 
-from llm_runtime.chat_template import ChatTemplate
+from llm_runtime.chat.template import ChatTemplate
 from llm_runtime.completion import Chunk, Usage
 from llm_runtime.server.response_events import ResponseEvents, new_response
-from llm_runtime.structured.tool_request import ToolRequest
+from llm_runtime.tools.request import ToolRequest
 
 TOOLS = [{"type": "function", "function": {"name": n, "parameters": {"type": "object"}}} for n in ("get_weather",
                                                                                                     "get_time")]

@@ -1,7 +1,7 @@
 """server/response_input.py: Responses input items -> chat messages, output items -> the assistant turn."""
 import pytest
 
-from llm_runtime.sampling_params import ParameterError
+from llm_runtime.errors import ParameterError
 from llm_runtime.server.response_input import input_items, input_messages, output_messages
 
 

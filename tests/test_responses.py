@@ -11,10 +11,10 @@ import openai
 import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
+from server_process import serving
 
 from llm_runtime import LLM, SamplingParams
 from llm_runtime.server.response_store import ResponseStore
-from server_process import serving
 
 KEYS = ("responses-key-a", "responses-key-b")
 GREEDY = dict(model="tiny", temperature=0, max_output_tokens=12, extra_body={"ignore_eos": True})
@@ -295,8 +295,9 @@ def test_a_stream_left_early_frees_its_slot(server):
 def test_a_failure_after_streaming_began_is_response_failed(tmp_path):
     """An engine that fails after its first chunk: the stream ends in response.failed with the text so far (stored
     as failed), and the JSON reply is a 500."""
-    from llm_runtime.server.app import create_app
     from test_server import FailingLLM
+
+    from llm_runtime.server.app import create_app
 
     async def go():
         app = create_app(FailingLLM(), "m", data_dir=tmp_path)

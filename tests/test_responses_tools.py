@@ -15,12 +15,12 @@ import openai
 import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
+from server_process import serving
 from test_tool_request import ASK, SCHEMAS, TOOLS, tool_model_folder
 
 from llm_runtime import LLM
-from llm_runtime.chat_messages import normalize_messages
-from llm_runtime.structured.tool_request import ToolRequest
-from server_process import serving
+from llm_runtime.chat.messages import normalize_messages
+from llm_runtime.tools.request import ToolRequest
 
 KEY = "responses-tools-key"
 FLAT = [{"type": "function", **t["function"]} for t in TOOLS]  # the Responses API's shape
@@ -194,8 +194,15 @@ def test_an_agents_sdk_agent_runs_its_tool_to_a_final_output(smol):
     history, and the model's next reply is the final output. The 135M default model repeats its call whenever it
     may (tried: four turns of the same call under "auto"), so a hook turns tool_choice to "none" once the tool ran;
     a tiny random model would not end its free reply before max_output_tokens, which the SDK treats as a failure."""
-    from agents import Agent, AgentHooks, ModelSettings, OpenAIResponsesModel, Runner, function_tool
-    from agents import set_tracing_disabled
+    from agents import (
+        Agent,
+        AgentHooks,
+        ModelSettings,
+        OpenAIResponsesModel,
+        Runner,
+        function_tool,
+        set_tracing_disabled,
+    )
 
     set_tracing_disabled(True)  # traces would go to OpenAI
     seen = []

@@ -1,14 +1,14 @@
 """ModelRunner + KVCache (shared buffer, IO binding) against the plain driver, single row and batched."""
 import numpy as np
 import pytest
-
 from graph_driver import PlainDecoder
+
+from llm_runtime.graph.providers import Provider
+from llm_runtime.graph.runner import ModelRunner, Step, decode_inputs, prefill_inputs
+from llm_runtime.graph.session import SessionConfig, make_session
 from llm_runtime.kv_cache import KVCache
 from llm_runtime.kv_cache.memory import DeviceMemory
-from llm_runtime.model_folder import ModelFolder
-from llm_runtime.providers import Provider
-from llm_runtime.runner import ModelRunner, Step, decode_inputs, prefill_inputs
-from llm_runtime.session import SessionConfig, make_session
+from llm_runtime.models.folder import ModelFolder
 
 CASE = "llama-gqa2"
 A = [5, 17, 33, 100, 7, 250, 9, 11, 3, 42]

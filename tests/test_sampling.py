@@ -4,11 +4,26 @@ import math
 import numpy as np
 import pytest
 
-from llm_runtime.sampling import (TokenHistory, apply_logit_bias, apply_presence_frequency, apply_repetition_penalty,
-                                  apply_temperature, greedy_sample, logprobs_of, make_logits_processors, make_rng,
-                                  make_sampler, min_p_filter, sample_categorical, suppress_tokens, top_k_filter,
-                                  top_logprobs, top_p_filter)
-from llm_runtime.sampling_params import ParameterError, SamplingParams
+from llm_runtime.errors import ParameterError
+from llm_runtime.sampling.params import SamplingParams
+from llm_runtime.sampling.samplers import (
+    TokenHistory,
+    apply_logit_bias,
+    apply_presence_frequency,
+    apply_repetition_penalty,
+    apply_temperature,
+    greedy_sample,
+    logprobs_of,
+    make_logits_processors,
+    make_rng,
+    make_sampler,
+    min_p_filter,
+    sample_categorical,
+    suppress_tokens,
+    top_k_filter,
+    top_logprobs,
+    top_p_filter,
+)
 
 NEG = -np.inf
 PROBS = np.array([0.4, 0.3, 0.2, 0.1])

@@ -2,13 +2,13 @@
 import numpy as np
 import pytest
 
-from llm_runtime.kv_cache import KVCache
 from llm_runtime.engine.config import EngineConfig
 from llm_runtime.engine.prefix import find_donor
+from llm_runtime.engine.prompt_split import MIN_SHARED, prefill_chunk
 from llm_runtime.engine.scheduler import QueueFullError, Scheduler
 from llm_runtime.engine.sequence import Sequence, Status
-from llm_runtime.sampling_params import SamplingParams
-from llm_runtime.prompt_split import MIN_SHARED, prefill_chunk
+from llm_runtime.kv_cache import KVCache
+from llm_runtime.sampling.params import SamplingParams
 
 
 def make(slots=4, budget=16, chunk=8, max_waiting=8, max_bytes=None):

@@ -10,10 +10,10 @@ from types import SimpleNamespace
 import httpx
 import openai
 import pytest
+from server_process import serving
 
 from llm_runtime import LLM, Chunk, Completion, SamplingParams
 from llm_runtime.engine import EngineError
-from server_process import serving
 
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -395,8 +395,11 @@ def test_fuzz_openapi_no_5xx_and_conformance(server):
     from hypothesis import HealthCheck, given, settings
     from schemathesis import GenerationMode
     from schemathesis.checks import not_a_server_error
-    from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
-                                                   status_code_conformance)
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
 
     checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
     schema = schemathesis.openapi.from_url(server[0] + "/openapi.json")

@@ -13,9 +13,9 @@ import httpx
 import jsonschema
 import openai
 import pytest
+from server_process import serving
 
 from llm_runtime import LLM, SamplingParams
-from server_process import serving
 
 KEY = "completions-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -11,9 +11,8 @@ import jsonschema
 import openai
 import pytest
 from pydantic import BaseModel, Field
-from test_tool_request import ASK, SCHEMAS, TOOLS, tool_model_folder
-
 from server_process import serving
+from test_tool_request import ASK, SCHEMAS, TOOLS, tool_model_folder
 
 KEY = "tools-key"
 WEATHER_ONLY = [TOOLS[0]]

@@ -1,6 +1,6 @@
 import pytest
 
-from llm_runtime.sampling_params import ParameterError
+from llm_runtime.errors import ParameterError
 from llm_runtime.speculation import PromptLookup, SpeculationConfig
 
 

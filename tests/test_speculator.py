@@ -11,9 +11,9 @@ import torch
 
 from llm_runtime import LLM, SamplingParams
 from llm_runtime.engine import EngineConfig
-from llm_runtime.engine.step_inputs import group_calls
 from llm_runtime.engine.scheduler import Scheduled
 from llm_runtime.engine.sequence import Sequence
+from llm_runtime.engine.step_inputs import group_calls
 from llm_runtime.speculation import SpeculationConfig
 
 PROMPTS = ["one two three one two three one two", "The quick brown fox jumps over the lazy dog. The quick brown",
@@ -250,7 +250,7 @@ def test_bad_speculation_settings_are_refused_before_loading():
 
 
 def test_cli_generate_with_speculation_prints_the_same_text(tiny_build, capsys):
-    from llm_runtime.cli import main
+    from llm_runtime.cli.main import main
 
     folder = str(tiny_build("llama-gqa2"))
     argv = ["generate", "--model", folder, "--max-tokens", "16", "--ignore-eos", PROMPTS[0]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llm_runtime.stop_strings import StopStringMatcher
+from llm_runtime.engine.stop_strings import StopStringMatcher
 
 
 def run(stops, deltas):

@@ -7,9 +7,9 @@ import pytest
 from test_tool_parser import GENERIC_TWO, HERMES_TWO, MISTRAL_TWO
 from tool_templates import MISTRAL03, QWEN25
 
-from llm_runtime.chat_template import ChatTemplate
-from llm_runtime.structured.tool_deltas import ToolDeltas, fold_deltas
-from llm_runtime.structured.tool_request import ToolRequest
+from llm_runtime.chat.template import ChatTemplate
+from llm_runtime.tools.deltas import ToolDeltas, fold_deltas
+from llm_runtime.tools.request import ToolRequest
 
 TOOLS = [{"type": "function", "function": {"name": n, "parameters": {"type": "object"}}} for n in ("get_weather",
                                                                                                     "get_time")]

@@ -14,9 +14,9 @@ from tool_templates import LLAMA31, MISTRAL03, QWEN25
 from llm_runtime.structured.constraint import GrammarCompiler
 from llm_runtime.structured.grammar_state import GrammarState
 from llm_runtime.structured.token_mask import MaskBatch, allowed_tokens
-from llm_runtime.structured.tool_format import GENERIC, HERMES, LLAMA3, MISTRAL, detect_format
-from llm_runtime.structured.tool_reply import parse_reply
-from llm_runtime.structured.tools import parse_tools
+from llm_runtime.tools.format import GENERIC, HERMES, LLAMA3, MISTRAL, detect_format
+from llm_runtime.tools.reply import parse_reply
+from llm_runtime.tools.tool import parse_tools
 
 TOOLS = parse_tools([
     {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city", "parameters": {

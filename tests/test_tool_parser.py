@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from llm_runtime.structured.tool_format import GENERIC, HERMES, LLAMA3, MISTRAL
-from llm_runtime.structured.tool_parser import CallDelta, ContentDelta, ToolCallParser
-from llm_runtime.structured.tool_reply import fold_reply, parse_reply
+from llm_runtime.tools.format import GENERIC, HERMES, LLAMA3, MISTRAL
+from llm_runtime.tools.parser import CallDelta, ContentDelta, ToolCallParser
+from llm_runtime.tools.reply import fold_reply, parse_reply
 
 WEATHER = {"city": "Zürich", "unit": "celsius", "note": "a \"quoted\" } brace"}
 TIME = {"tz": "Europe/Paris"}

@@ -8,11 +8,11 @@ import pytest
 from tiny_models import CHATML
 from tool_templates import LLAMA31, MISTRAL03, QWEN25
 
-from llm_runtime.chat_template import ChatTemplate
-from llm_runtime.sampling_params import ParameterError
-from llm_runtime.structured.tool_format import GENERIC, HERMES, LLAMA3, MISTRAL
-from llm_runtime.structured.tool_prompt import render_with_tools
-from llm_runtime.structured.tools import parse_tools
+from llm_runtime.chat.template import ChatTemplate
+from llm_runtime.errors import ParameterError
+from llm_runtime.tools.format import GENERIC, HERMES, LLAMA3, MISTRAL
+from llm_runtime.tools.prompt import render_with_tools
+from llm_runtime.tools.tool import parse_tools
 
 TOOLS = parse_tools([{"type": "function", "function": {
     "name": "get_weather", "description": "Weather in a city",

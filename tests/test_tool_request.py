@@ -9,12 +9,12 @@ import jsonschema
 import pytest
 from arch_cases import BASE
 from tiny_models import save_tiny_model, tiny_tokenizer
-from transformers import LlamaConfig, Qwen2Config
 from tool_templates import LLAMA31, MISTRAL03, QWEN25
+from transformers import LlamaConfig, Qwen2Config
 
 from llm_runtime import LLM, SamplingParams
+from llm_runtime.errors import ParameterError
 from llm_runtime.model_builder.build import BuildOptions, build
-from llm_runtime.sampling_params import ParameterError
 
 TOOLS = [
     {"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",

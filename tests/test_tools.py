@@ -3,9 +3,15 @@ from __future__ import annotations
 
 import pytest
 
-from llm_runtime.sampling_params import ParameterError
-from llm_runtime.structured.tools import (new_call_id, parse_functions, parse_responses_tool_choice,
-                                          parse_responses_tools, parse_tool_choice, parse_tools)
+from llm_runtime.errors import ParameterError
+from llm_runtime.tools.tool import (
+    new_call_id,
+    parse_functions,
+    parse_responses_tool_choice,
+    parse_responses_tools,
+    parse_tool_choice,
+    parse_tools,
+)
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
 

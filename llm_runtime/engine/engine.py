@@ -15,19 +15,19 @@ from functools import partial
 
 import numpy as np
 
+from llm_runtime.completion import Chunk, TokenLogprob
+from llm_runtime.graph.runner import ModelRunner
 from llm_runtime.kv_cache import CacheFullError, KVCache, round_up
+from llm_runtime.sampling.params import SamplingParams
+from llm_runtime.sampling.request_sampler import RequestSampler
+from llm_runtime.speculation import SpeculationConfig
+from llm_runtime.structured.constrained_rows import CallMasks, ConstrainedRows
+from llm_runtime.structured.token_mask import apply_mask
 
-from ..completion import Chunk, TokenLogprob
-from ..output_stream import OutputStream
-from ..prompt_check import check_prompt
-from ..request_sampler import RequestSampler
-from ..runner import ModelRunner
-from ..sampling_params import SamplingParams
-from ..speculation import SpeculationConfig
-from ..structured.constrained_rows import CallMasks, ConstrainedRows
-from ..structured.token_mask import apply_mask
 from .config import EngineConfig
 from .handle import RequestHandle
+from .output_stream import OutputStream
+from .prompt_check import check_prompt
 from .scheduler import QueueFullError, Scheduled, Scheduler
 from .sequence import Sequence
 from .speculator import Speculator

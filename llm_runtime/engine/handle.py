@@ -6,7 +6,7 @@ import queue
 import threading
 from collections.abc import AsyncIterator, Iterator
 
-from ..completion import Chunk, Completion
+from llm_runtime.completion import Chunk, Completion
 
 _END = object()
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..prompt_split import reusable
+from .prompt_split import reusable
 from .sequence import Sequence
 
 

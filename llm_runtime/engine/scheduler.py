@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from llm_runtime.kv_cache import KVCache, round_up
 
-from ..prompt_split import MIN_SHARED, prefill_chunk
 from .config import EngineConfig
 from .prefix import Donor, find_donor
+from .prompt_split import MIN_SHARED, prefill_chunk
 from .sequence import Sequence, Status
 
 

@@ -5,11 +5,12 @@ import itertools
 from dataclasses import dataclass, field
 from enum import Enum
 
-from ..output_stream import OutputStream
-from ..request_sampler import RequestSampler
-from ..sampling_params import SamplingParams
-from ..speculation import DraftPolicy, Proposer
-from ..structured.grammar_state import GrammarState
+from llm_runtime.sampling.params import SamplingParams
+from llm_runtime.sampling.request_sampler import RequestSampler
+from llm_runtime.speculation import DraftPolicy, Proposer
+from llm_runtime.structured.grammar_state import GrammarState
+
+from .output_stream import OutputStream
 
 _ids = itertools.count()
 

@@ -12,9 +12,9 @@ from collections.abc import Callable
 import numpy as np
 
 from llm_runtime.kv_cache import KVCache
+from llm_runtime.speculation import SpeculationConfig, verify_run
+from llm_runtime.speculation.policy import drafts_pay
 
-from ..speculation import SpeculationConfig, verify_run
-from ..speculation.policy import drafts_pay
 from .scheduler import Scheduled
 from .sequence import Sequence
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from llm_runtime.graph.runner import Step
 from llm_runtime.kv_cache import KVCache
 
-from ..runner import Step
 from .scheduler import Scheduled
 
 

@@ -1,4 +1,4 @@
-"""Scale out on Ray (the optional `ray` extra): offline batch on Ray Data, serving replicas on Ray Serve.
+"""Offline batch on Ray Data (the optional `ray` extra); the server's replicas on Ray Serve are server/ray_serve.py.
 
 Importing this package needs Ray; without it the import raises RayMissingError, which says how to install it.
 The rest of llm_runtime never imports Ray.

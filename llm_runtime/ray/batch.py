@@ -8,9 +8,11 @@ from pathlib import Path
 import ray.data
 from ray.data import ActorPoolStrategy
 
-from ..model_resolver import model_name as served_name, resolve_model
-from ..providers import CAPABILITIES, resolve
-from ..sampling_params import SamplingParams
+from llm_runtime.graph.providers import CAPABILITIES, resolve
+from llm_runtime.models.resolver import model_name as served_name
+from llm_runtime.models.resolver import resolve_model
+from llm_runtime.sampling.params import SamplingParams
+
 from .worker import BatchWorker
 
 CALLS_PER_ACTOR = 2  # two blocks share an actor's engine, so one block's tail overlaps the next block's start

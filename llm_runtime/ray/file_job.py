@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 
-from ..batch_job import BatchOutput, BatchRequest, LineError, numbered_lines
+from llm_runtime.batch.job import BatchOutput, BatchRequest, LineError, numbered_lines
+
 from .batch import batch
 from .worker import OUTPUT_SCHEMA, output_line
 

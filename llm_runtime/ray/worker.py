@@ -7,9 +7,9 @@ import threading
 
 import pyarrow as pa
 
-from ..batch_job import BatchJob, result_line
-from ..engine import EngineConfig
-from ..llm import LLM
+from llm_runtime.batch.job import BatchJob, result_line
+from llm_runtime.engine import EngineConfig
+from llm_runtime.llm import LLM
 
 # every output block has this schema; response and error hold JSON text (a block's structs would differ)
 OUTPUT_SCHEMA = pa.schema([("id", pa.string()), ("custom_id", pa.string()), ("response", pa.string()),

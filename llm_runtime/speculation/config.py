@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..sampling_params import ParameterError
+from llm_runtime.errors import ParameterError
+
 from .policy import DraftPolicy
 from .proposer import PromptLookup, Proposer
 

@@ -1,1 +1,1 @@
-"""Structured outputs: grammar constraints compiled with llguidance, and OpenAI tool calls in each model's format."""
+"""Structured outputs: grammar constraints (JSON schema, regex, Lark grammar) compiled with llguidance, and the engine's masks."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import llguidance as llg
 
-from ..sampling_params import ParameterError
+from llm_runtime.errors import ParameterError
 
 KINDS = ("json_schema", "json_object", "regex", "grammar")
 # Compact JSON with json.dumps' separators: what chat templates print and models learned, and no runs of

@@ -1,0 +1,48 @@
+"""`llm-runtime chat --model M`: an interactive chat with history; /reset clears it, /exit leaves."""
+from __future__ import annotations
+
+import sys
+
+from .sampling_args import add_model_arguments, add_sampling_arguments, sampling_params
+
+
+def add_arguments(p) -> None:
+    add_model_arguments(p)
+    p.add_argument("--system", help="a system message")
+    add_sampling_arguments(p)
+
+
+def run(args) -> int:
+    from llm_runtime.llm import LLM
+
+    params = sampling_params(args)
+    llm = LLM(args.model, provider=args.provider, threads=args.threads, speculation=args.speculation,
+              num_speculative_tokens=args.num_speculative_tokens)
+    start = [{"role": "system", "content": args.system}] if args.system else []
+    history = list(start)
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            print(">>> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line or line.strip() == "/exit":
+            return 0
+        text = line.strip()
+        if not text:
+            continue
+        if text == "/reset":
+            history = list(start)
+            print("(history cleared)", flush=True)
+            continue
+        history.append({"role": "user", "content": text})
+        reply = []
+        try:
+            for chunk in llm.chat_stream(history, params):
+                reply.append(chunk.text)
+                print(chunk.text, end="", flush=True)
+        except ValueError as e:  # e.g. the conversation outgrew the context: say so, keep the session
+            history.pop()
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            continue
+        print(flush=True)
+        history.append({"role": "assistant", "content": "".join(reply)})

@@ -1,0 +1,68 @@
+"""The `llm-runtime` command: subcommands dispatched by module name, only the chosen one imported.
+
+A door's command lives with its door (`serve` in the server package), so the runtime never imports the server.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from importlib import import_module
+
+# name -> (module with add_arguments(parser) and run(args) -> exit code, one-line help)
+COMMANDS = {
+    "build": ("llm_runtime.cli.build",
+              "build an ONNX decoder folder from a Hugging Face folder, a .gguf file or 'default'"),
+    "generate": ("llm_runtime.cli.generate", "complete a prompt, streaming to stdout"),
+    "chat": ("llm_runtime.cli.chat", "interactive chat with history (/reset clears it, /exit or Ctrl-D leaves)"),
+    "batch": ("llm_runtime.cli.batch",
+              "generate for every line of a JSONL file (OpenAI batch output; re-running resumes)"),
+    "serve": ("llm_runtime.server.cli",
+              "serve an OpenAI-compatible API (chat and completions, streaming) on the batching engine"),
+    "perplexity": ("llm_runtime.cli.perplexity",
+                   "perplexity of a model on a text, and KL divergence from a reference"),
+}
+
+
+def parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command's parser; only `command`'s module is imported, to add its flags."""
+    p = argparse.ArgumentParser(prog="llm-runtime", description="Run decoder LLMs on ONNX Runtime.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress and choices")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help, description=help)
+        if name == command:
+            import_module(module).add_arguments(sp)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `llm-runtime ARGV`; bad input is one `error:` line and exit code 2."""
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)  # the only top-level option is a flag
+    args = parser(command).parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return import_module(COMMANDS[args.command][0]).run(args) or 0
+    except user_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """The exceptions that mean bad input: one `error:` line, never a traceback. Imported only when a command
+    runs, so that --help and usage errors load no runtime and no onnxruntime."""
+    from llm_runtime.graph.providers import ProviderError
+    from llm_runtime.kv_cache import CacheFullError
+    from llm_runtime.model_builder.source import SourceError
+    from llm_runtime.models.folder import ModelFolderError
+
+    return SourceError, ModelFolderError, ProviderError, CacheFullError, ValueError, FileNotFoundError
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,1 +1,0 @@
-"""Subcommands of `llm-runtime`, one module each (add_arguments, run); `llm_runtime.cli` names them."""

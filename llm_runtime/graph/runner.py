@@ -1,0 +1,139 @@
+"""Tensors in, logits out: one graph call over cache slots, with IO binding and no per-step cache copy."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from llm_runtime.kv_cache import KVCache
+from llm_runtime.model_builder import contract as C
+from llm_runtime.models.folder import ModelFolder
+
+from .providers import session_device
+
+
+@dataclass
+class Step:
+    """One graph call over `rows` consecutive cache slots from `first_slot`, each row right-padded to `S` tokens."""
+
+    input_ids: np.ndarray  # int64 [rows, S]
+    totals: np.ndarray  # int64 [rows]: tokens in each row's cache after this step
+    query_lens: np.ndarray  # int64 [rows]: valid tokens of each row in this step (0: idle row)
+    logits_at: np.ndarray  # int64 [n]: flat positions (row * S + col) whose logits are wanted
+    first_slot: int = 0
+
+
+def prefill_inputs(prompt: list[int], cached: int = 0, slot: int = 0) -> Step:
+    """A single sequence's prompt (or the part after `cached` tokens) in one call; logits of the last token."""
+    ids = np.asarray([prompt], dtype=np.int64)  # [1, S]
+    n = ids.shape[1]
+    return Step(ids, np.array([cached + n]), np.array([n]), np.array([n - 1]), slot)
+
+
+def decode_inputs(tokens: np.ndarray, totals: np.ndarray) -> Step:
+    """One new token per row: tokens int64 [rows], totals int64 [rows] after the step. The step holds views of
+    int64 arrays: refilling them in place makes it the next step."""
+    rows = len(tokens)
+    ids = np.asarray(tokens, np.int64).reshape(rows, 1)
+    return Step(ids, np.asarray(totals, np.int64), np.ones(rows, np.int64), np.arange(rows))
+
+
+class ModelRunner:
+    """Owns the session and its IO binding; the KV cache is bound once and rebound only when it changes."""
+
+    def __init__(self, folder: ModelFolder, session):
+        self.folder, self.session = folder, session
+        self.contract = folder.contract
+        # optional inputs with defaults are listed as overridable initializers, not as inputs
+        names = {i.name for i in session.get_inputs()} | {i.name for i in session.get_overridable_initializers()}
+        self.has_query_seqlens = C.QUERY_SEQLENS in names
+        self.has_logits_indices = C.LOGITS_INDICES in names
+        self.vocab = folder.vocab_size
+        self.binding = session.io_binding()
+        # an accelerator session copies a host input to the device when it is bound, not when it runs: there a
+        # refilled host buffer must be bound again, and the cache must live on the device
+        self.device = session_device(session)
+        self.copies_at_bind = self.device != "cpu"
+        self._bound: tuple | None = None
+        self._host: dict[str, np.ndarray] = {}  # host arrays bound by pointer, kept alive while bound
+        self._ones = np.ones(256, np.int64)
+        self._decode_mask = np.zeros((1, 0), np.int64)  # one decode row on the host: [1, capacity], refilled in place
+        self._decode_len = 0  # ones in it
+
+    def _bind_cache(self, cache: KVCache, first: int, rows: int) -> None:
+        key = (cache, cache.version, first, rows)  # the cache object itself: an id() could be reused after it is freed
+        if self._bound is not None and self._bound[0] is cache and self._bound[1:] == key[1:]:
+            return
+        dev, dev_id, dtype = cache.memory.device_type, cache.memory.device_id, cache.dtype
+        if dev != self.device:
+            raise ValueError(f"this session needs the KV cache in {self.device} memory, not {dev}")
+        for layer in range(self.contract.num_layers):
+            for j, (past, present) in enumerate(zip(self.contract.past_names(layer), self.contract.present_names(layer))):
+                ptr, shape = cache.pointer(2 * layer + j, first), cache.shape(rows, 2 * layer + j)
+                self.binding.bind_input(past, dev, dev_id, dtype, shape, ptr)
+                self.binding.bind_output(present, dev, dev_id, dtype, shape, ptr)
+        self._bound = key
+
+    def _feed(self, name: str, values: np.ndarray) -> None:
+        """Bind a host input by pointer, keeping the array alive. On the CPU the graph reads it when it runs, so
+        an array bound already (a step refilled in place) needs nothing; a device session copies at bind time."""
+        if self._host.get(name) is values and not self.copies_at_bind:
+            return
+        values = self._host[name] = np.ascontiguousarray(values)
+        self.binding.bind_input(name, "cpu", 0, values.dtype, list(values.shape), values.ctypes.data)
+
+    def _output(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A host output buffer of `shape`, rebound only when the shape changes."""
+        buf = self._host.get(name)
+        if buf is None or buf.shape != shape:
+            buf = self._host[name] = np.empty(shape, np.float32)
+            self.binding.bind_output(name, "cpu", 0, buf.dtype, list(shape), buf.ctypes.data)
+        return buf
+
+    def _mask(self, totals: np.ndarray, t: int, width: int, capacity: int) -> np.ndarray:
+        """attention_mask: row b holds totals[b] ones, then zeros (the graph reads the count of ones as the row's
+        length, the width as the longest). [rows, t = max(totals)]; one decode row on the CPU gets a
+        [1, capacity] mask refilled in place, so it stays bound from step to step (one element changes)."""
+        if len(totals) > 1:
+            return (np.arange(t) < totals[:, None]).astype(np.int64)
+        if width == 1 and not self.copies_at_bind:
+            if self._decode_mask.shape[1] != capacity:
+                self._decode_mask, self._decode_len = np.zeros((1, capacity), np.int64), 0
+            if t == self._decode_len + 1:
+                self._decode_mask[0, t - 1] = 1
+            elif t != self._decode_len:
+                self._decode_mask[0, :t], self._decode_mask[0, t:] = 1, 0
+            self._decode_len = t
+            return self._decode_mask
+        if len(self._ones) < t:
+            self._ones = np.ones(max(t, 2 * len(self._ones)), np.int64)
+        return self._ones[:t].reshape(1, t)
+
+    def run(self, step: Step, cache: KVCache) -> np.ndarray:
+        """Run one step; returns logits float32 [n, vocab] for `step.logits_at`, valid until the next run."""
+        rows, width = step.input_ids.shape
+        first = step.first_slot
+        t = int(step.totals.max())
+        cache.ensure_capacity(t)
+        self._bind_cache(cache, first, rows)
+        self._feed(self.contract.input_ids, step.input_ids)
+        self._feed(self.contract.attention_mask, self._mask(step.totals, t, width, cache.capacity))
+        if self.has_query_seqlens:
+            self._feed(C.QUERY_SEQLENS, step.query_lens)
+        if self.has_logits_indices:
+            # the graph reads an empty logits_indices as "every position": a step that samples nothing
+            # (a prompt chunk short of the prompt's end) computes one row instead, unused
+            at = step.logits_at if len(step.logits_at) else np.zeros(1, np.int64)
+            self._feed(C.LOGITS_INDICES, at)
+            shape = (1, len(at), self.vocab)
+        else:
+            shape = (rows, width, self.vocab)
+        logits = self._output(self.contract.logits, shape)
+        self.session.run_with_iobinding(self.binding)
+        if rows == 1:  # a single row always has tokens
+            cache.lengths[first] = step.totals[0]
+        else:
+            np.copyto(cache.lengths[first:first + rows], step.totals, where=step.query_lens > 0)
+        if self.has_logits_indices:
+            return logits[0][:len(step.logits_at)]
+        return logits.reshape(rows * width, self.vocab)[step.logits_at]

@@ -1,0 +1,1 @@
+"""The OpenAI protocol: request bodies to `SamplingParams` (one mapping, one field policy) and replies back."""
