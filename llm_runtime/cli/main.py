@@ -18,7 +18,7 @@ COMMANDS = {
     "batch": ("llm_runtime.cli.batch",
               "generate for every line of a JSONL file (OpenAI batch output; re-running resumes)"),
     "serve": ("llm_runtime.server.cli",
-              "serve an OpenAI-compatible API (chat and completions, streaming) on the batching engine"),
+              "serve an OpenAI-compatible API (chat, completions, responses; streaming) and a chat page"),
     "perplexity": ("llm_runtime.cli.perplexity",
                    "perplexity of a model on a text, and KL divergence from a reference"),
 }
