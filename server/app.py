@@ -13,6 +13,7 @@ from fastapi.responses import PlainTextResponse
 
 from llm_runtime.server import errors, responses, web_ui
 
+from .access_log import AccessLog
 from .completions import complete, parse
 from .errors import ERROR_RESPONSES, APIError
 from .metrics import Metrics
@@ -109,11 +110,13 @@ def default_data_dir() -> Path:
 
 
 def create_app(models, served_model_name: str | None = None, api_keys: list[str] = (), cors_origins: list[str] = (),
-               public_metrics: bool = False, web: bool = True, data_dir: Path | None = None) -> FastAPI:
+               public_metrics: bool = False, web: bool = True, data_dir: Path | None = None,
+               access_log: bool = False) -> FastAPI:
     """The app over `models`: a ModelRegistry (server/models.py), or one LLM served as `served_model_name` (None
     while it loads: set `app.state.models.models[name].llm` when ready; until then /health and /v1 answer 503).
     With `api_keys`, /v1 and /metrics (unless `public_metrics`) need one of them. `web`: the chat page at `/`.
-    `data_dir`: where stored responses live (default $LLM_RUNTIME_HOME/server)."""
+    `data_dir`: where stored responses live (default $LLM_RUNTIME_HOME/server). `access_log`: one INFO line per
+    request (server/access_log.py)."""
     app = FastAPI(title="llm-runtime", version="0.1.0")
     if not isinstance(models, ModelRegistry):
         models = ModelRegistry.single(served_model_name, models)
@@ -123,6 +126,8 @@ def create_app(models, served_model_name: str | None = None, api_keys: list[str]
     app.add_middleware(Gate, keys=[k.encode() for k in api_keys], metrics=metrics, public_metrics=public_metrics)
     if cors_origins:  # outermost: preflights need no key
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"], allow_headers=["*"])
+    if access_log:  # outermost of all: refusals and preflights are logged too
+        app.add_middleware(AccessLog)
 
     @app.post("/v1/chat/completions", response_model=None, responses={**ok(ChatCompletion, True), **ERROR_RESPONSES})
     async def chat_completions(req: ChatRequest, request: Request):

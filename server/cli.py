@@ -2,6 +2,7 @@
 /health is 503 until the models are loaded, or with --max-loaded, each model loads on its first request)."""
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import threading
@@ -10,12 +11,25 @@ from pathlib import Path
 from llm_runtime.cli.sampling_args import add_model_arguments
 
 log = logging.getLogger(__name__)
+DESCRIPTION = """\
+Serve an OpenAI-compatible HTTP API on the batching engine, and a chat page:
+  POST /v1/chat/completions  chat ("stream": true streams; tools, JSON schemas)
+  POST /v1/completions       text completion
+  POST /v1/responses         the Responses API (GET, DELETE /v1/responses/ID)
+  GET  /v1/models            the served models
+  GET  /                     the chat page, in a browser (off: --no-web-ui)
+  GET  /metrics              Prometheus metrics (API key unless --public-metrics)
+  GET  /health               200 once the models are loaded, 503 until then
+Logs the URLs at start and a line per request (off: --no-access-log);
+`llm-runtime -v serve` adds the runtime's own lines."""
 
 
 def add_arguments(p) -> None:
+    p.description, p.formatter_class = DESCRIPTION, argparse.RawDescriptionHelpFormatter
     add_model_arguments(p, several=True)
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default: %(default)s, loopback only; 0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
     p.add_argument("--api-key", action="append", default=[],
                    help="accepted bearer key (repeatable; also $LLM_RUNTIME_API_KEY); none: no authentication")
     p.add_argument("--served-model-name", action="append",
@@ -23,17 +37,22 @@ def add_arguments(p) -> None:
                         "--model, one each, in the same order")
     p.add_argument("--max-loaded", type=int, help="models loaded at once: each loads on its first request and the "
                                                   "least recently used idle one is unloaded (default: all, at start)")
-    p.add_argument("--max-concurrency", type=int, default=16, help="sequences generated at once")
-    p.add_argument("--max-waiting", type=int, default=256, help="queued requests beyond which requests get 429")
+    p.add_argument("--max-concurrency", type=int, default=16,
+                   help="sequences generated at once (default: %(default)s)")
+    p.add_argument("--max-waiting", type=int, default=256,
+                   help="queued requests beyond which requests get 429 (default: %(default)s)")
     p.add_argument("--cors-origin", action="append", default=[], help="allowed CORS origin (repeatable; none: off)")
     p.add_argument("--public-metrics", action="store_true", help="serve /metrics without the API key")
     p.add_argument("--no-web-ui", action="store_true", help="do not serve the chat page at /")
+    p.add_argument("--no-access-log", action="store_true",
+                   help="do not log a line per request (the start lines, warnings and errors stay; "
+                        "Ray Serve keeps its own request log)")
     p.add_argument("--data-dir", help="where stored responses (/v1/responses) live "
                                       "(default: $LLM_RUNTIME_HOME/server, or ~/.cache/llm-runtime/server)")
     ray = p.add_argument_group("Ray Serve (the ray extra): replicas of the same server")
     ray.add_argument("--ray", action="store_true", help="serve through Ray Serve, one engine per replica")
     ray.add_argument("--address", help="the cluster: auto, ray://HOST:10001 (default: a local cluster)")
-    ray.add_argument("--replicas", type=int, default=1, help="replicas (default 1)")
+    ray.add_argument("--replicas", type=int, default=1, help="replicas (default: %(default)s)")
     ray.add_argument("--autoscale", metavar="MIN:MAX", help="scale between MIN and MAX replicas on load")
 
 
@@ -50,6 +69,9 @@ def served_names(models: list[str], names: list[str] | None) -> list[str]:
 
 
 def run(args) -> int:
+    # A server's log is how a person watches it (uvicorn and vLLM log at INFO by default): its INFO lines (the
+    # URLs, the access log) show without -v, while the runtime's own (builds, providers) stay behind -v.
+    logging.getLogger("llm_runtime.server").setLevel(logging.INFO)
     if args.ray:
         return run_on_ray(args)
     import uvicorn
@@ -86,8 +108,10 @@ def run(args) -> int:
     registry = ModelRegistry([Model(n, loader(m) if lazy else None) for n, m in zip(names, sources)],
                              args.max_loaded)
     app = create_app(registry, None, keys, args.cors_origin, args.public_metrics, web=not args.no_web_ui,
-                     data_dir=data_dir)
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
+                     data_dir=data_dir, access_log=not args.no_access_log)
+    # uvicorn's own start lines and access log are off: ours name the API and the chat page, and time requests
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
+                                           access_log=False))
     failed: list[BaseException] = []
 
     def prepare() -> None:
@@ -99,7 +123,10 @@ def run(args) -> int:
                     resolve_model(source, CAPABILITIES[resolve(args.provider)].build_provider)
                 else:
                     registry.models[name].llm = loader(source)()
-            log.warning("serving %s at http://%s:%d/v1", ", ".join(names), args.host, args.port)
+            base = f"http://{f'[{args.host}]' if ':' in args.host else args.host}:{args.port}"
+            log.info("serving %s: the API at %s/v1", ", ".join(names), base)
+            if not args.no_web_ui:
+                log.info("the chat page at %s/", base)
         except BaseException as e:  # reported by run() once the server has stopped
             failed.append(e)
             server.should_exit = True

@@ -20,9 +20,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(folder, *args):
+def serving(folder, *args, logs: list[str] | None = None):
     """A `llm-runtime serve` process on a free loopback port; yields its base URL once /health is 200. Without a
-    `--data-dir` its stored responses go to a fresh temporary folder, never the user's."""
+    `--data-dir` its stored responses go to a fresh temporary folder, never the user's. `logs`: gets the
+    process's whole output appended once it has stopped."""
     port = free_port()
     data = None if "--data-dir" in args else tempfile.TemporaryDirectory()
     args = args if data is None else (*args, "--data-dir", data.name)
@@ -53,4 +54,6 @@ def serving(folder, *args):
         log.seek(0)
         if "Traceback" in (text := log.read()):
             print(text)  # shown with a failing test
+        if logs is not None:
+            logs.append(text)
         log.close()

@@ -18,7 +18,7 @@ COMMANDS = {
     "batch": ("llm_runtime.cli.batch",
               "generate for every line of a JSONL file (OpenAI batch output; re-running resumes)"),
     "serve": ("llm_runtime.server.cli",
-              "serve an OpenAI-compatible API (chat and completions, streaming) on the batching engine"),
+              "serve an OpenAI-compatible API (chat, completions, responses; streaming) and a chat page"),
     "perplexity": ("llm_runtime.cli.perplexity",
                    "perplexity of a model on a text, and KL divergence from a reference"),
 }
@@ -28,12 +28,43 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
     """The command's parser; only `command`'s module is imported, to add its flags."""
     p = argparse.ArgumentParser(prog="llm-runtime", description="Run decoder LLMs on ONNX Runtime.")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress and choices")
+    p.add_argument("--version", action=VersionAction, help="print the version and exit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help) in COMMANDS.items():
         sp = sub.add_parser(name, help=help, description=help)
         if name == command:
             import_module(module).add_arguments(sp)
     return p
+
+
+class VersionAction(argparse.Action):
+    """`--version`: argparse's own action reads the version when the parser is made; this one only when asked."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"llm-runtime {version()}")
+        parser.exit()
+
+
+def version() -> str:
+    """This code's version: a checkout's pyproject.toml (what runs may be a checkout on PYTHONPATH, not the
+    installed copy), else the installed distribution's metadata."""
+    from importlib import metadata
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    if (root / "pyproject.toml").is_file() and (root / "kv_cache" / "__init__.py").is_file():
+        import tomllib
+
+        project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+        if project["name"] == "llm-runtime":
+            return project["version"]
+    try:
+        return metadata.version("llm-runtime")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

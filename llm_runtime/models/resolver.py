@@ -35,7 +35,7 @@ def resolve_model(model: str | Path, provider_build: str = "cpu", progress: bool
         folder = home() / "models" / f"smollm2-135m-instruct-{opts.tag}"
         if not is_built(folder):
             log.info("building the default model into %s", folder)
-            _build(default_gguf(), folder, opts, progress)
+            _build(default_gguf(progress), folder, opts, progress)
         return folder
     path = Path(model)
     if (path / "genai_config.json").is_file():
