@@ -7,13 +7,13 @@ import os
 import threading
 from pathlib import Path
 
-from llm_runtime.cli.sampling_args import add_model_arguments
+from llm_runtime.cli.llm_args import add_llm_arguments, llm_config
 
 log = logging.getLogger(__name__)
 
 
 def add_arguments(p) -> None:
-    add_model_arguments(p, several=True)
+    add_llm_arguments(p, several=True)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", action="append", default=[],
@@ -23,8 +23,6 @@ def add_arguments(p) -> None:
                         "--model, one each, in the same order")
     p.add_argument("--max-loaded", type=int, help="models loaded at once: each loads on its first request and the "
                                                   "least recently used idle one is unloaded (default: all, at start)")
-    p.add_argument("--max-concurrency", type=int, default=16, help="sequences generated at once")
-    p.add_argument("--max-waiting", type=int, default=256, help="queued requests beyond which requests get 429")
     p.add_argument("--cors-origin", action="append", default=[], help="allowed CORS origin (repeatable; none: off)")
     p.add_argument("--public-metrics", action="store_true", help="serve /metrics without the API key")
     p.add_argument("--no-web-ui", action="store_true", help="do not serve the chat page at /")
@@ -54,17 +52,15 @@ def run(args) -> int:
         return run_on_ray(args)
     import uvicorn
 
-    from llm_runtime.engine import EngineConfig
-    from llm_runtime.graph.providers import CAPABILITIES, resolve
     from llm_runtime.llm import LLM
-    from llm_runtime.models.resolver import resolve_model
 
     from .app import create_app, default_data_dir
     from .models import Model, ModelRegistry
 
-    if args.max_concurrency < 1 or args.max_waiting < 1 or not 0 <= args.port < 65536:
-        raise ValueError("--max-concurrency and --max-waiting must be >= 1, --port in 0..65535")
+    if not 0 <= args.port < 65536:
+        raise ValueError(f"--port must be in 0..65535, got {args.port}")
     sources = args.model or ["default"]
+    configs = [llm_config(args, source) for source in sources]
     names = served_names(sources, args.served_model_name)
     keys = args.api_key + ([os.environ["LLM_RUNTIME_API_KEY"]] if os.environ.get("LLM_RUNTIME_API_KEY") else [])
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
@@ -73,17 +69,15 @@ def run(args) -> int:
     except OSError as e:
         raise ValueError(f"--data-dir {data_dir}: {e.strerror}") from None
 
-    def loader(source: str):
+    def loader(config):
         def load() -> LLM:
-            llm = LLM(source, provider=args.provider, threads=args.threads,
-                      engine=EngineConfig(max_concurrency=args.max_concurrency, max_waiting=args.max_waiting),
-                      speculation=args.speculation, num_speculative_tokens=args.num_speculative_tokens)
+            llm = LLM(config)
             llm.engine  # started before the first request
             return llm
         return load
 
     lazy = args.max_loaded is not None
-    registry = ModelRegistry([Model(n, loader(m) if lazy else None) for n, m in zip(names, sources)],
+    registry = ModelRegistry([Model(n, loader(c) if lazy else None) for n, c in zip(names, configs)],
                              args.max_loaded)
     app = create_app(registry, None, keys, args.cors_origin, args.public_metrics, web=not args.no_web_ui,
                      data_dir=data_dir)
@@ -94,11 +88,11 @@ def run(args) -> int:
         """Without --max-loaded, load every model; with it, resolve (build on first use) each source now, so a
         bad one fails at start."""
         try:
-            for name, source in zip(names, sources):
+            for name, config in zip(names, configs):
                 if lazy:
-                    resolve_model(source, CAPABILITIES[resolve(args.provider)].build_provider)
+                    config.resolved()
                 else:
-                    registry.models[name].llm = loader(source)()
+                    registry.models[name].llm = loader(config)()
             log.warning("serving %s at http://%s:%d/v1", ", ".join(names), args.host, args.port)
         except BaseException as e:  # reported by run() once the server has stopped
             failed.append(e)
@@ -122,18 +116,15 @@ def run_on_ray(args) -> int:
                          "supported with --ray")
     autoscale = ray_serve.parse_autoscale(args.autoscale) if args.autoscale else None
     keys = args.api_key + ([os.environ["LLM_RUNTIME_API_KEY"]] if os.environ.get("LLM_RUNTIME_API_KEY") else [])
-    threads = args.threads or max(1, (os.cpu_count() or 1) // args.replicas)
-    model, name = (args.model or ["default"])[0], (args.served_model_name or [None])[0]
-    app = ray_serve.application(model, name, replicas=args.replicas, autoscale=autoscale,
-                                threads=threads, max_concurrency=args.max_concurrency,
-                                max_waiting=args.max_waiting, api_keys=keys, cors_origins=args.cors_origin,
-                                provider=args.provider)
+    config, name = llm_config(args), (args.served_model_name or [None])[0]
+    app = ray_serve.application(config, name, replicas=args.replicas, autoscale=autoscale, api_keys=keys,
+                                cors_origins=args.cors_origin)
     import ray
     from ray import serve
 
     ray.init(address=args.address)
     serve.start(http_options={"host": args.host, "port": args.port})
-    log.warning("serving %s on Ray Serve at http://%s:%d/v1", model, args.host, args.port)
+    log.warning("serving %s on Ray Serve at http://%s:%d/v1", config.model, args.host, args.port)
     try:
         serve.run(app, name=ray_serve.DEPLOYMENT, route_prefix="/", blocking=True)
     finally:
