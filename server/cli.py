@@ -107,7 +107,8 @@ def run(args) -> int:
 
 def run_on_ray(args) -> int:
     """`--ray`: the app on Ray Serve (llm_runtime.server.ray_serve) until Ctrl-C."""
-    from llm_runtime.ray import serve as ray_serve
+    import llm_runtime.ray  # noqa: F401  (without Ray: RayMissingError, which says how to install it)
+    from llm_runtime.server import ray_serve
 
     if args.replicas < 1:
         raise ValueError(f"--replicas must be >= 1, got {args.replicas}")
