@@ -13,8 +13,9 @@ from llm_runtime.engine import Engine, EngineConfig, RequestHandle
 from llm_runtime.errors import ParameterError
 from llm_runtime.graph.providers import CAPABILITIES, resolve
 from llm_runtime.graph.runner import ModelRunner
-from llm_runtime.graph.session import SessionConfig, make_session
+from llm_runtime.graph.session import make_session
 from llm_runtime.kv_cache import KVCache
+from llm_runtime.llm_config import LLMConfig
 from llm_runtime.models.folder import ModelFolder
 from llm_runtime.models.resolver import resolve_model
 from llm_runtime.sampling.params import SamplingParams
@@ -26,30 +27,33 @@ log = logging.getLogger(__name__)
 
 class LLM:
     """A model ready to generate. `model`: a built folder, "default", a Hugging Face folder or a .gguf file
-    (the last two are built into the cache on first use)."""
+    (the last two are built into the cache on first use), or a whole LLMConfig (what the doors build from their
+    flags); the other arguments become one through `LLMConfig.of`."""
 
-    def __init__(self, model: str | Path = "default", provider: str = "cpu", threads: int = 0,
-                 optimization: str = "all", optimized_model_path: str | None = None,
+    def __init__(self, model: str | Path | LLMConfig = "default", provider: str | None = None,
+                 threads: int | None = None, optimization: str | None = None, optimized_model_path: str | None = None,
                  provider_options: dict | None = None, engine: EngineConfig | None = None,
-                 speculation: str | SpeculationConfig | None = None, num_speculative_tokens: int = 4):
+                 speculation: str | SpeculationConfig | None = None, num_speculative_tokens: int | None = None):
+        # the settings left None keep LLMConfig's defaults (provider cpu, onnxruntime's threads, EngineConfig());
         # speculation="ngram": prompt-lookup drafts verified in the engine's step (validated before loading)
-        if isinstance(speculation, str):
-            speculation = SpeculationConfig(speculation, num_speculative_tokens)
-        self.speculation = speculation
-        self.provider = resolve(provider)
+        settings = (provider, threads, optimization, optimized_model_path, provider_options, engine, speculation,
+                    num_speculative_tokens)
+        if isinstance(model, LLMConfig) and any(s is not None for s in settings):
+            raise TypeError("LLM(config) takes its settings from the LLMConfig: give no other argument")
+        config = model if isinstance(model, LLMConfig) else LLMConfig.of(model, *settings)
+        self.config = config
+        self.provider = resolve(config.provider)
         cap = CAPABILITIES[self.provider]
-        self.folder = ModelFolder.open(resolve_model(model, cap.build_provider))
-        self.session_config = SessionConfig(threads, optimization, optimized_model_path, provider_options)
-        session = make_session(self.folder.model_file, self.provider, self.session_config)
+        self.folder = ModelFolder.open(resolve_model(config.model, cap.build_provider))
+        session = make_session(self.folder.model_file, self.provider, config.session)
         self.runner = ModelRunner(self.folder, session)
-        config = engine or EngineConfig()
         c = self.folder.contract
         # one cache for every door: a slot per running sequence, each sized to its prompt plus max_tokens
         self.cache = KVCache(c.num_layers, c.num_kv_heads, c.head_dim, np.dtype(c.kv_dtype),
-                             slots=1, max_slots=config.max_concurrency, capacity=256, device=cap.cache_device,
-                             max_bytes=config.max_cache_bytes, max_capacity=self.folder.context_length,
+                             slots=1, max_slots=config.engine.max_concurrency, capacity=256, device=cap.cache_device,
+                             max_bytes=config.engine.max_cache_bytes, max_capacity=self.folder.context_length,
                              windows=dict(c.window_cache))
-        self.engine = Engine(self.runner, self.cache, config, speculation)
+        self.engine = Engine(self.runner, self.cache, config.engine, config.speculation)
         self.tokenizer = self.folder.tokenizer
         self.template = ChatTemplate.for_model(self.folder)
 

@@ -2,13 +2,12 @@
 /health is 503 until the models are loaded, or with --max-loaded, each model loads on its first request)."""
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import threading
 from pathlib import Path
 
-from llm_runtime.cli.sampling_args import add_model_arguments
+from llm_runtime.cli.llm_args import add_llm_arguments, llm_config
 
 log = logging.getLogger(__name__)
 DESCRIPTION = """\
@@ -25,8 +24,8 @@ Logs the URLs at start and a line per request (off: --no-access-log);
 
 
 def add_arguments(p) -> None:
-    p.description, p.formatter_class = DESCRIPTION, argparse.RawDescriptionHelpFormatter
-    add_model_arguments(p, several=True)
+    p.description = DESCRIPTION
+    add_llm_arguments(p, several=True)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default: %(default)s, loopback only; 0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
@@ -37,10 +36,6 @@ def add_arguments(p) -> None:
                         "--model, one each, in the same order")
     p.add_argument("--max-loaded", type=int, help="models loaded at once: each loads on its first request and the "
                                                   "least recently used idle one is unloaded (default: all, at start)")
-    p.add_argument("--max-concurrency", type=int, default=16,
-                   help="sequences generated at once (default: %(default)s)")
-    p.add_argument("--max-waiting", type=int, default=256,
-                   help="queued requests beyond which requests get 429 (default: %(default)s)")
     p.add_argument("--cors-origin", action="append", default=[], help="allowed CORS origin (repeatable; none: off)")
     p.add_argument("--public-metrics", action="store_true", help="serve /metrics without the API key")
     p.add_argument("--no-web-ui", action="store_true", help="do not serve the chat page at /")
@@ -76,17 +71,15 @@ def run(args) -> int:
         return run_on_ray(args)
     import uvicorn
 
-    from llm_runtime.engine import EngineConfig
-    from llm_runtime.graph.providers import CAPABILITIES, resolve
     from llm_runtime.llm import LLM
-    from llm_runtime.models.resolver import resolve_model
 
     from .app import create_app, default_data_dir
     from .models import Model, ModelRegistry
 
-    if args.max_concurrency < 1 or args.max_waiting < 1 or not 0 <= args.port < 65536:
-        raise ValueError("--max-concurrency and --max-waiting must be >= 1, --port in 0..65535")
+    if not 0 <= args.port < 65536:
+        raise ValueError(f"--port must be in 0..65535, got {args.port}")
     sources = args.model or ["default"]
+    configs = [llm_config(args, source) for source in sources]
     names = served_names(sources, args.served_model_name)
     keys = args.api_key + ([os.environ["LLM_RUNTIME_API_KEY"]] if os.environ.get("LLM_RUNTIME_API_KEY") else [])
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
@@ -95,17 +88,15 @@ def run(args) -> int:
     except OSError as e:
         raise ValueError(f"--data-dir {data_dir}: {e.strerror}") from None
 
-    def loader(source: str):
+    def loader(config):
         def load() -> LLM:
-            llm = LLM(source, provider=args.provider, threads=args.threads,
-                      engine=EngineConfig(max_concurrency=args.max_concurrency, max_waiting=args.max_waiting),
-                      speculation=args.speculation, num_speculative_tokens=args.num_speculative_tokens)
+            llm = LLM(config)
             llm.engine  # started before the first request
             return llm
         return load
 
     lazy = args.max_loaded is not None
-    registry = ModelRegistry([Model(n, loader(m) if lazy else None) for n, m in zip(names, sources)],
+    registry = ModelRegistry([Model(n, loader(c) if lazy else None) for n, c in zip(names, configs)],
                              args.max_loaded)
     app = create_app(registry, None, keys, args.cors_origin, args.public_metrics, web=not args.no_web_ui,
                      data_dir=data_dir, access_log=not args.no_access_log)
@@ -118,11 +109,11 @@ def run(args) -> int:
         """Without --max-loaded, load every model; with it, resolve (build on first use) each source now, so a
         bad one fails at start."""
         try:
-            for name, source in zip(names, sources):
+            for name, config in zip(names, configs):
                 if lazy:
-                    resolve_model(source, CAPABILITIES[resolve(args.provider)].build_provider)
+                    config.resolved()
                 else:
-                    registry.models[name].llm = loader(source)()
+                    registry.models[name].llm = loader(config)()
             base = f"http://{f'[{args.host}]' if ':' in args.host else args.host}:{args.port}"
             log.info("serving %s: the API at %s/v1", ", ".join(names), base)
             if not args.no_web_ui:
@@ -150,18 +141,15 @@ def run_on_ray(args) -> int:
                          "supported with --ray")
     autoscale = ray_serve.parse_autoscale(args.autoscale) if args.autoscale else None
     keys = args.api_key + ([os.environ["LLM_RUNTIME_API_KEY"]] if os.environ.get("LLM_RUNTIME_API_KEY") else [])
-    threads = args.threads or max(1, (os.cpu_count() or 1) // args.replicas)
-    model, name = (args.model or ["default"])[0], (args.served_model_name or [None])[0]
-    app = ray_serve.application(model, name, replicas=args.replicas, autoscale=autoscale,
-                                threads=threads, max_concurrency=args.max_concurrency,
-                                max_waiting=args.max_waiting, api_keys=keys, cors_origins=args.cors_origin,
-                                provider=args.provider)
+    config, name = llm_config(args), (args.served_model_name or [None])[0]
+    app = ray_serve.application(config, name, replicas=args.replicas, autoscale=autoscale, api_keys=keys,
+                                cors_origins=args.cors_origin)
     import ray
     from ray import serve
 
     ray.init(address=args.address)
     serve.start(http_options={"host": args.host, "port": args.port})
-    log.warning("serving %s on Ray Serve at http://%s:%d/v1", model, args.host, args.port)
+    log.warning("serving %s on Ray Serve at http://%s:%d/v1", config.model, args.host, args.port)
     try:
         serve.run(app, name=ray_serve.DEPLOYMENT, route_prefix="/", blocking=True)
     finally:

@@ -11,10 +11,9 @@ from pathlib import Path
 
 from ray import serve
 
-from llm_runtime.engine import EngineConfig
-from llm_runtime.graph.providers import CAPABILITIES, resolve
 from llm_runtime.llm import LLM
-from llm_runtime.models.resolver import model_name, resolve_model
+from llm_runtime.llm_config import LLMConfig
+from llm_runtime.models.resolver import model_name
 
 from .app import create_app
 
@@ -25,10 +24,8 @@ DEPLOYMENT = "llm-runtime"
 class LLMServer:
     """One replica: loads the model (Serve routes nothing to it before this returns), then serves the app."""
 
-    def __init__(self, model: str, served_model_name: str, api_keys: list[str], cors_origins: list[str],
-                 provider: str, threads: int, max_concurrency: int, max_waiting: int):
-        self.llm = LLM(model, provider=provider, threads=threads,
-                       engine=EngineConfig(max_concurrency=max_concurrency, max_waiting=max_waiting))
+    def __init__(self, config: LLMConfig, served_model_name: str, api_keys: list[str], cors_origins: list[str]):
+        self.llm = LLM(config)
         self.app_args = (served_model_name, api_keys, cors_origins)
 
     def __serve_build_asgi_app__(self):
@@ -51,20 +48,20 @@ def parse_autoscale(text: str) -> tuple[int, int]:
     return lo, hi
 
 
-def application(model: str | Path = "default", served_model_name: str | None = None, *, replicas: int = 1,
-                autoscale: tuple[int, int] | None = None, threads: int = 1, max_concurrency: int = 16,
-                max_waiting: int = 256, api_keys: list[str] = (), cors_origins: list[str] = (),
-                provider: str = "cpu"):
+def application(model: str | Path | LLMConfig = "default", served_model_name: str | None = None, *,
+                replicas: int = 1, autoscale: tuple[int, int] | None = None, api_keys: list[str] = (),
+                cors_origins: list[str] = ()):
     """The Serve application (for `serve.run`): `replicas` fixed replicas, or `autoscale` (min, max) replicas
-    scaled on requests in flight. The model is resolved (built on first use) here; its folder must be readable
-    at the same path on every node."""
-    if replicas < 1 or threads < 1 or max_concurrency < 1 or max_waiting < 1:
-        raise ValueError("replicas, threads, max_concurrency and max_waiting must be >= 1")
-    folder = resolve_model(model, CAPABILITIES[resolve(provider)].build_provider)
+    scaled on requests in flight. `model` is a model, or the LLMConfig each replica loads (threads 0: this
+    machine's cores divided among `replicas`). The model is resolved (built on first use) here; its folder must
+    be readable at the same path on every node."""
+    given = model if isinstance(model, LLMConfig) else LLMConfig.of(model)
+    config = given.per_replica(replicas).resolved()
+    engine = config.engine
     scaling = ({"autoscaling_config": {"min_replicas": autoscale[0], "max_replicas": autoscale[1],
-                                       "target_ongoing_requests": max(1, max_concurrency // 2)}}
+                                       "target_ongoing_requests": max(1, engine.max_concurrency // 2)}}
                if autoscale else {"num_replicas": replicas})
-    deployment = serve.deployment(LLMServer, name=DEPLOYMENT, ray_actor_options={"num_cpus": threads},
-                                  max_ongoing_requests=max_concurrency, max_queued_requests=max_waiting, **scaling)
-    return deployment.bind(str(folder), served_model_name or model_name(model), list(api_keys), list(cors_origins),
-                           provider, threads, max_concurrency, max_waiting)
+    deployment = serve.deployment(LLMServer, name=DEPLOYMENT, ray_actor_options={"num_cpus": config.session.threads},
+                                  max_ongoing_requests=engine.max_concurrency,
+                                  max_queued_requests=engine.max_waiting, **scaling)
+    return deployment.bind(config, served_model_name or model_name(given.model), list(api_keys), list(cors_origins))

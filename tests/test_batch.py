@@ -50,6 +50,22 @@ def test_parse_both_input_forms():
     assert (r.chat, r.prompt, r.params.top_logprobs, r.params.seed) == (False, [5, 6], 3, 1)
 
 
+def test_a_line_applies_its_own_fields_over_the_jobs_params():
+    """Params given in Python (BatchJob's, Ray batch's) are the base; a field the line gives wins, and replaces
+    the base's whole group: a response_format the base's json_schema, a logprobs the base's top_logprobs."""
+    base = SamplingParams(max_tokens=8, temperature=0, logprobs=True, top_logprobs=2, skip_special_tokens=False,
+                          stop=["x"], json_schema={"type": "object"})
+    line = lambda **fields: BatchRequest.parse(json.dumps({"custom_id": "a", **fields}).encode(), 1, base).params
+    assert line(prompt="p") == base
+    own = line(messages=[{"role": "user", "content": "hi"}], max_tokens=3, stop="y", logprobs=False,
+               response_format={"type": "json_object"})
+    assert (own.max_tokens, own.stop, own.logprobs, own.top_logprobs) == (3, ("y",), False, 0)
+    alone = parse({"custom_id": "a", "prompt": "p", "response_format": {"type": "json_object"}}).params
+    assert own.json_schema is None and own.constraint == alone.constraint
+    assert (own.temperature, own.skip_special_tokens) == (0, False)  # the base's, where the line says nothing
+    assert line(prompt="p", logprobs=5).top_logprobs == 5  # completions: logprobs=k alternatives
+
+
 @pytest.mark.parametrize("line, cid, code, says", [
     (b"{oops", "line-7", "invalid_json", "not valid JSON"),
     (b"\xff\xfe{}", "line-7", "invalid_json", "not valid JSON"),

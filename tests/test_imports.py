@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # Every package of ours, by layer: a module imports only from lower layers (and from its own package). The
 # tree is the architecture: the builder at the bottom, then the cache and the shared types, the runtime's parts,
-# the API, and the doors (batch, Ray, the command line, the server) on top. `llm_runtime` itself only names the
+# the API's config, the API, and the doors (batch, Ray, the command line, the server) on top. `llm_runtime` itself only names the
 # public types, loaded on first use.
 LAYERS = {
     "llm_runtime.model_builder": 0,  # imports nothing of the runtime
@@ -26,8 +26,8 @@ LAYERS = {
     "llm_runtime.models": 2, "llm_runtime.speculation": 2, "llm_runtime.structured": 2, "llm_runtime.chat": 2,
     "llm_runtime.graph": 3, "llm_runtime.sampling": 3,
     "llm_runtime.tools": 4, "llm_runtime.engine": 4,
-    "llm_runtime.openai": 5, "llm_runtime.evaluation": 5, "llm_runtime.llm": 5,
-    "llm_runtime.batch": 6,  # the doors
+    "llm_runtime.openai": 5, "llm_runtime.evaluation": 5, "llm_runtime.llm_config": 5,
+    "llm_runtime.llm": 6, "llm_runtime.batch": 6,  # the API loads an LLMConfig; batch, the first of the doors
     "llm_runtime.ray": 7,
     "llm_runtime.cli": 8,
     "llm_runtime.server": 9,

@@ -155,6 +155,57 @@ def test_python_entry_returns_a_dataset(tiny_build):
     assert all(line["response"]["body"]["usage"]["completion_tokens"] == 5 for line in lines.values())
 
 
+def same(a, b) -> bool:
+    """Equal JSON, floats (logprobs) within 1e-4: rows batched differently may round apart in the last bits."""
+    if isinstance(a, float) or isinstance(b, float):
+        return a == pytest.approx(b, abs=1e-4)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def test_python_entry_with_sampling_params_answers_as_the_local_job(tiny_build, tmp_path):
+    """The documented `batch(ds, params=SamplingParams(...))` with logprobs and top_logprobs, special tokens kept,
+    a stop string and a JSON schema, on completions and chat rows (plain and OpenAI batch lines): the rows the
+    local job gives with the same params. A row's own field wins (its logprobs: false). Every row used to fail
+    when the params were turned back into request fields ("Unrecognized request argument supplied")."""
+    from llm_runtime import LLM, SamplingParams
+    from llm_runtime.batch.job import BatchJob, BatchOutput
+    from llm_runtime.models.resolver import model_name
+    from llm_runtime.ray import batch
+    from llm_runtime.ray.worker import output_line
+
+    model = tiny_build("llama-gqa2")
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    params = SamplingParams(max_tokens=10, temperature=0, logprobs=True, top_logprobs=2, skip_special_tokens=False,
+                            stop=[":"], json_schema=schema)
+    rows = [{"custom_id": "t", "prompt": "The number 7 is"},
+            {"custom_id": "c", "messages": [{"role": "user", "content": "Name a fruit."}]},
+            {"custom_id": "bt", "url": "/v1/completions", "body": {"prompt": "A story"}},
+            {"custom_id": "bc", "url": "/v1/chat/completions",
+             "body": {"messages": [{"role": "user", "content": "Hi"}], "logprobs": False}}]
+    lines = [(i, json.dumps(r).encode()) for i, r in enumerate(rows, 1)]
+    on_ray = batch(ray.data.from_items([{"line": i, "request": raw} for i, raw in lines]), model, params).take_all()
+    ray_rows = {r["custom_id"]: output_line(r) for r in on_ray}
+    assert {cid: r["error"] for cid, r in ray_rows.items()} == dict.fromkeys(["t", "c", "bt", "bc"], None)
+    out = BatchOutput(tmp_path / "local.jsonl")
+    BatchJob(LLM(model), lines, out, model_name(model), 16, params=params).run()
+    out.close()
+    local = {r["custom_id"]: r["response"]["body"] for r in read(tmp_path / "local.jsonl")}
+    assert local.keys() == ray_rows.keys()
+    for cid, body in local.items():
+        got = ray_rows[cid]["response"]["body"]
+        assert same({k: got[k] for k in ("model", "choices", "usage")}, {k: body[k] for k in ("model", "choices", "usage")})
+        choice = got["choices"][0]
+        text = choice["message"]["content"] if "message" in choice else choice["text"]
+        assert text.startswith("{") and ":" not in text and choice["finish_reason"] == "stop"  # schema, then stop
+    assert len(ray_rows["t"]["response"]["body"]["choices"][0]["logprobs"]["top_logprobs"][0]) == 2
+    assert len(ray_rows["c"]["response"]["body"]["choices"][0]["logprobs"]["content"][0]["top_logprobs"]) == 2
+    assert ray_rows["bc"]["response"]["body"]["choices"][0]["logprobs"] is None
+
+
 def test_without_ray_the_flag_says_how_to_install(tmp_path):
     code = ("import sys; sys.modules['ray'] = None; from llm_runtime.cli.main import main; "
             f"sys.exit(main(['batch', {str(tmp_path)!r}, '-o', 'x.jsonl', '--ray']))")
@@ -187,12 +238,14 @@ def test_serve_two_replicas_stream_through_a_killed_replica(tiny_build):
     from openai import OpenAI
     from ray import serve
 
+    from llm_runtime.engine import EngineConfig
+    from llm_runtime.llm_config import LLMConfig
     from llm_runtime.server.ray_serve import DEPLOYMENT, application
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(application(tiny_build("llama-gqa2"), "tiny", replicas=2, threads=1, max_concurrency=8),
-              name=DEPLOYMENT, route_prefix="/")
+    config = LLMConfig.of(tiny_build("llama-gqa2"), threads=1, engine=EngineConfig(max_concurrency=8))
+    serve.run(application(config, "tiny", replicas=2), name=DEPLOYMENT, route_prefix="/")
     try:
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=120)
         started = threading.Semaphore(0)

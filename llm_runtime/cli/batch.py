@@ -8,7 +8,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from .sampling_args import add_model_arguments
+from .llm_args import add_llm_arguments, llm_config
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -16,14 +16,13 @@ EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 def add_arguments(p) -> None:
     p.add_argument("input", type=Path, help="JSONL requests: {custom_id, prompt|messages, ...} or OpenAI batch lines")
     p.add_argument("-o", "--output", required=True, type=Path, help="JSONL results, appended; re-running resumes")
-    p.add_argument("--max-concurrency", type=int, default=16, help="requests in flight at once (default 16)")
-    add_model_arguments(p)
+    add_llm_arguments(p)
     ray = p.add_argument_group("Ray (the ray extra): the same job on Ray Data actors")
     ray.add_argument("--ray", action="store_true", help="run on a Ray cluster (input and output: JSONL or .parquet)")
     ray.add_argument("--address", help="the cluster: auto, ray://HOST:10001 (default: a local cluster)")
     ray.add_argument("--replicas", type=int, default=1, help="actors, each loading the model once (default 1)")
-    ray.add_argument("--threads-per-replica", type=int, default=0,
-                     help="onnxruntime threads per actor (0: this machine's cores / replicas)")
+    ray.add_argument("--threads-per-replica", dest="threads", type=int, help="the same as --threads: onnxruntime "
+                                                                              "threads per actor")
 
 
 def run(args) -> int:
@@ -32,24 +31,20 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from llm_runtime.batch.job import BatchJob, BatchOutput
-    from llm_runtime.engine import EngineConfig
     from llm_runtime.llm import LLM
     from llm_runtime.models.resolver import model_name
 
+    config = llm_config(args)
     if not args.input.is_file():
         raise FileNotFoundError(f"input file not found: {args.input}")
-    if args.max_concurrency < 1:
-        raise ValueError(f"--max-concurrency must be >= 1, got {args.max_concurrency}")
     try:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         output = BatchOutput(args.output)  # locks the file and cuts off a torn last line
     except OSError as e:
         raise FileNotFoundError(f"cannot write {args.output}: {e.strerror or e}") from None
     try:
-        llm = LLM(args.model, provider=args.provider, threads=args.threads,
-                  engine=EngineConfig(max_concurrency=args.max_concurrency),
-                  speculation=args.speculation, num_speculative_tokens=args.num_speculative_tokens)
-        name = model_name(args.model)
+        llm = LLM(config)
+        name = model_name(config.model)
         total = _count_lines(args.input)
         before = len(output.answered)
         bar = tqdm(total=total, initial=min(before, total), unit="req", desc="batch", file=sys.stderr,
@@ -63,7 +58,7 @@ def run(args) -> int:
 
         stop = threading.Event()
         with _stop_on_signals(stop) as signals:
-            job = BatchJob(llm, args.input, output, name, args.max_concurrency, stop, on_line)
+            job = BatchJob(llm, args.input, output, name, config.engine.max_concurrency, stop, on_line)
             summary = job.run()
         bar.close()
     finally:
@@ -115,10 +110,6 @@ def run_on_ray(args) -> int:
     from llm_runtime.ray import run_file
     from llm_runtime.ray.file_job import print_summary
 
-    if args.max_concurrency < 1:
-        raise ValueError(f"--max-concurrency must be >= 1, got {args.max_concurrency}")
-    summary = run_file(args.input, args.output, args.model, address=args.address, replicas=args.replicas,
-                       threads_per_replica=args.threads_per_replica or args.threads,
-                       max_concurrency=args.max_concurrency, provider=args.provider)
+    summary = run_file(args.input, args.output, llm_config(args), address=args.address, replicas=args.replicas)
     print_summary(summary, args.output)
     return 0

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import sys
 
-from .sampling_args import add_model_arguments, add_sampling_arguments, sampling_params
+from .llm_args import add_llm_arguments, llm_config
+from .sampling_args import add_sampling_arguments, sampling_params
 
 
 def add_arguments(p) -> None:
-    add_model_arguments(p)
+    add_llm_arguments(p)
     p.add_argument("--system", help="a system message")
     add_sampling_arguments(p)
 
@@ -16,8 +17,7 @@ def run(args) -> int:
     from llm_runtime.llm import LLM
 
     params = sampling_params(args)
-    llm = LLM(args.model, provider=args.provider, threads=args.threads, speculation=args.speculation,
-              num_speculative_tokens=args.num_speculative_tokens)
+    llm = LLM(llm_config(args))
     start = [{"role": "system", "content": args.system}] if args.system else []
     history = list(start)
     interactive = sys.stdin.isatty()

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import sys
 
-from .sampling_args import add_model_arguments, add_sampling_arguments, sampling_params
+from .llm_args import add_llm_arguments, llm_config
+from .sampling_args import add_sampling_arguments, sampling_params
 
 
 def add_arguments(p) -> None:
     p.add_argument("prompt", help="the prompt text ('-' reads standard input)")
     p.add_argument("--chat", action="store_true", help="send the prompt as a user message through the chat template")
-    add_model_arguments(p)
+    add_llm_arguments(p)
     add_sampling_arguments(p)
 
 
@@ -18,8 +19,7 @@ def run(args) -> int:
 
     params = sampling_params(args)
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    llm = LLM(args.model, provider=args.provider, threads=args.threads, speculation=args.speculation,
-              num_speculative_tokens=args.num_speculative_tokens)
+    llm = LLM(llm_config(args))
     chunks = llm.chat_stream([{"role": "user", "content": prompt}], params) if args.chat else llm.stream(prompt, params)
     for chunk in chunks:
         sys.stdout.write(chunk.text)

@@ -11,20 +11,6 @@ FLAG_FIELDS = ("max_tokens", "min_tokens", "temperature", "top_k", "top_p", "min
                "presence_penalty", "frequency_penalty", "seed", "stop", "ignore_eos")
 
 
-def add_model_arguments(p: argparse.ArgumentParser, several: bool = False) -> None:
-    """--model and its session flags; `several`: --model may repeat (a list, default ["default"])."""
-    if several:
-        p.add_argument("--model", action="append", help="built folder, Hugging Face folder, .gguf or 'default' "
-                                                        "(repeatable: one engine per model, routed by name)")
-    else:
-        p.add_argument("--model", default="default", help="built folder, Hugging Face folder, .gguf or 'default'")
-    p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt, dml, openvino, coreml or auto")
-    p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: onnxruntime's default)")
-    p.add_argument("--speculation", choices=["ngram"],
-                   help="speculative decoding: prompt-lookup drafts verified in the engine's step (same output)")
-    p.add_argument("--num-speculative-tokens", type=int, default=4, help="drafts per verification at most (default 4)")
-
-
 def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     """The sampling flags, named as the OpenAI request fields they become (--max-tokens is max_tokens)."""
     p.add_argument("--max-tokens", type=int, help=f"default: min({DEFAULT_MAX_TOKENS}, the context left after the "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass, replace
+from dataclasses import fields as dataclass_fields
 
 from tokenizers import Tokenizer
 
@@ -23,6 +24,9 @@ SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "seed", "stop", "pr
                    "repetition_penalty", "logit_bias", "min_tokens", "ignore_eos", "stop_token_ids", "n", "regex",
                    "grammar")
 ENDPOINTS = {"chat": "messages", "completions": "prompt"}  # endpoint -> the field that holds the input
+# SamplingParams fields that one body field sets together: over a base, a body that sets one replaces the whole
+# group (its response_format replaces the base's json_schema; its logprobs, the base's top_logprobs)
+TOGETHER = (("json_schema", "regex", "grammar", "json_object", "constraint"), ("logprobs", "top_logprobs"))
 
 
 @dataclass(frozen=True)
@@ -70,13 +74,14 @@ def request_params(body: dict, endpoint: str) -> SamplingParams:
     return _sampling(check_fields(_object(body), endpoint), endpoint)
 
 
-def parse_request(body: dict, endpoint: str) -> OpenAIRequest:
-    """An OpenAI-style body for `endpoint` ("chat" or "completions") -> OpenAIRequest, or `ParameterError`."""
+def parse_request(body: dict, endpoint: str, base: SamplingParams | None = None) -> OpenAIRequest:
+    """An OpenAI-style body for `endpoint` ("chat" or "completions") -> OpenAIRequest, or `ParameterError`.
+    `base`: the params the body's sampling fields are applied to (a batch job's params given in Python)."""
     fields = check_fields(_object(body), endpoint)
     key = ENDPOINTS[endpoint]
     if key not in fields:
         raise ParameterError(key, f"{key} is required")
-    params = _sampling(fields, endpoint)
+    params = _sampling(fields, endpoint, base)
     stream = _bool(fields, "stream")
     options = fields.get("stream_options", {})
     if not isinstance(options, dict):
@@ -115,7 +120,7 @@ def _object(body) -> dict:
     return body
 
 
-def _sampling(fields: dict, endpoint: str) -> SamplingParams:
+def _sampling(fields: dict, endpoint: str, base: SamplingParams | None = None) -> SamplingParams:
     kw = {k: fields[k] for k in SAMPLING_FIELDS if k in fields}
     constraint = format_constraint(fields.get("response_format"))
     if constraint is not None:
@@ -135,12 +140,20 @@ def _sampling(fields: dict, endpoint: str) -> SamplingParams:
             kw["logprobs"] = logprobs
         if "top_logprobs" in fields:
             kw["top_logprobs"] = fields["top_logprobs"]
+    if base is not None:
+        kw = {**_fields_of(base, without=kw), **kw}
     try:
         return SamplingParams(**kw)
     except ParameterError as e:
         if e.param == "top_logprobs" and endpoint == "completions":
             raise ParameterError("logprobs", str(e).replace("top_logprobs", "logprobs", 1)) from None
         raise
+
+
+def _fields_of(base: SamplingParams, without: dict) -> dict:
+    """`base`'s fields, less the groups (TOGETHER) that the body's `without` sets."""
+    dropped = {name for group in TOGETHER if set(group) & set(without) for name in group}
+    return {f.name: getattr(base, f.name) for f in dataclass_fields(base) if f.name not in dropped}
 
 
 def _prompts(prompt) -> list[str | list[int]]:

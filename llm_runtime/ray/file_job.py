@@ -23,6 +23,8 @@ import ray
 import ray.data
 
 from llm_runtime.batch.job import BatchOutput, BatchRequest, LineError, numbered_lines
+from llm_runtime.llm_config import LLMConfig
+from llm_runtime.sampling.params import SamplingParams
 
 from .batch import batch
 from .worker import OUTPUT_SCHEMA, output_line
@@ -45,11 +47,12 @@ class RaySummary:
         return self.completion_tokens / self.seconds if self.seconds else 0.0
 
 
-def run_file(src: Path, out: Path, model: str = "default", *, address: str | None = None, replicas: int = 1,
-             threads_per_replica: int = 0, max_concurrency: int = 16, provider: str = "cpu",
-             params: dict | None = None) -> RaySummary:
+def run_file(src: Path, out: Path, model: str | Path | LLMConfig = "default", *, address: str | None = None,
+             replicas: int = 1, params: SamplingParams | dict | None = None) -> RaySummary:
     """Answer every custom_id of `src` (JSONL or .parquet) into `out` (JSONL, or .parquet) on a Ray cluster
-    (`address`: "auto", "ray://host:10001", or None for a local cluster); rerunning resumes."""
+    (`address`: "auto", "ray://host:10001", or None for a local cluster), `model` (or an LLMConfig) on each of
+    `replicas` actors; rerunning resumes."""
+    config = model if isinstance(model, LLMConfig) else LLMConfig.of(model)
     src, out = Path(src), Path(out)
     if not src.is_file():
         raise FileNotFoundError(f"input file not found: {src}")
@@ -65,10 +68,9 @@ def run_file(src: Path, out: Path, model: str = "default", *, address: str | Non
             if not ray.is_initialized():
                 ray.init(address=address, log_to_driver=False)
             start = time.perf_counter()
-            blocks = max(1, -(-len(pending) // max_concurrency))  # one block per batch_size rows
+            blocks = max(1, -(-len(pending) // config.engine.max_concurrency))  # one block per batch_size rows
             dataset = ray.data.from_items(pending, override_num_blocks=blocks)
-            results = batch(dataset, model, params, replicas=replicas, threads_per_replica=threads_per_replica,
-                            max_concurrency=max_concurrency, provider=provider)
+            results = batch(dataset, config, params, replicas=replicas)
             for block in results.iter_batches(batch_format="pyarrow", batch_size=None):
                 for row in block.to_pylist():
                     _write(output, output_line(row), summary)

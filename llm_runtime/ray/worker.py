@@ -8,8 +8,9 @@ import threading
 import pyarrow as pa
 
 from llm_runtime.batch.job import BatchJob, result_line
-from llm_runtime.engine import EngineConfig
 from llm_runtime.llm import LLM
+from llm_runtime.llm_config import LLMConfig
+from llm_runtime.sampling.params import SamplingParams
 
 # every output block has this schema; response and error hold JSON text (a block's structs would differ)
 OUTPUT_SCHEMA = pa.schema([("id", pa.string()), ("custom_id", pa.string()), ("response", pa.string()),
@@ -32,18 +33,20 @@ class RowSink:
 class BatchWorker:
     """A stateful `map_batches` class: loads the model once, then runs each block of requests through the
     same continuous-batching engine and BatchJob as `llm-runtime batch`. Input rows hold `request` (one JSONL
-    line: text or bytes) and optionally `line` (its line number), or the request's fields as columns."""
+    line: text or bytes) and optionally `line` (its line number), or the request's fields as columns. `params`:
+    the caller's SamplingParams, which the job applies each row's fields to, or a dict of request fields added
+    to each row that lacks them."""
 
-    def __init__(self, model: str, model_name: str, threads: int, max_concurrency: int, provider: str = "cpu",
-                 defaults: dict | None = None):
-        self.llm = LLM(model, provider=provider, threads=threads, engine=EngineConfig(max_concurrency=max_concurrency))
-        self.model_name, self.max_concurrency = model_name, max_concurrency
-        self.defaults = defaults or {}
+    def __init__(self, config: LLMConfig, model_name: str, params: SamplingParams | dict | None = None):
+        self.llm = LLM(config)
+        self.model_name, self.max_concurrency = model_name, config.engine.max_concurrency
+        self.params = params if isinstance(params, SamplingParams) else None
+        self.defaults = params if isinstance(params, dict) else {}
 
     def __call__(self, block: pa.Table):
         """Yields tables of OUTPUT_SCHEMA as requests finish (at least every YIELD_EVERY_S while any finish)."""
         sink, done, failed = RowSink(), threading.Event(), []
-        job = BatchJob(self.llm, self._lines(block), sink, self.model_name, self.max_concurrency)
+        job = BatchJob(self.llm, self._lines(block), sink, self.model_name, self.max_concurrency, params=self.params)
 
         def run() -> None:
             try:

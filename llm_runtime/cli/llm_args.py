@@ -1,0 +1,72 @@
+"""The model, session, engine and speculation flags of every door that loads a model (generate, chat, batch,
+serve, and their --ray forms), and the one function that turns them into an LLMConfig.
+
+A flag left out keeps its dataclass default: the parser's defaults are None, so that parsing imports no engine
+(`llm-runtime serve --help` stays fast) and no default is written twice; --help reads them from LLMConfig().
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llm_runtime.llm_config import LLMConfig
+
+# EngineConfig field -> its flag's help (the flag is the field's name with dashes)
+ENGINE_FLAGS = {
+    "max_concurrency": "sequences generated at once, each in its own cache slot",
+    "max_waiting": "queued requests beyond which new ones are refused (the server answers 429)",
+    "token_budget": "tokens one engine step computes: every running decode, then prompt chunks",
+    "chunk_size": "prompt tokens of one sequence per graph call",
+    "max_cache_bytes": "cap on the KV cache's memory in bytes (default: no cap)",
+}
+
+
+class ConfigDefaultsFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help shows each config flag's default, read from LLMConfig() only when help is printed (and a command's
+    description as written)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        default = flag_defaults().get(action.dest)
+        return action.help if default is None or action.help is None else f"{action.help} (default {default})"
+
+
+def flag_defaults() -> dict:
+    """Flag dest -> the default it stands for, from the dataclasses."""
+    from llm_runtime.llm_config import LLMConfig
+    from llm_runtime.speculation import SpeculationConfig
+
+    config = LLMConfig()
+    return {"provider": config.provider, "threads": config.session.threads, **asdict(config.engine),
+            "num_speculative_tokens": SpeculationConfig().num_speculative_tokens}
+
+
+def add_llm_arguments(p: argparse.ArgumentParser, several: bool = False) -> None:
+    """--model and the provider, thread, engine and speculation flags; `several`: --model may repeat (a list)."""
+    p.formatter_class = ConfigDefaultsFormatter
+    if several:
+        p.add_argument("--model", action="append", help="built folder, Hugging Face folder, .gguf or 'default' "
+                                                        "(repeatable: one engine per model, routed by name)")
+    else:
+        p.add_argument("--model", help="built folder, Hugging Face folder, .gguf or 'default' (the default)")
+    p.add_argument("--provider", help="cpu, cuda, tensorrt, dml, openvino, coreml or auto")
+    p.add_argument("--threads", type=int, help="intra-op threads per engine (0: onnxruntime's default; on Ray, "
+                                               "this machine's cores divided among the replicas)")
+    for name, help in ENGINE_FLAGS.items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, help=help)
+    p.add_argument("--speculation", choices=["ngram"],
+                   help="speculative decoding: prompt-lookup drafts verified in the engine's step (same output)")
+    p.add_argument("--num-speculative-tokens", type=int, help="drafts per verification at most")
+
+
+def llm_config(args: argparse.Namespace, model: str | None = None) -> LLMConfig:
+    """The parsed flags as the LLMConfig every door loads (`model`: one of serve's several --model)."""
+    from llm_runtime.engine import EngineConfig
+    from llm_runtime.llm_config import LLMConfig
+
+    if model is None:
+        model = args.model[0] if isinstance(args.model, list) else args.model
+    engine = EngineConfig(**{name: value for name in ENGINE_FLAGS if (value := getattr(args, name)) is not None})
+    return LLMConfig.of(model, args.provider, args.threads, engine=engine, speculation=args.speculation,
+                        num_speculative_tokens=args.num_speculative_tokens)

@@ -1,0 +1,61 @@
+"""What a door loads: the model and one configuration object per concern (session, engine, speculation), built
+once by `LLMConfig.of` (the Python API's keywords, the command line's flags: cli/llm_args.py) and handed whole
+to the LLM, to Ray's batch actors and to Ray Serve's replicas (a picklable dataclass)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from llm_runtime.engine import EngineConfig
+from llm_runtime.graph.providers import CAPABILITIES, resolve
+from llm_runtime.graph.session import SessionConfig
+from llm_runtime.models.resolver import resolve_model
+from llm_runtime.speculation import SpeculationConfig
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """`model`: a built folder, "default", a Hugging Face folder or a .gguf file. `provider`: the execution
+    provider's name ("auto" picks one). `speculation`: None, or how the engine drafts tokens."""
+
+    model: str = "default"
+    provider: str = "cpu"
+    session: SessionConfig = field(default_factory=SessionConfig)  # threads, graph optimization
+    engine: EngineConfig = field(default_factory=EngineConfig)  # concurrency, queue, token budget
+    speculation: SpeculationConfig | None = None
+
+    @classmethod
+    def of(cls, model: str | Path | None = None, provider: str | None = None, threads: int | None = None,
+           optimization: str | None = None, optimized_model_path: str | None = None,
+           provider_options: dict | None = None, engine: EngineConfig | None = None,
+           speculation: str | SpeculationConfig | None = None,
+           num_speculative_tokens: int | None = None) -> LLMConfig:
+        """The one mapping from loose settings to the config; None leaves a setting at its dataclass default.
+        `speculation` "ngram" drafts up to `num_speculative_tokens` per step (validated here, before loading)."""
+        if isinstance(speculation, str):
+            speculation = SpeculationConfig(speculation, **_given(num_speculative_tokens=num_speculative_tokens))
+        session = SessionConfig(**_given(threads=threads, optimization=optimization,
+                                         optimized_model_path=optimized_model_path, provider_options=provider_options))
+        return cls(**_given(model=None if model is None else str(model), provider=provider), session=session, engine=engine or EngineConfig(),
+                   speculation=speculation)
+
+    def per_replica(self, replicas: int) -> LLMConfig:
+        """The config of each of `replicas` Ray actors: threads 0 becomes this machine's cores divided among them
+        (an actor reserves that many CPUs)."""
+        if replicas < 1:
+            raise ValueError(f"replicas must be >= 1, got {replicas}")
+        if self.session.threads:
+            return self
+        threads = max(1, (os.cpu_count() or 1) // replicas)
+        return replace(self, session=replace(self.session, threads=threads))
+
+    def resolved(self) -> LLMConfig:
+        """`model` as a built folder (built into the cache on first use), so that actors load without building;
+        the folder must be readable at the same path on every node."""
+        return replace(self, model=str(resolve_model(self.model, CAPABILITIES[resolve(self.provider)].build_provider)))
+
+
+def _given(**settings) -> dict:
+    """The settings that are not None."""
+    return {k: v for k, v in settings.items() if v is not None}
