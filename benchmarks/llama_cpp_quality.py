@@ -8,7 +8,7 @@ build. Both score the second half of each 512-token chunk of prompts/perplexity_
     python benchmarks/llama_cpp_quality.py --llama-cpp-bin DIR [--builds default,int8,float] [--work DIR]
 
 DIR holds llama-perplexity and llama-quantize (built from llama.cpp's source, e.g. the copy vendored in
-`pip download --no-deps llama-cpp-python==0.3.36`; see README, Quantization).
+`pip download --no-deps llama-cpp-python==0.3.36`; see benchmarks/results/2026-12-02-avx512.md).
 """
 from __future__ import annotations
 

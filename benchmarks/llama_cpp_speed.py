@@ -5,7 +5,7 @@ runs our default build of it (single_stream.py's measurement); fresh processes, 
 
 Decode: 128 greedy tokens (llama-bench `-n 128` from an empty cache; ours after the short chat prompt, EOS
 ignored). Prefill: the long benchmark prompt (`llama-bench -p N` with N its token count, ours the same text). DIR
-holds llama-bench (built from llama.cpp's source: README, Quantization).
+holds llama-bench (built from llama.cpp's source as benchmarks/results/2026-12-02-avx512.md says).
 """
 from __future__ import annotations
 

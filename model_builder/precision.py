@@ -42,13 +42,15 @@ QUANTIZERS = ("search", "rtn")
 GRIDS = ("symmetric", "zero_points", "offsets")
 # lm_head (and tied embedding) bits of a quantized CPU build when the table is quantized from float weights (an
 # exact GGUF import keeps the file's own table): 8, as llama.cpp's Q4_K_M keeps its output table at Q6_K. At 4 bits
-# the table cost the default model +6.2% perplexity even with the searched offsets grid (README, Quantization).
+# the table cost the default model +6.2% perplexity even with the searched offsets grid
+# (benchmarks/results/2026-12-06-epyc-avx2.md).
 # GPU builds keep the build's bits: 8-bit MatMulNBits was not measured on their kernels here.
 LM_HEAD_BITS = 8
 ACTIVATIONS = ("mixed", "int8", "float")
 # Under "mixed", the linears whose MatMulNBits reads float activations (accuracy_level 0), the rest int8 (4): the
 # RMSNorm output into qkv_proj carries outlier channels (10x the median channel's peak on the default model) that
-# int8 rounding per block of 32 hurts. Measured on the default model's exact build (README, Quantization): KL from
+# int8 rounding per block of 32 hurts. Measured on the default model's exact build
+# (benchmarks/results/2026-12-02-avx512.md): KL from
 # fp32 0.0028 with int8 everywhere, 0.0021 with float qkv_proj inputs for 1.04x the decode time (down_proj too:
 # 0.0016, but 1.3x; float everywhere: 0, but ~10x, the 8-bit lm_head's float path). The cost beyond time: the float
 # kernel rounds a one-row call unlike a several-row one, so greedy tokens batched and alone can part on near-ties.

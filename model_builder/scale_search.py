@@ -34,7 +34,8 @@ CHUNK_ELEMENTS = 1 << 16  # rows are searched in chunks of about this many weigh
 # candidate inverse scales (levels + step) / range; step 0 is round-to-nearest's grid. The old six steps ended at
 # 1.0, which won 0.04% of the default model's offsets blocks and 0.8% of its symmetric ones: the offsets and
 # zero-point grids drop it (the refit round more than makes up for it), the symmetric grid keeps it (without it
-# the weighted error came out 0.04% above the old search's on the default model's tensors). README, Quantization.
+# the weighted error came out 0.04% above the old search's on the default model's tensors).
+# Measured: benchmarks/results/2026-12-06-epyc-avx2.md.
 _FIVE = np.float32([-0.5, -0.25, 0.0, 0.25, 0.5])
 STEPS = {"offsets": _FIVE, "zero_points": _FIVE, "symmetric": np.append(_FIVE, np.float32(1.0))}
 THREADS = min(4, os.cpu_count() or 1)

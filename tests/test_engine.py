@@ -190,8 +190,8 @@ def test_default_model_batched_equals_alone(smollm_build, budget):
 
     Decodes always run in one-token calls (group_calls): GroupQueryAttention's multi-token path is 2.8e-5 to
     4.4e-5 away from its one-token path at fp32. The int4 builds are checked below instead: MatMulNBits' one-row
-    and many-row kernels differ in the last bits on some CPUs, and int8 activations magnify that (README,
-    Quantization)."""
+    and many-row kernels differ in the last bits on some CPUs, and int8 activations magnify that (docs/quantization.md,
+    Batch invariance)."""
     params = SamplingParams(max_tokens=48, temperature=0, ignore_eos=True)
     llm, ids, alone, batched = alone_and_batched(smollm_build("fp32"), budget, params)
     assert [b.token_ids for b in batched] == [a.token_ids for a in alone]

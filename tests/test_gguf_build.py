@@ -367,8 +367,8 @@ def test_smollm2_fp32_build_matches_transformers(smollm_transformers, smollm_bui
 
 
 def test_smollm2_int4_build_answers(smollm_transformers, smollm_build, smol_prompt):
-    """The default build imports the file's blocks exactly, with float activations into qkv_proj (README,
-    Quantization), and answers."""
+    """The default build imports the file's blocks exactly, with float activations into qkv_proj (docs/quantization.md,
+    Activations), and answers."""
     _, tok = smollm_transformers
     manifest = json.loads((smollm_build("int4") / "llm_runtime.json").read_text())
     assert (manifest["precision"], manifest["provider"], manifest["block_size"]) == ("int4", "cpu", 32)

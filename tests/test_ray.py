@@ -82,7 +82,7 @@ def test_batch_on_ray_equals_the_local_job_tiny(tiny_build, tmp_path, capsys):
 
 
 def test_batch_on_ray_equals_the_local_job_default_model(smollm_build, tmp_path):
-    """In fp32: int4 kernels round a batch's rows differently from one row's on some CPUs (README, Quantization),
+    """In fp32: int4 kernels round a batch's rows differently from one row's on some CPUs (docs/quantization.md),
     so replicas that batch requests differently could part on near-ties."""
     local, on_ray = local_and_ray(smollm_build("fp32"), tmp_path, 64)
     assert on_ray == local

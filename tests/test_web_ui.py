@@ -2,7 +2,7 @@
 
 The browser is Debian's chromium-headless-shell (`apt-get install -y chromium-headless-shell`), or the one named by
 $LLM_RUNTIME_CHROMIUM: Playwright cannot download its own here. Without one, these tests skip and say so.
-Set $LLM_RUNTIME_WEB_UI_SCREENSHOT to a path to have the streamed-reply test save README's screenshot there."""
+Set $LLM_RUNTIME_WEB_UI_SCREENSHOT to a path to have the streamed-reply test save docs/server.md's screenshot there."""
 import json
 import os
 import shutil
