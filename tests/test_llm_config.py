@@ -54,7 +54,7 @@ def test_help_shows_the_dataclass_defaults_and_every_engine_field_has_a_flag(cap
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
     shown = " ".join(capsys.readouterr().out.split())
-    assert f"(default {EngineConfig().max_waiting})" in shown and "(default: no cap)" in shown
+    assert f"(default: {EngineConfig().max_waiting})" in shown and "(default: no cap)" in shown
 
 
 def test_batch_on_ray_hands_its_actors_the_config(tiny_build):

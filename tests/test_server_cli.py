@@ -19,7 +19,7 @@ def test_serve_help_names_every_endpoint_and_the_defaults(capsys):
                      "GET / ", "GET /metrics", "GET /health"):
         assert endpoint in text
     for default in ("--port PORT port to listen on (default: 8000)", "(default: 127.0.0.1",
-                    "sequences generated at once (default: 16)", "get 429 (default: 256)", "replicas (default: 1)"):
+                    "each in its own cache slot (default: 16)", "(the server answers 429) (default: 1024)", "replicas (default: 1)"):
         assert default in text
     assert "--no-access-log" in text
 

@@ -29,7 +29,7 @@ class ConfigDefaultsFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         default = flag_defaults().get(action.dest)
-        return action.help if default is None or action.help is None else f"{action.help} (default {default})"
+        return action.help if default is None or action.help is None else f"{action.help} (default: {default})"
 
 
 def flag_defaults() -> dict:
