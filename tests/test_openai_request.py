@@ -3,6 +3,7 @@ import argparse
 import json
 
 import pytest
+from pydantic import ValidationError
 from tool_templates import QWEN25
 
 from llm_runtime import SamplingParams
@@ -78,6 +79,25 @@ def test_left_out_means_the_same_everywhere():
     assert left_out == server_params({}, False) == batch_params({}, True) == SamplingParams()
     assert (left_out.temperature, left_out.max_tokens) == (DEFAULT_TEMPERATURE, None)  # None: min(1024, room)
     assert cli_params({"temperature": DEFAULT_TEMPERATURE}) == left_out
+
+
+def test_four_stop_strings_is_the_http_doors_limit_only():
+    codex = ["\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif"]
+    with pytest.raises(ValidationError) as e:  # the server's body: OpenAI's limit of 4
+        ChatRequest.model_validate({"model": "m", "messages": MSGS, "stop": codex[:5]})
+    assert e.value.errors()[0]["loc"][0] == "stop"
+    assert server_params({"stop": codex[:4]}, True).stop == tuple(codex[:4])
+    for chat in (True, False):  # batch lines, the command line and the Python API take any number
+        assert batch_params({"stop": codex}, chat).stop == tuple(codex)
+    assert cli_params({"stop": codex}).stop == SamplingParams(stop=codex).stop == tuple(codex)
+
+
+def test_stop_token_ids_have_a_count_limit_at_the_http_door():
+    ChatRequest.model_validate({"model": "m", "messages": MSGS, "stop_token_ids": list(range(256))})
+    with pytest.raises(ValidationError) as e:
+        ChatRequest.model_validate({"model": "m", "messages": MSGS, "stop_token_ids": list(range(257))})
+    assert e.value.errors()[0]["loc"] == ("stop_token_ids",)
+    assert len(batch_params({"stop_token_ids": list(range(300))}, True).stop_token_ids) == 300
 
 
 def test_logprobs_map_per_endpoint():

@@ -278,6 +278,14 @@ def test_stop_is_normalised_to_a_tuple():
     assert SamplingParams(logit_bias={"50": 1}).logit_bias == {50: 1.0}
 
 
+def test_the_python_api_takes_any_number_of_stop_strings():
+    codex = ["\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif"]  # HumanEval's stop list: six strings
+    assert SamplingParams(stop=codex).stop == tuple(codex)
+    assert len(SamplingParams(stop=[str(i) for i in range(100)]).stop) == 100
+    with pytest.raises(ParameterError, match="stop strings must hold 1 to 256 characters"):
+        SamplingParams(stop=["ok", "s" * 257])  # each string is still bounded
+
+
 @pytest.mark.parametrize("param, value", [
     ("max_tokens", 0), ("max_tokens", 2.5), ("max_tokens", True),
     ("min_tokens", -1), ("min_tokens", 2000),
