@@ -80,6 +80,9 @@ REQUEST_FIELDS = (
     RequestField("top_p", Kind.REAL, "{range}, {default} is off; the most likely tokens whose probabilities sum to it",
                  Limit(0.0, 1.0, lo_open=True), flag=True),
     RequestField("min_p", Kind.REAL, "{range}, {default} is off", Limit(0.0, 1.0), flag=True, extension=True),
+    RequestField("typical_p", Kind.REAL, "{range}, {default} is off; locally typical sampling: the tokens whose "
+                 "surprisal is nearest the entropy, summing to it", Limit(0.0, 1.0, lo_open=True), flag=True,
+                 extension=True),
     # a penalty near 0 (or huge) pushes logits to inf and the distribution to NaN
     RequestField("repetition_penalty", Kind.REAL, "{range}, {default} is off (transformers' rule, prompt and output)",
                  Limit(0.01, 10.0), flag=True, extension=True),

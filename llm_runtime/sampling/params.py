@@ -32,6 +32,7 @@ class SamplingParams:
     top_k: int = 0  # 0: off
     top_p: float = 1.0  # 1: off
     min_p: float = 0.0  # 0: off
+    typical_p: float = 1.0  # 1: off
     repetition_penalty: float = 1.0  # transformers' rule, over prompt and generated tokens; 1: off
     presence_penalty: float = 0.0  # OpenAI's rule, over generated tokens only
     frequency_penalty: float = 0.0
