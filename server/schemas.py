@@ -28,20 +28,21 @@ Text = Annotated[str, Field(max_length=MAX_TEXT)]
 
 
 def _annotation(f: RequestField):
-    """The pydantic type of a declared field's value: bounds on the value, or on each entry; `items` on the count."""
-    if f.kind in (Kind.INT, Kind.REAL):
-        return Annotated[int if f.kind is Kind.INT else float, Field(**_bounds(f.limit))]
-    if f.kind is Kind.BOOL:
-        return bool
-    if f.kind is Kind.TEXT:
-        return Text
-    entry = {Kind.STRINGS: Annotated[str, Field(min_length=f.limit.lo, max_length=f.limit.hi)],
-             Kind.TOKEN_IDS: Annotated[int, Field(**_bounds(f.limit))],
-             Kind.TOKEN_BIAS: Annotated[float, Field(**_bounds(f.limit))]}[f.kind]
-    many = Field(max_length=f.items)
-    if f.kind is Kind.TOKEN_BIAS:
-        return Annotated[dict[TokenKey, entry], many]
-    return entry | Annotated[list[entry], many] if f.kind is Kind.STRINGS else Annotated[list[entry], many]
+    """The pydantic type of a declared field's value: `limit` bounds the value or each entry, `items` the entries."""
+    match f.kind:
+        case Kind.INT | Kind.REAL:
+            return Annotated[int if f.kind is Kind.INT else float, Field(**_bounds(f.limit))]
+        case Kind.BOOL:
+            return bool
+        case Kind.TEXT:
+            return Text
+        case Kind.STRINGS:
+            one = Annotated[str, Field(min_length=f.limit.lo, max_length=f.limit.hi)]
+            return one | Annotated[list[one], Field(max_length=f.items)]
+        case Kind.TOKEN_IDS:
+            return Annotated[list[Annotated[int, Field(**_bounds(f.limit))]], Field(max_length=f.items)]
+        case Kind.TOKEN_BIAS:
+            return Annotated[dict[TokenKey, Annotated[float, Field(**_bounds(f.limit))]], Field(max_length=f.items)]
 
 
 class Body(BaseModel):

@@ -29,7 +29,7 @@ def markdown() -> str:
              "## Sampling fields", "",
              "Each is declared once (`llm_runtime/sampling/fields.py`) and named alike everywhere: the Python API's "
              "`SamplingParams`, the server's request bodies, batch lines (which take the chat and completions fields) "
-             "and the command line's flags. A field left out, or `null`, takes the default.", "",
+             "and the command line's flags. In a body, a field left out or `null` takes the default.", "",
              "| field | type | range | default | endpoints | flag | note |",
              "|---|---|---|---|---|---|---|"]
     for f in REQUEST_FIELDS:
@@ -42,7 +42,7 @@ def markdown() -> str:
               "A field no row names is refused with 400 `unknown_parameter`, as the OpenAI API refuses it.", ""]
     for endpoint, rules in FIELDS.items():
         lines += [f"### `POST {PATHS[endpoint]}`", "", "| field | policy | note |", "|---|---|---|"]
-        lines += [f"| `{name}` | {POLICIES[rule.policy]} | {_cell(rule.note)} |" for name, rule in sorted(rules.items())]
+        lines += [f"| `{name}` | {POLICIES[r.policy]} | {_cell(r.note)} |" for name, r in sorted(rules.items())]
         lines.append("")
     return "\n".join(lines)
 

@@ -5,7 +5,7 @@ the JSON value's kind, its bounds, the OpenAI endpoints whose bodies take it, wh
 flag for it, and a short note. From the rows come `LIMITS` (checked by SamplingParams), the server's pydantic
 fields (server/schemas.py), the field-policy rows (llm_runtime.openai.fields), the one request mapping's field
 list (llm_runtime.openai.request, server/response_request.py), the CLI flags (llm_runtime.cli.sampling_args)
-and docs/request-fields.md (llm_runtime.openai.field_docs). Batch lines are chat and completions bodies.
+and docs/request-fields.md (llm_runtime.cli.field_docs). Batch lines are chat and completions bodies.
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ class Kind(Enum):
 
 
 CHAT, COMPLETIONS, RESPONSES = "chat", "completions", "responses"
-OPENAI = (CHAT, COMPLETIONS)  # the OpenAI fields both chat and completions bodies take
+CHAT_AND_COMPLETIONS = (CHAT, COMPLETIONS)  # and so batch lines, which are such bodies
 EVERY = (CHAT, COMPLETIONS, RESPONSES)
 
 
@@ -72,7 +72,7 @@ MAX_LOGIT_BIAS = 300  # entries in logit_bias: OpenAI's limit, which SamplingPar
 
 REQUEST_FIELDS = (
     RequestField("max_tokens", Kind.INT, "left out: min({DEFAULT_MAX_TOKENS}, the context left after the prompt)",
-                 Limit(1), OPENAI, flag=True),
+                 Limit(1), CHAT_AND_COMPLETIONS, flag=True),
     RequestField("min_tokens", Kind.INT, "stop tokens are suppressed until this many are generated", Limit(0),
                  flag=True, extension=True),
     RequestField("temperature", Kind.REAL, "{range}, default {default}; 0 is greedy", Limit(0.0, 2.0), flag=True),
@@ -86,12 +86,12 @@ REQUEST_FIELDS = (
     # a penalty near 0 (or huge) pushes logits to inf and the distribution to NaN
     RequestField("repetition_penalty", Kind.REAL, "{range}, {default} is off (transformers' rule, prompt and output)",
                  Limit(0.01, 10.0), flag=True, extension=True),
-    RequestField("presence_penalty", Kind.REAL, "{range}, over generated tokens", Limit(-2.0, 2.0), OPENAI,
-                 flag=True),
-    RequestField("frequency_penalty", Kind.REAL, "{range}, over generated tokens", Limit(-2.0, 2.0), OPENAI,
-                 flag=True),
+    RequestField("presence_penalty", Kind.REAL, "{range}, over generated tokens", Limit(-2.0, 2.0),
+                 CHAT_AND_COMPLETIONS, flag=True),
+    RequestField("frequency_penalty", Kind.REAL, "{range}, over generated tokens", Limit(-2.0, 2.0),
+                 CHAT_AND_COMPLETIONS, flag=True),
     RequestField("logit_bias", Kind.TOKEN_BIAS, "token id -> {range}, up to {items} entries", Limit(-100.0, 100.0),
-                 OPENAI, items=MAX_LOGIT_BIAS),
+                 CHAT_AND_COMPLETIONS, items=MAX_LOGIT_BIAS),
     RequestField("seed", Kind.INT, "choice i of n uses seed + i", Limit(-(2**63), 2**63 - 1), flag=True),
     RequestField("stop", Kind.STRINGS, "a string or up to {items} strings (the HTTP API's limit)", Limit(1, 256),
                  flag=True, items=4),
@@ -100,13 +100,12 @@ REQUEST_FIELDS = (
     RequestField("ignore_eos", Kind.BOOL, "generate max_tokens tokens whatever the model says", flag=True,
                  extension=True),
     RequestField("logprobs", Kind.BOOL, "true: the chosen tokens' logprobs", endpoints=(CHAT,)),
-    RequestField("top_logprobs", Kind.INT, "{range} alternatives per token; needs logprobs",
-                 Limit(0, 20), (CHAT,)),
-    RequestField("n", Kind.INT, "choices per prompt, {range}", Limit(1, 16), OPENAI),
-    RequestField("regex", Kind.TEXT, "a regular expression the whole reply matches", endpoints=OPENAI,
+    RequestField("top_logprobs", Kind.INT, "{range} alternatives per token; needs logprobs", Limit(0, 20), (CHAT,)),
+    RequestField("n", Kind.INT, "choices per prompt, {range}", Limit(1, 16), CHAT_AND_COMPLETIONS),
+    RequestField("regex", Kind.TEXT, "a regular expression the whole reply matches", None, CHAT_AND_COMPLETIONS,
                  extension=True),
-    RequestField("grammar", Kind.TEXT, "a Lark grammar (llguidance's dialect) the reply matches", endpoints=OPENAI,
-                 extension=True),
+    RequestField("grammar", Kind.TEXT, "a Lark grammar (llguidance's dialect) the reply matches", None,
+                 CHAT_AND_COMPLETIONS, extension=True),
 )
 
 # field -> range (of each entry, for lists and objects): SamplingParams checks these, the server's models declare them
