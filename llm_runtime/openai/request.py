@@ -19,7 +19,7 @@ from llm_runtime.tools.tool import Tool, parse_tool_choice, parse_tools
 from .fields import check_fields
 from .response_format import format_constraint
 
-SEED_MIN = LIMITS["seed"].lo
+SEED_MIN = LIMITS["seed"].lo  # choice j's seed wraps around within the seed's range
 ENDPOINTS = {"chat": "messages", "completions": "prompt"}  # endpoint -> the field that holds the input
 
 
