@@ -8,13 +8,13 @@ from llm_runtime.errors import ParameterError
 from llm_runtime.openai.fields import check_fields
 from llm_runtime.openai.request import request_params
 from llm_runtime.openai.response_format import format_constraint
+from llm_runtime.sampling.fields import REQUEST_FIELDS, RESPONSES
 from llm_runtime.sampling.params import SamplingParams
 from llm_runtime.tools.tool import Tool, parse_responses_tool_choice, parse_responses_tools
 
 from .response_input import input_items, input_messages
 
-SAMPLING = ("temperature", "top_p", "seed", "stop", "top_k", "min_p", "repetition_penalty", "min_tokens",
-            "ignore_eos", "stop_token_ids")
+SAMPLING = tuple(f.name for f in REQUEST_FIELDS if RESPONSES in f.endpoints)  # as the chat body names them
 LOGPROBS = "message.output_text.logprobs"
 INCLUDABLE = (LOGPROBS, "reasoning.encrypted_content", "file_search_call.results", "web_search_call.results",
               "web_search_call.action.sources", "message.input_image.image_url",

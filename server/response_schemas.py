@@ -5,18 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from llm_runtime.sampling.params import MAX_STOP
-
-from .schemas import MAX_MESSAGES, Extensions, StopString, Text, limited
+from .schemas import MAX_MESSAGES, Text, limited, sampling_body
 
 
-class ResponsesBody(Extensions):
-    """POST /v1/responses. Types are strict; other fields pass on to the field policy, which refuses unknown and
-    unsupported ones by name (400) and drops the documented hints."""
+class ResponsesBody(sampling_body("responses")):
+    """POST /v1/responses: the declared sampling fields it takes, and its own."""
 
-    model_config = ConfigDict(strict=True, extra="allow")
     model: str = Field(max_length=256)
     input: Text | Annotated[list[dict[str, Any]], Field(min_length=1, max_length=MAX_MESSAGES)]
     instructions: Text | None = None
@@ -24,17 +20,12 @@ class ResponsesBody(Extensions):
     store: bool | None = None
     stream: bool | None = None
     max_output_tokens: int | None = limited("max_tokens")
-    temperature: float | None = limited("temperature")
-    top_p: float | None = limited("top_p")
     top_logprobs: int | None = limited("top_logprobs")
     include: Annotated[list[str], Field(max_length=16)] | None = None
     metadata: dict[str, str] | None = None
     tools: Annotated[list[dict], Field(max_length=MAX_MESSAGES)] | None = None  # checked by structured.tools
     tool_choice: str | dict | None = None
     parallel_tool_calls: bool | None = None
-    # extensions, as on chat completions (the others come with Extensions)
-    seed: int | None = limited("seed")
-    stop: StopString | Annotated[list[StopString], Field(max_length=MAX_STOP)] | None = None
 
 
 # Reply shapes, for the OpenAPI document only: replies are built as dicts by server/response_events.py.

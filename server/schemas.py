@@ -1,29 +1,65 @@
 """Request bodies (pydantic lives only here, at the edge): types and bounds for the OpenAPI document and a first
-check. Bounds come from llm_runtime.sampling.params; what each field does (supported, 400, hint) is
-llm_runtime.openai.fields' table, applied with the one mapping, llm_runtime.openai.request."""
+check. The sampling fields are built from their declaration (llm_runtime.sampling.fields); what each field does
+(supported, 400, hint) is llm_runtime.openai.fields' table, applied with the one mapping,
+llm_runtime.openai.request."""
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from llm_runtime.sampling.params import LIMITS, MAX_LOGIT_BIAS, MAX_STOP, MAX_STOP_LEN
+from llm_runtime.sampling.fields import LIMITS, REQUEST_FIELDS, Kind, Limit, RequestField
 
 MAX_MESSAGES, MAX_TEXT, MAX_PROMPT_IDS = 1024, 1 << 20, 1 << 17  # transport limits of one body
 
 
+def _bounds(lim: Limit) -> dict:
+    return {"gt" if lim.lo_open else "ge": lim.lo, **({"le": lim.hi} if lim.hi is not None else {})}
+
+
 def limited(name: str, **kw):
     """An optional field bounded by LIMITS[name] (null: the default of SamplingParams)."""
-    lim = LIMITS[name]
-    bounds = {"gt" if lim.lo_open else "ge": lim.lo, **({"le": lim.hi} if lim.hi is not None else {})}
-    return Field(default=None, **bounds, **kw)
+    return Field(default=None, **_bounds(LIMITS[name]), **kw)
 
 
 TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=MAX_PROMPT_IDS)]
-StopString = Annotated[str, Field(min_length=1, max_length=MAX_STOP_LEN)]
 TokenKey = Annotated[str, Field(pattern=r"^[0-9]{1,12}$")]  # a token id, as a JSON object key
-Bias = Annotated[float, Field(ge=LIMITS["logit_bias"].lo, le=LIMITS["logit_bias"].hi)]
 Text = Annotated[str, Field(max_length=MAX_TEXT)]
+
+
+def _annotation(f: RequestField):
+    """The pydantic type of a declared field's value: `limit` bounds the value or each entry, `items` the entries."""
+    match f.kind:
+        case Kind.INT | Kind.REAL:
+            return Annotated[int if f.kind is Kind.INT else float, Field(**_bounds(f.limit))]
+        case Kind.BOOL:
+            return bool
+        case Kind.TEXT:
+            return Text
+        case Kind.STRINGS:
+            one = Annotated[str, Field(min_length=f.limit.lo, max_length=f.limit.hi)]
+            return one | Annotated[list[one], Field(max_length=f.items)]
+        case Kind.TOKEN_IDS:
+            return Annotated[list[Annotated[int, Field(**_bounds(f.limit))]], Field(max_length=f.items)]
+        case Kind.TOKEN_BIAS:
+            return Annotated[dict[TokenKey, Annotated[float, Field(**_bounds(f.limit))]], Field(max_length=f.items)]
+
+
+class Body(BaseModel):
+    """A request body. Types are strict; other fields pass on to the field policy, which refuses unknown and
+    unsupported ones by name (400) and drops the documented hints."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    def body(self) -> dict:
+        """The fields the client sent, as plain JSON values, for the one request mapping."""
+        return self.model_dump(exclude_unset=True)
+
+
+def sampling_body(endpoint: str) -> type[Body]:
+    """A Body holding the declared sampling fields `endpoint` takes, each optional (null: SamplingParams' default)."""
+    return create_model(f"{endpoint.title()}Sampling", __base__=Body, **{
+        f.name: (_annotation(f) | None, Field(default=None)) for f in REQUEST_FIELDS if endpoint in f.endpoints})
 
 
 class TextPart(BaseModel):
@@ -67,58 +103,25 @@ class StreamOptions(BaseModel):
     include_usage: bool | None = None
 
 
-class Extensions(BaseModel):
-    """The sampling extensions of every request body (chat, completions, responses), as vLLM names them."""
+class Common(Body):
+    """The protocol fields shared by chat and completions; the sampling fields come from their declaration."""
 
-    model_config = ConfigDict(strict=True, extra="allow")
-    top_k: int | None = limited("top_k")
-    min_p: float | None = limited("min_p")
-    repetition_penalty: float | None = limited("repetition_penalty")
-    min_tokens: int | None = limited("min_tokens")
-    ignore_eos: bool | None = None
-    stop_token_ids: Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=MAX_STOP_LEN)] | None = None
-
-    def body(self) -> dict:
-        """The fields the client sent, as plain JSON values, for the one request mapping."""
-        return self.model_dump(exclude_unset=True)
-
-
-class Common(Extensions):
-    """Fields shared by chat and completions. Types are strict; other fields pass on to the field policy, which
-    refuses unknown and unsupported ones by name (400) and drops the documented hints."""
-
-    model_config = ConfigDict(strict=True, extra="allow")
     model: str = Field(max_length=256)
-    max_tokens: int | None = limited("max_tokens")
-    temperature: float | None = limited("temperature")
-    top_p: float | None = limited("top_p")
-    n: int | None = limited("n")
-    stop: StopString | Annotated[list[StopString], Field(max_length=MAX_STOP)] | None = None
-    seed: int | None = limited("seed")
-    presence_penalty: float | None = limited("presence_penalty")
-    frequency_penalty: float | None = limited("frequency_penalty")
-    logit_bias: Annotated[dict[TokenKey, Bias], Field(max_length=MAX_LOGIT_BIAS)] | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     user: str | None = Field(default=None, max_length=256)
-    # structured output (checked by llm_runtime.openai.response_format and the constraint compiler)
-    response_format: dict | None = None
-    regex: Text | None = None  # extension: a regular expression the whole reply matches
-    grammar: Text | None = None  # extension: a Lark grammar (llguidance's dialect)
+    response_format: dict | None = None  # checked by llm_runtime.openai.response_format
 
 
-
-class ChatRequest(Common):
+class ChatRequest(Common, sampling_body("chat")):
     messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_completion_tokens: int | None = limited("max_tokens")
-    logprobs: bool | None = None
-    top_logprobs: int | None = limited("top_logprobs")
     tools: Annotated[list[dict], Field(max_length=MAX_MESSAGES)] | None = None  # checked by structured.tools
     tool_choice: str | dict | None = None
     parallel_tool_calls: bool | None = None
 
 
-class CompletionRequest(Common):
+class CompletionRequest(Common, sampling_body("completions")):
     prompt: Text | Annotated[list[Text], Field(min_length=1, max_length=MAX_MESSAGES)] | TokenIds | \
         Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_MESSAGES)]
     logprobs: int | None = limited("top_logprobs")

@@ -3,6 +3,7 @@ import argparse
 import json
 
 import pytest
+from pydantic import ValidationError
 from tool_templates import QWEN25
 
 from llm_runtime import SamplingParams
@@ -15,6 +16,8 @@ from llm_runtime.openai.response_format import format_constraint
 from llm_runtime.sampling.params import DEFAULT_TEMPERATURE
 from llm_runtime.server.completions import parse
 from llm_runtime.server.errors import APIError
+from llm_runtime.server.response_request import parse_responses
+from llm_runtime.server.response_schemas import ResponsesBody
 from llm_runtime.server.schemas import ChatRequest, CompletionRequest
 from llm_runtime.structured.constraint import Constraint
 from llm_runtime.tools.strict_schema import strict_schema
@@ -26,10 +29,12 @@ BODIES = [  # sampling fields as a client sends them; each door adds its own pro
     {"temperature": 0, "presence_penalty": 0.5, "frequency_penalty": -0.5, "min_tokens": 2, "max_tokens": 9},
     {"top_k": 40, "min_p": 0.05, "repetition_penalty": 1.3, "ignore_eos": True, "stop": "x"},
     {"temperature": 1.5, "seed": -3},
+    {"temperature": 0.8, "typical_p": 0.5, "seed": 5},
 ]
 CLI_FLAGS = {"max_tokens": "--max-tokens", "min_tokens": "--min-tokens", "temperature": "--temperature",
              "top_k": "--top-k", "top_p": "--top-p", "min_p": "--min-p", "repetition_penalty": "--repetition-penalty",
-             "presence_penalty": "--presence-penalty", "frequency_penalty": "--frequency-penalty", "seed": "--seed"}
+             "presence_penalty": "--presence-penalty", "frequency_penalty": "--frequency-penalty", "seed": "--seed",
+             "typical_p": "--typical-p"}
 
 
 def server_params(body: dict, chat: bool) -> SamplingParams:
@@ -78,6 +83,35 @@ def test_left_out_means_the_same_everywhere():
     assert left_out == server_params({}, False) == batch_params({}, True) == SamplingParams()
     assert (left_out.temperature, left_out.max_tokens) == (DEFAULT_TEMPERATURE, None)  # None: min(1024, room)
     assert cli_params({"temperature": DEFAULT_TEMPERATURE}) == left_out
+
+
+def test_four_stop_strings_is_the_http_doors_limit_only():
+    codex = ["\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif"]
+    with pytest.raises(ValidationError) as e:  # the server's body: OpenAI's limit of 4
+        ChatRequest.model_validate({"model": "m", "messages": MSGS, "stop": codex[:5]})
+    assert e.value.errors()[0]["loc"][0] == "stop"
+    assert server_params({"stop": codex[:4]}, True).stop == tuple(codex[:4])
+    for chat in (True, False):  # batch lines, the command line and the Python API take any number
+        assert batch_params({"stop": codex}, chat).stop == tuple(codex)
+    assert cli_params({"stop": codex}).stop == SamplingParams(stop=codex).stop == tuple(codex)
+
+
+def test_stop_token_ids_have_a_count_limit_at_the_http_door():
+    ChatRequest.model_validate({"model": "m", "messages": MSGS, "stop_token_ids": list(range(256))})
+    with pytest.raises(ValidationError) as e:
+        ChatRequest.model_validate({"model": "m", "messages": MSGS, "stop_token_ids": list(range(257))})
+    assert e.value.errors()[0]["loc"] == ("stop_token_ids",)
+    assert len(batch_params({"stop_token_ids": list(range(300))}, True).stop_token_ids) == 300
+
+
+def test_typical_p_through_the_responses_body():
+    body = ResponsesBody.model_validate({"model": "m", "input": "hi", "typical_p": 0.5}).body()
+    assert parse_responses(body).params.typical_p == 0.5
+    with pytest.raises(ValidationError) as e:  # out of range: refused at the edge, naming the field, as top_p is
+        ResponsesBody.model_validate({"model": "m", "input": "hi", "typical_p": 0})
+    assert e.value.errors()[0]["loc"] == ("typical_p",)
+    with pytest.raises(ParameterError, match="^typical_p must be > 0, got 0$"):
+        request_params({"typical_p": 0}, "chat")
 
 
 def test_logprobs_map_per_endpoint():

@@ -23,6 +23,7 @@ from llm_runtime.sampling.samplers import (
     top_k_filter,
     top_logprobs,
     top_p_filter,
+    typical_p_filter,
 )
 
 NEG = -np.inf
@@ -119,6 +120,44 @@ def test_min_p():
     assert kept(min_p_filter(logits, 0.25)) == [0, 1, 2]  # threshold 0.125
     assert kept(min_p_filter(logits, 1.0)) == [0]
     assert min_p_filter(logits, 0.0) is logits
+
+
+def test_typical_p_keeps_the_tokens_nearest_the_entropy():
+    probs = np.array([0.5, 0.2, 0.2, 0.1])  # entropy 1.221 nats; surprisals 0.69, 1.61, 1.61, 2.30
+    logits = np.log(probs).astype(np.float32)
+    assert kept(typical_p_filter(logits, 0.2)) == [1, 2]  # the tied pair is nearest: kept together
+    assert kept(typical_p_filter(logits, 0.5)) == [0, 1, 2]  # then the most likely token, 0.54 away
+    assert kept(typical_p_filter(logits, 0.95)) == [0, 1, 2, 3]
+    assert typical_p_filter(logits, 1.0) is logits
+
+
+def typical_rows():
+    """Random logits rows [vocab] of several sizes and scales; some with ties, some after top_k (-inf)."""
+    rng = np.random.default_rng(7)
+    for i in range(120):
+        row = (rng.standard_normal(int(rng.integers(2, 400))) * rng.uniform(0.3, 4)).astype(np.float32)
+        if i % 3 == 1:
+            row = np.round(row * 2) / 2  # many ties
+        if i % 4 == 2 and len(row) > 5:
+            row = top_k_filter(row, len(row) // 3)
+        yield row
+
+
+def test_typical_p_keeps_exactly_what_transformers_keeps():
+    torch = pytest.importorskip("torch")
+    from transformers import TypicalLogitsWarper
+
+    for row in typical_rows():
+        for p in (1e-6, 0.05, 0.3, 0.6, 0.9, 0.99):  # 1e-6: only min_tokens_to_keep (1) and its ties survive
+            ref = TypicalLogitsWarper(mass=p, min_tokens_to_keep=1)(None, torch.from_numpy(row)[None])[0]
+            assert kept(typical_p_filter(row, p)) == kept(ref.numpy()), (row, p)
+
+
+def test_typical_p_always_keeps_a_token():
+    rng = np.random.default_rng(8)
+    for _ in range(50):
+        row = (rng.standard_normal(1000) * 8).astype(np.float32)
+        assert len(kept(typical_p_filter(row, 1e-9))) >= 1
 
 
 # Logits processors.
@@ -231,6 +270,13 @@ def test_top_p_never_emits_excluded_tokens_and_renormalises():
     assert_matches(freq, np.array([0.4, 0.3, 0.2, 0.0]) / 0.9)
 
 
+def test_typical_p_follows_temperature_in_the_chain():
+    # at temperature 0.5 the typical half is tokens 0 and 1; before the temperature it would be tokens 1 and 2
+    freq = frequencies(make_sampler(SamplingParams(temperature=0.5, typical_p=0.5)), LOGITS, seed=4)
+    sharpened = np.array([0.16, 0.09, 0.0, 0.0])
+    assert_matches(freq, sharpened / sharpened.sum())
+
+
 def test_sampling_across_blocks_of_a_large_vocabulary():
     probs = np.zeros(600)  # three blocks of 256, the last one padded
     probs[[0, 255, 256, 511, 599]] = [0.1, 0.2, 0.3, 0.15, 0.25]
@@ -278,6 +324,14 @@ def test_stop_is_normalised_to_a_tuple():
     assert SamplingParams(logit_bias={"50": 1}).logit_bias == {50: 1.0}
 
 
+def test_the_python_api_takes_any_number_of_stop_strings():
+    codex = ["\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif"]  # HumanEval's stop list: six strings
+    assert SamplingParams(stop=codex).stop == tuple(codex)
+    assert len(SamplingParams(stop=[str(i) for i in range(100)]).stop) == 100
+    with pytest.raises(ParameterError, match="stop strings must hold 1 to 256 characters"):
+        SamplingParams(stop=["ok", "s" * 257])  # each string is still bounded
+
+
 @pytest.mark.parametrize("param, value", [
     ("max_tokens", 0), ("max_tokens", 2.5), ("max_tokens", True),
     ("min_tokens", -1), ("min_tokens", 2000),
@@ -285,6 +339,7 @@ def test_stop_is_normalised_to_a_tuple():
     ("top_k", -1), ("top_k", 1.5),
     ("top_p", 0.0), ("top_p", 1.01), ("top_p", float("nan")),
     ("min_p", -0.1), ("min_p", 1.5),
+    ("typical_p", 0.0), ("typical_p", 1.01), ("typical_p", float("nan")), ("typical_p", "typical"),
     ("repetition_penalty", 0.0), ("repetition_penalty", -1.0), ("repetition_penalty", 1e-38),
     ("presence_penalty", 2.5), ("presence_penalty", -2.1),
     ("frequency_penalty", 3.0), ("frequency_penalty", -3.0),

@@ -5,7 +5,9 @@ A field is supported (it changes what is generated or how the reply looks), unsu
 API itself treats it where it does not apply). A field no row names is refused like the OpenAI API refuses
 it ("Unrecognized request argument supplied", code `unknown_parameter`); unknown keys inside a message are
 ignored, as the OpenAI API ignores them. A `null` value is the same as leaving the field out.
-To support a field, flip its row to `supported(...)` and map it in `openai_request.parse_request`.
+The sampling fields' rows come from their declaration (llm_runtime.sampling.fields), notes included; to add
+one, declare it there. To support another field, flip its row to `supported(...)` and map it in
+`llm_runtime.openai.request.parse_request`.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 from llm_runtime.errors import ParameterError
+from llm_runtime.sampling.fields import LIMITS, REQUEST_FIELDS, RequestField
+from llm_runtime.sampling.params import DEFAULT_MAX_TOKENS, SamplingParams
 
 
 class Policy(Enum):
@@ -40,39 +44,32 @@ def hint(note: str) -> FieldRule:
     return FieldRule(Policy.HINT, note)
 
 
-_SAMPLING = {
+def describe(f: RequestField) -> str:
+    """f's note, its numbers filled in from the declaration and SamplingParams' default."""
+    default = SamplingParams.__dataclass_fields__[f.name].default
+    return f.note.format(range=f.limit, default=f"{default:g}" if isinstance(default, float) else default,
+                         items=f.items, DEFAULT_MAX_TOKENS=DEFAULT_MAX_TOKENS)
+
+
+def _declared(endpoint: str) -> dict[str, FieldRule]:
+    return {f.name: supported(("extension: " if f.extension else "") + describe(f))
+            for f in REQUEST_FIELDS if endpoint in f.endpoints}
+
+
+_PROTOCOL = {
     "model": supported("the served model's name; another name is 404 model_not_found"),
-    "max_tokens": supported("left out: min(1024, the context left after the prompt)"),
-    "temperature": supported("0..2, default 1.0; 0 is greedy"),
-    "top_p": supported("(0, 1]"),
-    "n": supported("choices per prompt, 1..16"),
-    "stop": supported("a string or up to 4 strings"),
-    "seed": supported("choice i of n uses seed + i"),
-    "presence_penalty": supported("-2..2, over generated tokens"),
-    "frequency_penalty": supported("-2..2, over generated tokens"),
-    "logit_bias": supported("token id -> -100..100, up to 300 entries"),
     "stream": supported("server-sent events ending in [DONE]"),
     "stream_options": supported("include_usage; include_obfuscation is a hint"),
     "user": hint("an end-user id for abuse monitoring; nothing is monitored here"),
-    # extensions, named as vLLM names them
-    "top_k": supported("extension: 0 is off"),
-    "min_p": supported("extension: 0..1, 0 is off"),
-    "repetition_penalty": supported("extension: 0.01..10, 1 is off (transformers' rule, prompt and output)"),
-    "min_tokens": supported("extension: stop tokens are suppressed until this many are generated"),
-    "ignore_eos": supported("extension: generate max_tokens tokens whatever the model says"),
-    "stop_token_ids": supported("extension: token ids that end a choice, like EOS"),
     "response_format": supported("text, json_object, json_schema (enforced, strict or not); completions: extension"),
-    "regex": supported("extension: a regular expression the whole reply matches"),
-    "grammar": supported("extension: a Lark grammar (llguidance's dialect) the reply matches"),
 }
 
 FIELDS: dict[str, dict[str, FieldRule]] = {
     "chat": {
-        **_SAMPLING,
+        **_declared("chat"),
+        **_PROTOCOL,
         "messages": supported("system, developer, user, assistant (content, tool_calls), tool; text parts"),
         "max_completion_tokens": supported("as max_tokens; both given must agree"),
-        "logprobs": supported("true: the chosen tokens' logprobs"),
-        "top_logprobs": supported("0..20 alternatives per token; needs logprobs"),
         "tools": supported("function tools; calls in the model's own format, or a generic JSON one"),
         "tool_choice": supported("none, auto, required or a named function; required and named are enforced"),
         "parallel_tool_calls": supported("false: at most one call"),
@@ -94,28 +91,27 @@ FIELDS: dict[str, dict[str, FieldRule]] = {
         "moderation": unsupported("no moderation runs here"),
     },
     "completions": {
-        **_SAMPLING,
+        **_declared("completions"),
+        **_PROTOCOL,
         "prompt": supported("a string, a list of strings, token ids, or a list of token-id lists"),
-        "logprobs": supported("0..20: the chosen tokens' logprobs and this many alternatives"),
+        "logprobs": supported(f"{LIMITS['top_logprobs']}: the chosen tokens' logprobs and this many alternatives"),
         "echo": supported("the prompt's text before the completion; with logprobs: 400 unsupported_value"),
         "best_of": supported("only best_of == n (or left out); more is 400 unsupported_value"),
         "suffix": unsupported("no insertion (fill-in-the-middle) template"),
     },
     "responses": {
-        "model": _SAMPLING["model"],
+        **_declared("responses"),
+        "model": _PROTOCOL["model"],
         "input": supported("a string, or message items (text parts), function_call and function_call_output items"),
         "instructions": supported("a system message before the input; not carried on by previous_response_id"),
         "previous_response_id": supported("continue a stored response of the same API key"),
         "store": supported("default true: kept for GET, DELETE and previous_response_id"),
         "metadata": supported("up to 16 string pairs, stored and returned"),
         "max_output_tokens": supported("as max_tokens"),
-        "temperature": _SAMPLING["temperature"],
-        "top_p": _SAMPLING["top_p"],
-        "top_logprobs": supported("0..20 alternatives per token, with include: message.output_text.logprobs"),
+        "top_logprobs": supported(f"{LIMITS['top_logprobs']} alternatives per token, with include: "
+                                  f"message.output_text.logprobs"),
         "include": supported("message.output_text.logprobs; the others name outputs no response here has"),
         "stream": supported("typed server-sent events, response.created to response.completed"),
-        **{k: _SAMPLING[k] for k in ("seed", "stop", "top_k", "min_p", "repetition_penalty", "min_tokens",
-                                     "ignore_eos", "stop_token_ids")},
         "text": supported("format: text, json_object or json_schema (enforced, strict or not); no verbosity"),
         "tools": supported("function tools (flat); calls in the model's own format, or a generic JSON one"),
         "tool_choice": supported("none, auto, required or {type: function, name}; required and named are enforced"),

@@ -11,7 +11,8 @@ from tokenizers import Tokenizer
 from llm_runtime.chat.messages import normalize_messages
 from llm_runtime.chat.template import ChatTemplate
 from llm_runtime.errors import ParameterError
-from llm_runtime.sampling.params import MAX_PROMPTS, SEED_MIN, SamplingParams
+from llm_runtime.sampling.fields import LIMITS, REQUEST_FIELDS
+from llm_runtime.sampling.params import MAX_PROMPTS, SamplingParams
 from llm_runtime.tools.format import detect_format
 from llm_runtime.tools.request import ToolRequest
 from llm_runtime.tools.tool import Tool, parse_tool_choice, parse_tools
@@ -19,10 +20,7 @@ from llm_runtime.tools.tool import Tool, parse_tool_choice, parse_tools
 from .fields import check_fields
 from .response_format import format_constraint
 
-# body field -> SamplingParams field, where the two agree (max_tokens and logprobs are mapped apart)
-SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "seed", "stop", "presence_penalty", "frequency_penalty",
-                   "repetition_penalty", "logit_bias", "min_tokens", "ignore_eos", "stop_token_ids", "n", "regex",
-                   "grammar")
+SEED_MIN = LIMITS["seed"].lo  # choice j's seed wraps around within the seed's range
 ENDPOINTS = {"chat": "messages", "completions": "prompt"}  # endpoint -> the field that holds the input
 # SamplingParams fields that one body field sets together: over a base, a body that sets one replaces the whole
 # group (its response_format replaces the base's json_schema; its logprobs, the base's top_logprobs)
@@ -121,7 +119,8 @@ def _object(body) -> dict:
 
 
 def _sampling(fields: dict, endpoint: str, base: SamplingParams | None = None) -> SamplingParams:
-    kw = {k: fields[k] for k in SAMPLING_FIELDS if k in fields}
+    # declared fields keep their names; max_completion_tokens, response_format and completions' logprobs map apart
+    kw = {f.name: fields[f.name] for f in REQUEST_FIELDS if endpoint in f.endpoints and f.name in fields}
     constraint = format_constraint(fields.get("response_format"))
     if constraint is not None:
         kw["constraint"] = constraint
@@ -135,11 +134,6 @@ def _sampling(fields: dict, endpoint: str, base: SamplingParams | None = None) -
         if not _is_int(logprobs):
             raise ParameterError("logprobs", f"must be an integer (alternatives per token), got {logprobs!r}")
         kw.update(logprobs=True, top_logprobs=logprobs)
-    else:
-        if logprobs is not None:
-            kw["logprobs"] = logprobs
-        if "top_logprobs" in fields:
-            kw["top_logprobs"] = fields["top_logprobs"]
     if base is not None:
         kw = {**_fields_of(base, without=kw), **kw}
     try:

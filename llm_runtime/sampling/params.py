@@ -1,56 +1,25 @@
 """Per-request sampling settings, validated once when built; bad values raise `ParameterError`.
 
-This module owns the defaults and limits of every door (API, CLI, server, batch): the server's pydantic
-models and the OpenAI request mapping read them from here.
+Defaults live here, on the attributes; each field a request can set is declared once, with its bounds, in
+`llm_runtime.sampling.fields`, and every door (API, CLI, server, batch) derives its version from the two.
 """
 from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
 from llm_runtime.errors import ParameterError
+
+from .fields import LIMITS, MAX_LOGIT_BIAS, REQUEST_FIELDS, Kind
 
 if TYPE_CHECKING:
     from llm_runtime.structured.constraint import Constraint
 
 DEFAULT_TEMPERATURE = 1.0  # OpenAI's default, at every door; the CLI's --temperature flag says its own (0: greedy)
 DEFAULT_MAX_TOKENS = 1024  # max_tokens left out: this many, capped by the context left after the prompt
-SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1  # a signed 64-bit integer, as vLLM and OpenAI clients accept
-MAX_TOP_LOGPROBS = 20
-MAX_N = 16
 MAX_PROMPTS = 128  # completions: prompts in one request times n
-MAX_STOP, MAX_STOP_LEN = 4, 256  # stop strings per request (OpenAI's 4), characters per stop string
-MAX_LOGIT_BIAS = 300  # entries in logit_bias
-
-
-@dataclass(frozen=True)
-class Limit:
-    """The allowed range of a numeric field: lo <= value (lo < value when `lo_open`) <= hi."""
-
-    lo: float
-    hi: float | None = None
-    lo_open: bool = False
-
-
-# field -> range: SamplingParams checks these, and the server's request models declare the same bounds
-LIMITS = {
-    "max_tokens": Limit(1),
-    "min_tokens": Limit(0),
-    "temperature": Limit(0.0, 2.0),
-    "top_k": Limit(0),
-    "top_p": Limit(0.0, 1.0, lo_open=True),
-    "min_p": Limit(0.0, 1.0),
-    # a penalty near 0 (or huge) pushes logits to inf and the distribution to NaN
-    "repetition_penalty": Limit(0.01, 10.0),
-    "presence_penalty": Limit(-2.0, 2.0),
-    "frequency_penalty": Limit(-2.0, 2.0),
-    "logit_bias": Limit(-100.0, 100.0),  # each value
-    "seed": Limit(SEED_MIN, SEED_MAX),
-    "top_logprobs": Limit(0, MAX_TOP_LOGPROBS),
-    "n": Limit(1, MAX_N),
-}
 
 
 @dataclass(frozen=True)
@@ -63,6 +32,7 @@ class SamplingParams:
     top_k: int = 0  # 0: off
     top_p: float = 1.0  # 1: off
     min_p: float = 0.0  # 0: off
+    typical_p: float = 1.0  # 1: off
     repetition_penalty: float = 1.0  # transformers' rule, over prompt and generated tokens; 1: off
     presence_penalty: float = 0.0  # OpenAI's rule, over generated tokens only
     frequency_penalty: float = 0.0
@@ -83,23 +53,17 @@ class SamplingParams:
     constraint: Constraint | None = field(default=None, repr=False)  # built from the fields above, or given whole
 
     def __post_init__(self):
-        if self.max_tokens is not None:
-            _int_in("max_tokens", self.max_tokens)
-        _int_in("min_tokens", self.min_tokens, hi=self.max_tokens or DEFAULT_MAX_TOKENS, hi_name="max_tokens")
-        for name in ("temperature", "top_p", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty"):
-            _real_in(name, getattr(self, name))
-        _int_in("top_k", self.top_k)
+        for f in REQUEST_FIELDS:  # in declaration order: the first bad field is the one reported
+            value = getattr(self, f.name)
+            if f.kind in _CHECKS and (value is not None or _DEFAULTS[f.name] is not None):
+                _CHECKS[f.kind](f.name, value)
+        if self.min_tokens > (self.max_tokens or DEFAULT_MAX_TOKENS):
+            raise ParameterError("min_tokens", f"must be <= max_tokens, got {self.min_tokens}")
         object.__setattr__(self, "logit_bias", _logit_bias(self.logit_bias))
-        if self.seed is not None:
-            _int_in("seed", self.seed)
         object.__setattr__(self, "stop", _stop_strings(self.stop))
         object.__setattr__(self, "stop_token_ids", _token_ids("stop_token_ids", self.stop_token_ids))
-        _bool("ignore_eos", self.ignore_eos)
-        _bool("logprobs", self.logprobs)
-        _int_in("top_logprobs", self.top_logprobs)
         if self.top_logprobs and not self.logprobs:
             raise ParameterError("top_logprobs", "requires logprobs to be true")
-        _int_in("n", self.n)
         _bool("json_object", self.json_object)
         _bool("skip_special_tokens", self.skip_special_tokens)
         object.__setattr__(self, "constraint", _constraint(self))
@@ -148,16 +112,15 @@ def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _int_in(name: str, value, hi: int | None = None, hi_name: str | None = None) -> None:
-    """An integer within LIMITS[name]; `hi` (named `hi_name`) overrides the upper bound."""
+def _int_in(name: str, value) -> None:
+    """An integer within LIMITS[name]."""
     limit = LIMITS[name]
-    hi = limit.hi if hi is None else hi
     if not _is_int(value):
         raise ParameterError(name, f"must be an integer, got {value!r}")
     if value < limit.lo:
         raise ParameterError(name, f"must be >= {limit.lo}, got {value}")
-    if hi is not None and value > hi:
-        raise ParameterError(name, f"must be <= {hi_name or hi}, got {value}")
+    if limit.hi is not None and value > limit.hi:
+        raise ParameterError(name, f"must be <= {limit.hi}, got {value}")
 
 
 def _real_in(name: str, value) -> None:
@@ -204,11 +167,10 @@ def _stop_strings(stop) -> tuple[str, ...]:
         return ()
     if not isinstance(stops, (list, tuple)):
         raise ParameterError("stop", f"must be a string or a list of strings, got {type(stop).__name__}")
-    if len(stops) > MAX_STOP:
-        raise ParameterError("stop", f"may hold at most {MAX_STOP} strings, got {len(stops)}")
+    lo, hi = LIMITS["stop"].lo, LIMITS["stop"].hi  # characters per string; any number of strings
     for s in stops:
-        if not isinstance(s, str) or not s or len(s) > MAX_STOP_LEN:
-            raise ParameterError("stop", f"strings must hold 1 to {MAX_STOP_LEN} characters, got {s!r}")
+        if not isinstance(s, str) or not lo <= len(s) <= hi:
+            raise ParameterError("stop", f"strings must hold {lo} to {hi} characters, got {s!r}")
     return tuple(stops)
 
 
@@ -219,3 +181,7 @@ def _token_ids(name: str, ids) -> tuple[int, ...]:
         if not _is_int(t) or t < 0:
             raise ParameterError(name, f"must hold token ids >= 0, got {t!r}")
     return tuple(int(t) for t in ids)
+
+
+_CHECKS = {Kind.INT: _int_in, Kind.REAL: _real_in, Kind.BOOL: _bool}  # the other kinds are checked apart
+_DEFAULTS = {f.name: f.default for f in fields(SamplingParams)}  # a field whose default is None may be None

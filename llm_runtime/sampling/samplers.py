@@ -1,7 +1,7 @@
 """Sampling as small pure functions over one logits row, composed once per request.
 
     logits (model) -> make_logits_processors: repetition, presence/frequency, logit_bias, min_tokens
-                   -> make_sampler: argmax, or temperature -> top_k -> top_p -> min_p -> draw
+                   -> make_sampler: argmax, or temperature -> top_k -> top_p -> min_p -> typical_p -> draw
 
 Every function takes `logits: np.ndarray  # float32 [vocab]` and never changes it (a step that is off
 returns it as is, the others a new array), so the raw row stays available for `logprobs_of`.
@@ -226,6 +226,25 @@ def min_p_filter(logits: np.ndarray, min_p: float) -> np.ndarray:
     return np.where(logits >= threshold, logits, _NEG_INF).astype(logits.dtype, copy=False)
 
 
+def typical_p_filter(logits: np.ndarray, p: float) -> np.ndarray:
+    """Locally typical sampling (Meister et al., 2022; transformers' TypicalLogitsWarper): rank tokens by how far
+    their surprisal -log(prob) lies from the entropy, and keep the fewest of that ranking whose probabilities sum
+    to >= p, with every token as close as the last. The most typical token always survives. p >= 1: off."""
+    if p >= 1.0:
+        return logits
+    x = logits.astype(np.float64)
+    x -= x.max()
+    logp = x - np.log(np.exp(x).sum())  # float64 [vocab]; -inf where the logit is
+    probs = np.exp(logp)
+    with np.errstate(invalid="ignore"):
+        entropy = -np.nansum(logp * probs)  # removed tokens: -inf * 0 is nan, and weighs nothing
+    distance = np.abs(-logp - entropy)  # inf for removed tokens
+    order = np.argsort(distance, kind="stable")
+    cumulative = np.cumsum(probs[order])
+    last = min(int(np.searchsorted(cumulative, p)), len(order) - 1)  # the first index whose sum reaches p
+    return np.where(distance <= distance[order[last]], logits, _NEG_INF).astype(logits.dtype, copy=False)
+
+
 def _weights(logits: np.ndarray) -> np.ndarray:
     """Unnormalised softmax, float32 [vocab]: exp(logits - max), so the top token weighs 1."""
     x = logits.astype(np.float32, copy=True)
@@ -267,7 +286,7 @@ def _search_cdf(cdf: np.ndarray, target: float) -> int:
 
 def make_sampler(params: SamplingParams) -> Sampler:
     """Compose `(logits, rng) -> token id`: argmax when greedy, otherwise temperature, then top_k,
-    top_p, min_p (transformers' warper order), then one categorical draw. Filters that are off are
+    top_p, min_p, typical_p (transformers' warper order), then one categorical draw. Filters that are off are
     left out of the chain."""
     if params.greedy:
         return greedy_sample
@@ -284,6 +303,9 @@ def make_sampler(params: SamplingParams) -> Sampler:
     if params.min_p > 0.0:
         min_p = params.min_p
         steps.append(lambda x: min_p_filter(x, min_p))
+    if params.typical_p < 1.0:
+        typical_p = params.typical_p
+        steps.append(lambda x: typical_p_filter(x, typical_p))
 
     def sample(logits: np.ndarray, rng: np.random.Generator) -> int:
         for step in steps:

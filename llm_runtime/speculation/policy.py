@@ -21,7 +21,7 @@ draft is accepted; after a cooldown one draft probes again.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 CALL_COST = 2.5  # A: the fixed part of a graph call, in units of one token's work
 ROW_COST = 0.2  # B: the part per row of a call
