@@ -8,9 +8,8 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto
 
-from llm_runtime.model_builder import contract as C
-from llm_runtime.model_builder import quantize
-
+from . import contract as C
+from . import gguf_blocks, quantize
 from .architectures import Architecture
 from .attention import AttentionLengths, AttentionParts, attention
 from .config import ModelConfig
@@ -122,9 +121,9 @@ class DecoderEmitter:
     def embedding(self, ids: str) -> str:
         """input_ids -> Gather (or GatherBlockQuantized from the tied int4 lm_head) [-> Mul sqrt(H), Gemma]"""
         g, cfg, p = self.g, self.cfg, "/model/embed_tokens"
-        if self.cfg.tie_embeddings and self.lm_head_quant is not None:
-            bq = self.lm_head_quant
-            x = g.op("GatherBlockQuantized", [self.tied_table(p, bq), ids, *filter(None, self.lm_head_weights[1:])],
+        bq, table = self.quantized_table(p)
+        if bq is not None:
+            x = g.op("GatherBlockQuantized", [table[0], ids, *filter(None, table[1:])],
                      f"{p}/GatherBlockQuantized", MS_DOMAIN, bits=bq.bits, block_size=bq.block_size,
                      gather_axis=0, quantize_axis=1)
             if bq.offsets is not None:
@@ -136,6 +135,23 @@ class DecoderEmitter:
         if self.arch.embed_scale:  # in the io dtype, as transformers rounds it
             x = g.op("Mul", [x, g.constant(f"{p}/scale", np.array(cfg.hidden_size ** 0.5, self.io))], f"{p}/Mul")
         return x
+
+    def quantized_table(self, p: str) -> tuple[quantize.BlockQuant | None, list[str]]:
+        """The embedding table as GatherBlockQuantized's (data, scales, zero points): the tied lm_head's blocks, or
+        an untied table's own GGUF blocks converted exactly (a float table, or one a build re-rounds, stays float:
+        the lookup is exact either way, and an untied fp32 table costs 4 bytes a weight)."""
+        if self.cfg.tie_embeddings:
+            bq = self.lm_head_quant
+            return (bq, [self.tied_table(p, bq), *self.lm_head_weights[1:]]) if bq is not None else (None, [])
+        blocks = None if self.opts.requantize or not self.opts.head_bits else self.w.blocks(EMBED)
+        if blocks is None or blocks.kind not in gguf_blocks.CONVERTERS:
+            return None, []
+        bits = gguf_blocks.CONVERTERS[blocks.kind][1]
+        bq = quantized_part(self.w, EMBED, (self.cfg.vocab_size, self.cfg.hidden_size), bits, self.opts)
+        data, scales, zero_points = quantize.gather_block_quantized_inputs(bq)
+        return bq, [self.g.initializer(f"{EMBED}.qweight", data),
+                    self.g.initializer(f"{EMBED}.scales", scales.astype(self.io)),
+                    self.g.initializer(f"{EMBED}.qzeros", zero_points) if zero_points is not None else ""]
 
     def tied_table(self, p: str, bq: quantize.BlockQuant) -> str:
         """The lm_head's packed codes as GatherBlockQuantized data [V, K*bits/8]: one copy on disk for both."""

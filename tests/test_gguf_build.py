@@ -131,7 +131,7 @@ LINEARS = {  # MatMulNBits node -> the Hugging Face tensors whose rows it stacks
 @pytest.mark.parametrize("qtype", BLOCK32, ids=lambda q: q.name)
 @TIED
 def test_quantized_gguf_blocks_are_copied_exactly(tiny, tied, qtype, precision):
-    """Every linear (and the tied embedding) holds the file's own blocks, whatever the precision asks for
+    """Every linear and the embedding (tied or not) hold the file's own blocks, whatever the precision asks for
     re-quantized tensors: 4-bit formats stay 4-bit, Q5_x/Q8_0 are 8-bit; offsets only where the format has them."""
     m = tiny(tied)
     folder = m.build(m.gguf[qtype], precision)
@@ -167,12 +167,21 @@ def test_quantized_gguf_blocks_are_copied_exactly(tiny, tied, qtype, precision):
         reshape = next(n for n in model.graph.node if gathers[0].input[0] in n.output)
         assert reshape.op_type == "Reshape" and reshape.input[0] == head.input[1]
         assert gathers[0].input[2] == head.input[2]
-    else:
-        assert not gathers
+    else:  # an untied table reads its own blocks: no float copy of a quantized table
+        raw = m.raw_blocks(qtype, ["model.embed_tokens.weight"])
+        bq = gguf_blocks.convert(qtype.name, raw, m.weights["model.embed_tokens.weight"].shape)
+        data, scales, zero_points = quantize.gather_block_quantized_inputs(bq)
+        np.testing.assert_array_equal(init[gathers[0].input[0]], data)
+        np.testing.assert_array_equal(init[gathers[0].input[2]], scales)
+        assert "model.embed_tokens.weight" not in init
+        if zero_points is not None:
+            np.testing.assert_array_equal(init[gathers[0].input[3]], zero_points)
     summary = json.loads((folder / "llm_runtime.json").read_text())["quantization"]
     bits = gguf_blocks.CONVERTERS[qtype.name][1]
     outcome = "copied exactly" if gguf_blocks.NATIVE_BITS[qtype.name] == bits else f"converted exactly to {bits}-bit"
-    assert not summary["requantize"] and summary["tensors"] == {qtype.name: {outcome: 7 * m.cfg.num_hidden_layers + 1}}
+    tables = 1 if tied else 2  # the lm_head's, and an untied embedding's own
+    assert not summary["requantize"]
+    assert summary["tensors"] == {qtype.name: {outcome: 7 * m.cfg.num_hidden_layers + tables}}
 
 
 def fp64_reference(gguf_path: Path, prompts=PROMPTS) -> np.ndarray:
@@ -241,7 +250,7 @@ def test_build_command_prints_what_it_did_with_each_format(tiny, tmp_path, capsy
     assert main(["build", str(m.gguf[QT.Q5_1]), "-o", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[1:] == ["quantized tensors, by source format:",
-                       f"  Q5_1: {7 * m.cfg.num_hidden_layers + 1} tensors converted exactly to 8-bit"]
+                       f"  Q5_1: {7 * m.cfg.num_hidden_layers + 2} tensors converted exactly to 8-bit"]  # + lm_head, table
     assert main(["build", str(m.gguf[QT.F16]), "-o", str(tmp_path / "f16"), "--quantizer", "rtn"]) == 0
     assert capsys.readouterr().out.splitlines()[2:] == [
         f"  F16: {7 * m.cfg.num_hidden_layers} tensors requantized to 4-bit (float weights)",
