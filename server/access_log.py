@@ -18,19 +18,24 @@ class AccessLog:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        start, status = time.perf_counter(), None
-
-        async def logged_send(message):
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        start, send = time.perf_counter(), StatusRecorder(send)
         try:
-            await self.app(scope, receive, logged_send)
+            await self.app(scope, receive, send)
         finally:
             log.info('%s - "%s %s HTTP/%s" %s %.0f ms', client(scope), scope["method"], target(scope),
-                     scope.get("http_version", "1.1"), status or "-", (time.perf_counter() - start) * 1000)
+                     scope.get("http_version", "1.1"), send.status or "-", (time.perf_counter() - start) * 1000)
+
+
+class StatusRecorder:
+    """An ASGI `send` that passes every message on and remembers the response's status (None until it starts)."""
+
+    def __init__(self, send):
+        self.send, self.status = send, None
+
+    async def __call__(self, message):
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send(message)
 
 
 def client(scope) -> str:

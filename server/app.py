@@ -13,7 +13,7 @@ from fastapi.responses import PlainTextResponse
 
 from llm_runtime.server import errors, responses, web_ui
 
-from .access_log import AccessLog
+from .access_log import AccessLog, StatusRecorder
 from .completions import complete, parse
 from .errors import ERROR_RESPONSES, APIError
 from .metrics import Metrics
@@ -43,14 +43,7 @@ class Gate:
         if scope["type"] != "http" or not scope["path"].startswith("/v1/") or scope["method"] == "OPTIONS":
             return await self.app(scope, receive, send)
         route = next((r for r in ROUTES if scope["path"].startswith(r)), "other")
-        status = 0
-
-        async def counted_send(message):
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        counted_send = StatusRecorder(send)
         try:
             if error := self._refusal(scope):
                 return await error.response()(scope, receive, counted_send)
@@ -77,7 +70,7 @@ class Gate:
             scope = {**scope, "headers": headers + [(b"content-type", b"application/json")]}
             await self.app(scope, replay, counted_send)
         finally:
-            self.metrics.request(route, status)
+            self.metrics.request(route, counted_send.status or 0)
 
     def _key_ok(self, scope) -> bool:
         auth = dict(scope["headers"]).get(b"authorization", b"")

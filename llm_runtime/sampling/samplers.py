@@ -290,22 +290,11 @@ def make_sampler(params: SamplingParams) -> Sampler:
     left out of the chain."""
     if params.greedy:
         return greedy_sample
-    steps: list[Callable[[np.ndarray], np.ndarray]] = []
-    if params.temperature != 1.0:
-        temperature = params.temperature
-        steps.append(lambda x: apply_temperature(x, temperature))
-    if params.top_k > 0:
-        top_k = params.top_k
-        steps.append(lambda x: top_k_filter(x, top_k))
-    if params.top_p < 1.0:
-        top_p = params.top_p
-        steps.append(lambda x: top_p_filter(x, top_p))
-    if params.min_p > 0.0:
-        min_p = params.min_p
-        steps.append(lambda x: min_p_filter(x, min_p))
-    if params.typical_p < 1.0:
-        typical_p = params.typical_p
-        steps.append(lambda x: typical_p_filter(x, typical_p))
+    # (SamplingParams field, the value that turns it off, its step), in order
+    chain = (("temperature", 1.0, apply_temperature), ("top_k", 0, top_k_filter), ("top_p", 1.0, top_p_filter),
+             ("min_p", 0.0, min_p_filter), ("typical_p", 1.0, typical_p_filter))
+    steps = [lambda x, step=step, value=value: step(x, value)
+             for name, off, step in chain if (value := getattr(params, name)) != off]
 
     def sample(logits: np.ndarray, rng: np.random.Generator) -> int:
         for step in steps:
