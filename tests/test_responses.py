@@ -250,6 +250,9 @@ def test_logprobs_when_included(client):
     ({"max_output_tokens": 100_000}, "max_output_tokens", "context_length_exceeded"),
     ({"include": ["everything"]}, "include", None),
     ({"metadata": {"k": 1}}, "metadata", None),
+    ({"safety_identifier": "x" * 65}, "safety_identifier", None),
+    ({"prompt_cache_key": 5}, "prompt_cache_key", None),
+    ({"presence_penalty": 3}, "presence_penalty", None),
 ])
 def test_refused_fields_are_400_naming_them(server, fields, param, code):
     body = {"model": "tiny", "input": "Hi", **fields}
