@@ -362,7 +362,8 @@ def test_a_part_the_model_cannot_take_names_the_item_in_one_line(client):
             {"role": "user", "content": [{"type": "input_text", "text": "What is this?"},
                                          {"type": "input_image", "image_url": "http://example.com/a.png"}]}])
     assert e.value.body["param"] == "input"
-    assert e.value.body["message"] == "input[0].content[1]: this model is text-only; 'input_image' parts are not supported"
+    assert e.value.body["message"] == ("input[0].content[1]: this model is text-only; 'input_image' parts are not "
+                                       "supported")
 
 
 def test_a_tool_call_history_without_tools_runs(client, llm):

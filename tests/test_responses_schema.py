@@ -87,7 +87,8 @@ def published_gaps(response: dict, where: str) -> list[str]:
             out.append(f"{where}.{key}: missing")
         elif not any(response[key] is None if k is None else isinstance(response[key], k) and not (
                 k is int and isinstance(response[key], bool)) for k in kinds):
-            out.append(f"{where}.{key}: {response[key]!r} is not {' or '.join(getattr(k, '__name__', 'null') for k in kinds)}")
+            names = " or ".join(getattr(k, "__name__", "null") for k in kinds)
+            out.append(f"{where}.{key}: {response[key]!r} is not {names}")
     return out
 
 

@@ -421,9 +421,9 @@ def test_fuzz_openapi_no_5xx_and_conformance(server):
 
 # ---- plain errors, and what the template can render ----
 
+ADD = {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": '{"a": 2, "b": 3}'}}
 TOOL_HISTORY = [{"role": "user", "content": "What is 2 + 3?"},
-                {"role": "assistant", "content": None, "tool_calls": [
-                    {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": '{"a": 2, "b": 3}'}}]},
+                {"role": "assistant", "content": None, "tool_calls": [ADD]},
                 {"role": "tool", "tool_call_id": "call_1", "content": "5"}]
 
 
@@ -436,7 +436,8 @@ def test_a_part_the_model_cannot_take_is_one_plain_line(client, part):
             {"role": "user", "content": [{"type": "text", "text": "What is this?"}, part]}])
     error = e.value.body
     assert error["param"] == "messages"
-    assert error["message"] == f"messages[0].content[1]: this model is text-only; {part['type']!r} parts are not supported"
+    assert error["message"] == (f"messages[0].content[1]: this model is text-only; {part['type']!r} parts are "
+                                "not supported")
 
 
 def test_a_tool_call_history_without_tools_is_rendered_in_the_generic_format(client, llm):
