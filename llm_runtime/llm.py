@@ -20,6 +20,7 @@ from llm_runtime.models.folder import ModelFolder
 from llm_runtime.models.resolver import resolve_model
 from llm_runtime.sampling.params import SamplingParams
 from llm_runtime.speculation import SpeculationConfig
+from llm_runtime.tools.format import detect_format
 from llm_runtime.tools.request import ToolRequest
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,10 @@ class LLM:
         return self.tokenizer.encode_batch([text], add_special_tokens=special)[0].ids
 
     def render_chat(self, messages: list[dict]) -> str:
+        """The prompt text for `messages`. A history with tool calls and their results, but no tools offered, is
+        rendered as it is with tools: the template's own call turns, or the generic format where it has none."""
+        if any(isinstance(m, dict) and (m.get("tool_calls") or m.get("function_call")) for m in messages):
+            return ToolRequest((), "auto", True, detect_format(self.template.source)).prompt(self.template, messages)
         return self.template.render(messages, add_generation_prompt=True)
 
     def stream_ids(self, prompt_ids: list[int], params: SamplingParams | None = None) -> Iterator[Chunk]:

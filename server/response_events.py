@@ -28,21 +28,17 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
 
-def new_response(model: str, *, instructions: str | None, previous_response_id: str | None, store: bool,
-                 temperature: float | None, top_p: float | None, max_output_tokens: int | None,
-                 top_logprobs: int | None, metadata: dict | None, text_format: dict | None = None,
-                 tools: dict | None = None) -> dict:
-    """A response object in progress: no output, no usage yet. `tools`: its `tools`, `tool_choice` and
-    `parallel_tool_calls` (response_request.tools_echo)."""
+def new_response(model: str, echo: dict) -> dict:
+    """A response object in progress: no output, no usage yet. `echo`: the request's fields as the response
+    carries them (response_request.echo); the rest are this server's constants, every field OpenAI's object has."""
     return {"id": new_id("resp"), "object": "response", "created_at": int(time.time()), "status": "in_progress",
             "background": False, "completed_at": None, "error": None, "incomplete_details": None,
-            "instructions": instructions, "max_output_tokens": max_output_tokens, "max_tool_calls": None,
-            "model": model, "output": [], "parallel_tool_calls": True, "previous_response_id": previous_response_id,
-            "reasoning": {"effort": None, "summary": None}, "service_tier": "default", "store": store,
-            "temperature": temperature, "text": {"format": text_format or {"type": "text"}}, "tool_choice": "auto",
-            "tools": [],
-            "top_logprobs": top_logprobs, "top_p": top_p, "truncation": "disabled", "usage": None, "user": None,
-            "metadata": metadata or {}, **(tools or {})}
+            "instructions": None, "max_output_tokens": None, "max_tool_calls": None, "model": model, "output": [],
+            "parallel_tool_calls": True, "previous_response_id": None, "reasoning": {"effort": None, "summary": None},
+            "service_tier": "default", "store": True, "temperature": 1.0, "text": {"format": {"type": "text"}},
+            "tool_choice": "auto", "tools": [], "top_logprobs": 0, "top_p": 1.0, "presence_penalty": 0.0,
+            "frequency_penalty": 0.0, "truncation": "disabled", "usage": None, "user": None,
+            "safety_identifier": None, "prompt_cache_key": None, "metadata": {}, **echo}
 
 
 @dataclass

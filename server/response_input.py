@@ -4,13 +4,14 @@ response's output items back into the assistant turn of a stored conversation.
 Items: messages (`{"role", "content"}`, with or without `"type": "message"`; content a string or a list of
 `input_text` / `output_text` / `refusal` parts), `function_call` (an assistant tool call) and
 `function_call_output` (its result, a tool message). Images, files, item references and reasoning items are
-refused by name: only text is read here.
+refused by name: only text is read here (images, audio and files: "this model is text-only").
 """
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from llm_runtime.chat.messages import MEDIA_PARTS, text_only
 from llm_runtime.errors import ParameterError
 
 from .response_events import new_id
@@ -25,11 +26,22 @@ def _error(where: str, message: str) -> ParameterError:
 
 def input_messages(value: Any) -> list[dict]:
     """`input` -> chat messages (content strings, tool calls as chat `tool_calls`)."""
+    return _converted(value)[0]
+
+
+def input_origins(value: Any) -> tuple[str, ...]:
+    """The input item each of `input_messages(value)` starts at ("input[i]"), so errors about a message name
+    the item the client sent."""
+    return tuple(_converted(value)[1])
+
+
+def _converted(value: Any) -> tuple[list[dict], list[str]]:
     if isinstance(value, str):
-        return [{"role": "user", "content": value}]
+        return [{"role": "user", "content": value}], ["input"]
     if not isinstance(value, list) or not value:
         raise ParameterError("input", "input must be a string or a non-empty list of items")
     out: list[dict] = []
+    origins: list[str] = []
     for i, item in enumerate(value):
         where = f"input[{i}]"
         if not isinstance(item, dict):
@@ -41,10 +53,13 @@ def input_messages(value: Any) -> list[dict]:
             _add_call(out, _function_call(item, where))
         elif kind == "function_call_output":
             out.append(_call_output(item, where))
+        elif kind in MEDIA_PARTS:
+            raise _error(where, text_only(kind))
         else:
             raise _error(where, f"items of type {kind!r} are not supported (message, function_call, "
                                 f"function_call_output)")
-    return out
+        origins += [where] * (len(out) - len(origins))
+    return out, origins
 
 
 def _text(value: Any, where: str, key: str) -> str:
@@ -66,6 +81,8 @@ def _message(item: dict, where: str) -> dict:
 def _part(part: Any, where: str) -> str:
     kind = part.get("type") if isinstance(part, dict) else type(part).__name__
     key = TEXT_PARTS.get(kind)
+    if kind in MEDIA_PARTS:
+        raise _error(where, text_only(kind))
     if key is None:
         raise _error(where, f"only text parts (input_text, output_text) are supported, got {kind!r}")
     return _text(part.get(key), where, key)

@@ -2,7 +2,7 @@
 the one request mapping to SamplingParams (the chat body's, with max_output_tokens as max_tokens)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from llm_runtime.errors import ParameterError
 from llm_runtime.openai.fields import check_fields
@@ -12,7 +12,7 @@ from llm_runtime.sampling.fields import REQUEST_FIELDS, RESPONSES
 from llm_runtime.sampling.params import SamplingParams
 from llm_runtime.tools.tool import Tool, parse_responses_tool_choice, parse_responses_tools
 
-from .response_input import input_items, input_messages
+from .response_input import input_items, input_messages, input_origins
 
 SAMPLING = tuple(f.name for f in REQUEST_FIELDS if RESPONSES in f.endpoints)  # as the chat body names them
 LOGPROBS = "message.output_text.logprobs"
@@ -20,6 +20,8 @@ INCLUDABLE = (LOGPROBS, "reasoning.encrypted_content", "file_search_call.results
               "web_search_call.action.sources", "message.input_image.image_url",
               "computer_call_output.output.image_url", "code_interpreter_call.outputs")
 MAX_METADATA, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
+# hints (nothing here acts on them), echoed as OpenAI echoes them: name -> the longest value taken
+IDENTIFIERS = {"user": 256, "safety_identifier": 64, "prompt_cache_key": 256}
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class ResponsesRequest:
     tools: tuple[Tool, ...] = ()  # the function tools offered
     tool_choice: str = "auto"  # "none", "auto", "required" or a tool's name
     parallel_tool_calls: bool = True
+    identifiers: dict[str, str | None] = field(default_factory=dict)  # IDENTIFIERS' values, as sent
+    origins: tuple[str, ...] = ()  # messages[k] came from the input item origins[k] ("input[i]")
 
 
 def parse_responses(body: dict) -> ResponsesRequest:
@@ -74,10 +78,21 @@ def parse_responses(body: dict) -> ResponsesRequest:
                             _metadata(fields.get("metadata", {})), fields.get("max_output_tokens"),
                             fields.get("top_logprobs"), text_format, tools,
                             parse_responses_tool_choice(fields.get("tool_choice", "auto"), tools),  # as echoed
-                            _flag(fields, "parallel_tool_calls", True))
+                            _flag(fields, "parallel_tool_calls", True), _identifiers(body),
+                            input_origins(fields["input"]))
 
 
-def tools_echo(r: ResponsesRequest) -> dict:
+def echo(r: ResponsesRequest) -> dict:
+    """The request's fields as the response object carries them, as OpenAI echoes them (the sampling values
+    in force, defaults included)."""
+    return {"instructions": r.instructions, "previous_response_id": r.previous_response_id, "store": r.store,
+            "temperature": r.params.temperature, "top_p": r.params.top_p, "presence_penalty": r.params.presence_penalty,
+            "frequency_penalty": r.params.frequency_penalty, "max_output_tokens": r.max_output_tokens,
+            "top_logprobs": r.top_logprobs or 0, "metadata": r.metadata, "text": {"format": r.text_format},
+            **r.identifiers, **_tools_echo(r)}
+
+
+def _tools_echo(r: ResponsesRequest) -> dict:
     """The response's `tools`, `tool_choice` and `parallel_tool_calls`, as OpenAI echoes them."""
     choice = r.tool_choice if r.tool_choice in ("none", "auto", "required") else {"type": "function",
                                                                                   "name": r.tool_choice}
@@ -101,6 +116,16 @@ def _constraint(text_format: dict):
         return format_constraint(text_format, "text.format")
     except ParameterError as e:
         raise ParameterError("text", str(e), e.code) from None
+
+
+def _identifiers(body: dict) -> dict[str, str | None]:
+    out = {}
+    for key, longest in IDENTIFIERS.items():
+        value = body.get(key)
+        if value is not None and not (isinstance(value, str) and len(value) <= longest):
+            raise ParameterError(key, f"{key} must be a string of at most {longest} characters")
+        out[key] = value
+    return out
 
 
 def _flag(fields: dict, key: str, default: bool) -> bool:

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from .response_request import IDENTIFIERS
 from .schemas import MAX_MESSAGES, Text, limited, sampling_body
 
 
@@ -26,6 +27,10 @@ class ResponsesBody(sampling_body("responses")):
     tools: Annotated[list[dict], Field(max_length=MAX_MESSAGES)] | None = None  # checked by structured.tools
     tool_choice: str | dict | None = None
     parallel_tool_calls: bool | None = None
+    # hints, echoed in the response
+    user: str | None = Field(default=None, max_length=IDENTIFIERS["user"])
+    safety_identifier: str | None = Field(default=None, max_length=IDENTIFIERS["safety_identifier"])
+    prompt_cache_key: str | None = Field(default=None, max_length=IDENTIFIERS["prompt_cache_key"])
 
 
 # Reply shapes, for the OpenAPI document only: replies are built as dicts by server/response_events.py.
@@ -75,6 +80,22 @@ class ResponseObject(BaseModel):
     error: dict | None
     incomplete_details: dict | None
     metadata: dict[str, str]
+    # the request's fields as applied (server/response_request.echo)
+    temperature: float
+    top_p: float
+    presence_penalty: float
+    frequency_penalty: float
+    top_logprobs: int
+    max_output_tokens: int | None
+    text: dict
+    tools: list[dict]
+    tool_choice: str | dict
+    parallel_tool_calls: bool
+    user: str | None
+    safety_identifier: str | None
+    prompt_cache_key: str | None
+    truncation: Literal["disabled"]
+    service_tier: Literal["default"]
 
 
 class DeletedResponse(BaseModel):

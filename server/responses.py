@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Literal
@@ -27,13 +28,14 @@ from .metrics import Metrics
 from .models import ModelRegistry
 from .response_events import ResponseEvents, new_response
 from .response_input import output_messages
-from .response_request import ResponsesRequest, parse_responses, tools_echo
+from .response_request import ResponsesRequest, echo, parse_responses
 from .response_schemas import DeletedResponse, InputItemList, ResponseObject, ResponsesBody
 from .response_store import ResponseStore, owner_of
 from .schemas import ok
 from .streaming import merged
 
 log = logging.getLogger(__name__)
+RESPONSE_ID = "resp_"  # how every response id here begins (response_events.new_response)
 RENAMED = {"messages": "input", "prompt": "input", "max_tokens": "max_output_tokens",  # chat's names -> ours
            "text.format": "text"}
 
@@ -72,11 +74,8 @@ def router(models: ModelRegistry, store: ResponseStore, metrics: Metrics, keyed:
         conversation = history + r.messages
         start = time.perf_counter()
         async with models.use(r.model) as llm:
-            s = await anyio.to_thread.run_sync(_submit, llm, r, conversation, asyncio.get_running_loop())
-        response = new_response(r.model, instructions=r.instructions, previous_response_id=r.previous_response_id,
-                                store=r.store, temperature=r.params.temperature, top_p=r.params.top_p,
-                                max_output_tokens=r.max_output_tokens, top_logprobs=r.top_logprobs,
-                                metadata=r.metadata, text_format=r.text_format, tools=tools_echo(r))
+            s = await anyio.to_thread.run_sync(_submit, llm, r, history, asyncio.get_running_loop())
+        response = new_response(r.model, echo(r))
         events = ResponseEvents(response, s.prompt_tokens, r.params.logprobs, s.tools)
 
         async def finish(done: dict) -> None:
@@ -107,6 +106,14 @@ def router(models: ModelRegistry, store: ResponseStore, metrics: Metrics, keyed:
             raise _not_found(response_id)
         return JSONResponse(found)
 
+    @routes.api_route("/v1/responses/{response_id}", methods=["POST", "PUT", "PATCH"], include_in_schema=False)
+    async def other_method(response_id: str):
+        """A response allows GET and DELETE; a name that is no response id is a route this server lacks
+        (OpenAI's /v1/responses/compact, /v1/responses/input_tokens): 404, as any unknown route."""
+        if not response_id.startswith(RESPONSE_ID):
+            raise APIError(404, "Not Found", code="not_found")
+        raise APIError(405, "Method Not Allowed", code="method_not_allowed", headers={"Allow": "GET, DELETE"})
+
     @routes.get("/v1/responses/{response_id}/input_items", response_model=InputItemList, responses=ERROR_RESPONSES)
     async def list_input_items(response_id: str, request: Request, after: str | None = None,
                                limit: int = Query(20, ge=1, le=100), order: Literal["asc", "desc"] = "desc"):
@@ -136,18 +143,30 @@ def _page(items: list[dict], after: str | None, limit: int) -> dict:
             "last_id": page[-1]["id"] if page else None, "has_more": start + limit < len(items)}
 
 
-def _submit(llm, r: ResponsesRequest, conversation: list[dict], loop):
-    """Template, tokenize, check and queue (in a worker thread); errors name `input`, the field they come from."""
-    messages = ([{"role": "system", "content": r.instructions}] if r.instructions else []) + conversation
+def _submit(llm, r: ResponsesRequest, history: list[dict], loop):
+    """Template, tokenize, check and queue (in a worker thread); errors name the field they come from, and
+    `input[i]` (or `instructions`, `previous_response_id`) where chat's would name `messages[k]`."""
+    system = [{"role": "system", "content": r.instructions}] if r.instructions else []
+    origins = ["instructions"] * len(system) + ["previous_response_id"] * len(history) + list(r.origins)
     try:
-        chat = OpenAIRequest(True, r.model, normalize_messages(messages), [], r.params, tools=r.tools,
-                             tool_choice=r.tool_choice, parallel_tool_calls=r.parallel_tool_calls)
+        chat = OpenAIRequest(True, r.model, normalize_messages(system + history + r.messages), [], r.params,
+                             tools=r.tools, tool_choice=r.tool_choice, parallel_tool_calls=r.parallel_tool_calls)
         return submit(llm, chat, loop)
     except ParameterError as e:
-        raise bad_request(str(e), "input", e.code) from None
+        raise _named(bad_request(str(e), "input", e.code), origins) from None
     except APIError as e:
-        e.param = RENAMED.get(e.param, e.param)
-        raise
+        raise _named(e, origins) from None
+
+
+def _named(e: APIError, origins: list[str]) -> APIError:
+    """`e` in the Responses API's names: `messages[k]` as the item it came from, chat's fields as ours."""
+    k = re.search(r"\bmessages\[(\d+)\]", e.message)
+    if k and int(k.group(1)) < len(origins):
+        origin = origins[int(k.group(1))]
+        e.message = e.message.replace(k.group(0), origin, 1)
+        e.param = origin.split("[")[0]
+    e.param = RENAMED.get(e.param, e.param)
+    return e
 
 
 async def _events(handle, events: ResponseEvents, metrics: Metrics, start: float,

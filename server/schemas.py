@@ -62,18 +62,6 @@ def sampling_body(endpoint: str) -> type[Body]:
         f.name: (_annotation(f) | None, Field(default=None)) for f in REQUEST_FIELDS if endpoint in f.endpoints})
 
 
-class TextPart(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
-    type: Literal["text"]
-    text: Text
-
-
-class RefusalPart(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
-    type: Literal["refusal"]
-    refusal: Text
-
-
 class FunctionCall(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
     name: str = Field(max_length=256)
@@ -92,7 +80,8 @@ class Message(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="ignore")
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: Text | Annotated[list[TextPart | RefusalPart], Field(max_length=MAX_MESSAGES)] | None = None
+    # parts are checked by llm_runtime.chat.messages, which names a part the model cannot take in one line
+    content: Text | Annotated[list[dict], Field(max_length=MAX_MESSAGES)] | None = None
     name: str | None = Field(default=None, max_length=256)
     tool_calls: Annotated[list[ToolCall], Field(max_length=MAX_MESSAGES)] | None = None
     tool_call_id: str | None = Field(default=None, max_length=256)

@@ -69,7 +69,11 @@ def test_qwen_template_renders_an_agent_history_as_transformers_does(tools):
     ({"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{oops"}}]}, "must be a JSON object"),
     ({"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "[1]"}}]}, "must be a JSON object"),
     ({"role": "assistant", "tool_calls": [{"function": {"arguments": "{}"}}]}, "function.name"),
-    ({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}, "only text parts"),
+    ({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]},
+     "messages[1].content[0]: this model is text-only; 'image_url' parts are not supported"),
+    ({"role": "user", "content": ["hi", {"type": "input_audio"}]}, "messages[1].content[0]: only text parts"),
+    ({"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "file"}]}, "content[1]: this model is "
+                                                                                      "text-only; 'file' parts"),
     ({"role": "wizard", "content": "x"}, "role must be one of"),
     ({"role": "user", "content": "x", "name": 3}, "name must be a string"),
 ])

@@ -91,7 +91,7 @@ CASES["responses"] = {
     "include": (["message.output_text.logprobs"], OK, {}),
     "stream": (True, OK, {}),
     **{k: COMMON[k] for k in ("seed", "stop", "top_k", "min_p", "typical_p", "repetition_penalty", "min_tokens",
-                              "ignore_eos", "stop_token_ids")},
+                              "ignore_eos", "stop_token_ids", "presence_penalty", "frequency_penalty")},
     "text": ({"format": {"type": "json_object"}}, OK, {}),
     "tools": ([{"type": "function", "name": "f", "parameters": {}}], OK, {}),
     "tool_choice": ("required", OK, {"tools": [{"type": "function", "name": "f", "parameters": {}}]}),

@@ -22,9 +22,7 @@ EVENT = TypeAdapter(ResponseStreamEvent)
 
 def run(text: str, tools: ToolRequest | None, reason: str = "stop", piece: int = 3) -> list[dict]:
     """Every event of a reply whose text arrives `piece` characters a chunk, one token each."""
-    events = ResponseEvents(new_response("m", instructions=None, previous_response_id=None, store=False,
-                                         temperature=None, top_p=None, max_output_tokens=None, top_logprobs=None,
-                                         metadata=None), prompt_tokens=7, want_logprobs=False, tools=tools)
+    events = ResponseEvents(new_response("m", {"store": False}), prompt_tokens=7, want_logprobs=False, tools=tools)
     pieces = [text[i:i + piece] for i in range(0, len(text), piece)]
     out = events.start()
     for k, p in enumerate(pieces):

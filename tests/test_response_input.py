@@ -2,7 +2,7 @@
 import pytest
 
 from llm_runtime.errors import ParameterError
-from llm_runtime.server.response_input import input_items, input_messages, output_messages
+from llm_runtime.server.response_input import input_items, input_messages, input_origins, output_messages
 
 
 def test_a_string_is_one_user_message():
@@ -27,6 +27,9 @@ def test_items_become_chat_messages():
             {"id": "c2", "type": "function", "function": {"name": "time", "arguments": "{}"}}]},
         {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
         {"role": "tool", "tool_call_id": "c2", "content": "noon"}]
+    # the input item each message starts at, for errors: the calls join the assistant message of input[2]
+    assert input_origins(items) == ("input[0]", "input[1]", "input[2]", "input[5]", "input[6]")
+    assert input_origins("Hi") == ("input",)
     calls = input_messages([{"role": "user", "content": "x"},
                             {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"}])
     assert calls[1] == {"role": "assistant", "content": None, "tool_calls": [
@@ -36,7 +39,8 @@ def test_items_become_chat_messages():
 @pytest.mark.parametrize("value, where", [
     ([], "non-empty"), (5, "non-empty"), (["hi"], "input[0]"), ([{"role": "wizard", "content": "x"}], "input[0]"),
     ([{"role": "user", "content": "x"}, {"type": "input_image", "image_url": "u"}], "input[1]"),
-    ([{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}], "input[0].content[0]"),
+    ([{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}],
+     "input[0].content[0]: this model is text-only; 'input_file' parts are not supported"),
     ([{"role": "user", "content": None}], "input[0]"), ([{"type": "item_reference", "id": "msg_1"}], "input[0]"),
     ([{"type": "function_call", "name": "f", "arguments": "{}"}], "call_id"),
     ([{"type": "function_call", "call_id": "c", "name": "f", "arguments": '{"a": '}], "input[0]: arguments"),

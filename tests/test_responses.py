@@ -250,6 +250,9 @@ def test_logprobs_when_included(client):
     ({"max_output_tokens": 100_000}, "max_output_tokens", "context_length_exceeded"),
     ({"include": ["everything"]}, "include", None),
     ({"metadata": {"k": 1}}, "metadata", None),
+    ({"safety_identifier": "x" * 65}, "safety_identifier", None),
+    ({"prompt_cache_key": 5}, "prompt_cache_key", None),
+    ({"presence_penalty": 3}, "presence_penalty", None),
 ])
 def test_refused_fields_are_400_naming_them(server, fields, param, code):
     body = {"model": "tiny", "input": "Hi", **fields}
@@ -351,3 +354,26 @@ def test_text_format_json_schema_is_enforced(client):
     plain = client.responses.create(model="tiny", input="Is it?", text={"format": {"type": "json_object"}},
                                     temperature=1.0, extra_body={"seed": 2}, max_output_tokens=120)
     assert plain.output_text.startswith("{")  # a JSON object, cut off at max_output_tokens by the random model
+
+
+def test_a_part_the_model_cannot_take_names_the_item_in_one_line(client):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model="tiny", max_output_tokens=2, input=[
+            {"role": "user", "content": [{"type": "input_text", "text": "What is this?"},
+                                         {"type": "input_image", "image_url": "http://example.com/a.png"}]}])
+    assert e.value.body["param"] == "input"
+    assert e.value.body["message"] == ("input[0].content[1]: this model is text-only; 'input_image' parts are not "
+                                       "supported")
+
+
+def test_a_tool_call_history_without_tools_runs(client, llm):
+    """function_call and function_call_output items without `tools`: the prompt is chat's for the same history."""
+    items = [{"role": "user", "content": "What is 2 + 3?"},
+             {"type": "function_call", "call_id": "call_1", "name": "add", "arguments": '{"a": 2, "b": 3}'},
+             {"type": "function_call_output", "call_id": "call_1", "output": "5"}]
+    r = client.responses.create(model="tiny", input=items, max_output_tokens=3)
+    chat = [{"role": "user", "content": "What is 2 + 3?"},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": '{"a": 2, "b": 3}'}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "5"}]
+    assert r.usage.input_tokens == len(llm.encode(llm.render_chat(chat), special=False))

@@ -229,3 +229,27 @@ def test_an_agents_sdk_agent_runs_its_tool_to_a_final_output(smol):
     assert output.output == f"21 C and sunny in {seen[0]}" and output.raw_item["call_id"] == call.raw_item.call_id
     assert isinstance(result.final_output, str) and result.final_output == message.raw_item.content[0].text != ""
     assert len(result.raw_responses) == 2
+
+
+@pytest.fixture(scope="module")
+def llama3(tmp_path_factory):
+    """A server of a tiny random Llama speaking Llama 3.1's JSON calls, whose template takes one call a turn."""
+    with serving(tool_model_folder(tmp_path_factory.mktemp("responses-llama3"), "llama3"), "--api-key", KEY,
+                 "--served-model-name", "tiny") as base:
+        yield base
+
+
+@pytest.mark.parametrize("instructions", [None, "Be brief."])
+def test_what_the_template_refuses_names_the_input_item(llama3, instructions):
+    """Two calls in one assistant turn (no tools offered), which Llama 3.1's template refuses: the error names
+    `input[1]`, the item the turn starts at (chat's would say messages[k], counting the instructions' system
+    message)."""
+    client = openai.OpenAI(base_url=llama3 + "/v1", api_key=KEY, max_retries=0)
+    calls = [{"type": "function_call", "call_id": f"call_{n}", "name": "add", "arguments": "{}"} for n in (1, 2)]
+    outputs = [{"type": "function_call_output", "call_id": f"call_{n}", "output": "5"} for n in (1, 2)]
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model="tiny", input=ASK + calls + outputs, instructions=instructions,
+                                max_output_tokens=2)
+    assert e.value.body["param"] == "input"
+    assert e.value.body["message"].startswith("input[1] (role assistant) cannot be expressed by this model's chat "
+                                              "template: This model only supports single tool-calls at once!")

@@ -417,3 +417,34 @@ def test_fuzz_openapi_no_5xx_and_conformance(server):
 
             check()
     settle(server[0])
+
+
+# ---- plain errors, and what the template can render ----
+
+ADD = {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": '{"a": 2, "b": 3}'}}
+TOOL_HISTORY = [{"role": "user", "content": "What is 2 + 3?"},
+                {"role": "assistant", "content": None, "tool_calls": [ADD]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "5"}]
+
+
+@pytest.mark.parametrize("part", [{"type": "image_url", "image_url": {"url": "http://example.com/a.png"}},
+                                  {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+                                  {"type": "file", "file": {"file_id": "file-1"}}])
+def test_a_part_the_model_cannot_take_is_one_plain_line(client, part):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="tiny", max_tokens=2, messages=[
+            {"role": "user", "content": [{"type": "text", "text": "What is this?"}, part]}])
+    error = e.value.body
+    assert error["param"] == "messages"
+    assert error["message"] == (f"messages[0].content[1]: this model is text-only; {part['type']!r} parts are "
+                                "not supported")
+
+
+def test_a_tool_call_history_without_tools_is_rendered_in_the_generic_format(client, llm):
+    """The tiny model's template has no tool support: the earlier call and its result are the generic format's
+    JSON turns, as they are when tools are offered."""
+    r = client.chat.completions.create(model="tiny", messages=TOOL_HISTORY, max_tokens=3)
+    prompt = llm.render_chat(TOOL_HISTORY)
+    assert '{"tool_calls": [{"name": "add", "arguments": {"a": 2, "b": 3}}]}' in prompt
+    assert '{"tool_result": {"name": "add", "content": "5"}}' in prompt
+    assert r.usage.prompt_tokens == len(llm.encode(prompt, special=False))

@@ -14,6 +14,8 @@ from pydantic import BaseModel, Field
 from server_process import serving
 from test_tool_request import ASK, SCHEMAS, TOOLS, tool_model_folder
 
+from llm_runtime import LLM
+
 KEY = "tools-key"
 WEATHER_ONLY = [TOOLS[0]]
 
@@ -24,10 +26,15 @@ class Person(BaseModel):
 
 
 @pytest.fixture(scope="module")
-def hermes(tmp_path_factory):
-    """An openai client on a server of a tiny random Qwen2 with Qwen2.5's tools template."""
-    folder = tool_model_folder(tmp_path_factory.mktemp("hermes"), "hermes")
-    with serving(folder, "--api-key", KEY, "--served-model-name", "tiny") as base:
+def hermes_folder(tmp_path_factory):
+    """A tiny random Qwen2 with Qwen2.5's tools template."""
+    return tool_model_folder(tmp_path_factory.mktemp("hermes"), "hermes")
+
+
+@pytest.fixture(scope="module")
+def hermes(hermes_folder):
+    """An openai client on a server of `hermes_folder`."""
+    with serving(hermes_folder, "--api-key", KEY, "--served-model-name", "tiny") as base:
         yield openai.OpenAI(base_url=base + "/v1", api_key=KEY, max_retries=0)
 
 
@@ -201,3 +208,17 @@ def test_langchain_with_structured_output(smol, method):
     # strict: the small model keeps adding keys to an object that allows them, until max_tokens
     person = chat.with_structured_output(Person, method=method, strict=True).invoke("Describe a person.")
     assert isinstance(person, Person)
+
+
+def test_a_tool_call_history_without_tools_uses_the_template_s_own_turns(hermes, hermes_folder):
+    """Chat with an earlier call and its result but no `tools`: the template renders them as it does with tools
+    (Qwen2.5's <tool_call> and <tool_response> turns), just without a tool list."""
+    history = ASK + [{"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function",
+                      "function": {"name": "add", "arguments": '{"a": 2, "b": 3}'}}]},
+                     {"role": "tool", "tool_call_id": "call_1", "content": "5"}]
+    r = hermes.chat.completions.create(model="tiny", messages=history, max_tokens=3)
+    llm = LLM(hermes_folder)
+    prompt = llm.render_chat(history)
+    assert '<tool_call>\n{"name": "add", "arguments": {"a": 2, "b": 3}}\n</tool_call>' in prompt
+    assert "<tool_response>\n5\n</tool_response>" in prompt and "<tools>" not in prompt
+    assert r.usage.prompt_tokens == len(llm.encode(prompt, special=False))

@@ -5,7 +5,7 @@ of text parts (refusal parts of an assistant turn count as text); an assistant t
 `tool_calls` (each call's `function.arguments` JSON string parsed into a dict, as templates print it with
 `tojson`); `tool_call_id` on tool messages; `name` on any message; the legacy `function_call` of an assistant
 turn (one tool call) and `function` messages (a tool result named by `name`). Other keys are ignored, as OpenAI
-ignores them.
+ignores them. Image, audio and file parts are refused in one line naming the part: the models are text-only.
 """
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from llm_runtime.errors import ParameterError
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 TEXT_PART_SEPARATOR = "\n"  # text parts of one message are joined like vLLM does
+# content parts of OpenAI's chat and Responses APIs that carry images, audio or files
+MEDIA_PARTS = ("image_url", "input_audio", "file", "input_image", "input_file")
 _KEPT = ("role", "content", "name", "tool_calls", "tool_call_id", "function_call")
 
 
@@ -59,8 +61,15 @@ def _message(message: Any, where: str) -> dict[str, Any]:
     return out
 
 
+def text_only(kind: str) -> str:
+    """The one line that refuses a content part the model cannot take."""
+    return f"this model is text-only; {kind!r} parts are not supported"
+
+
 def _part_text(part: Any, where: str) -> str:
     kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+    if kind in MEDIA_PARTS:
+        raise _error(where, text_only(kind))
     key = {"text": "text", "refusal": "refusal"}.get(kind)
     if key is None or not isinstance(part.get(key), str):
         raise _error(where, f"only text parts ({{'type': 'text', 'text': ...}}) are supported, got {kind!r}")

@@ -86,10 +86,8 @@ REQUEST_FIELDS = (
     # a penalty near 0 (or huge) pushes logits to inf and the distribution to NaN
     RequestField("repetition_penalty", Kind.REAL, "{range}, {default} is off (transformers' rule, prompt and output)",
                  Limit(0.01, 10.0), flag=True, extension=True),
-    RequestField("presence_penalty", Kind.REAL, "{range}, over generated tokens", Limit(-2.0, 2.0),
-                 CHAT_AND_COMPLETIONS, flag=True),
-    RequestField("frequency_penalty", Kind.REAL, "{range}, over generated tokens", Limit(-2.0, 2.0),
-                 CHAT_AND_COMPLETIONS, flag=True),
+    RequestField("presence_penalty", Kind.REAL, "{range}, over generated tokens", Limit(-2.0, 2.0), flag=True),
+    RequestField("frequency_penalty", Kind.REAL, "{range}, over generated tokens", Limit(-2.0, 2.0), flag=True),
     RequestField("logit_bias", Kind.TOKEN_BIAS, "token id -> {range}, up to {items} entries", Limit(-100.0, 100.0),
                  CHAT_AND_COMPLETIONS, items=MAX_LOGIT_BIAS),
     RequestField("seed", Kind.INT, "choice i of n uses seed + i", Limit(-(2**63), 2**63 - 1), flag=True),
