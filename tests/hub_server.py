@@ -17,6 +17,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
@@ -30,13 +31,15 @@ class Repo:
 
 
 class FakeHub:
-    """Repositories by "org/name"; `requests` logs (method, path) of every request; a path in `cut` is sent
-    half-way and the connection dropped (a network cut mid-file)."""
+    """Repositories by "org/name"; `requests` logs (method, path) of every request; `cut[path]`: how many more
+    times that file is sent half-way and the connection dropped (a network cut mid-file); `delay`: seconds
+    before a file's bytes are sent (a slow download)."""
 
     def __init__(self):
         self.repos: dict[str, Repo] = {}
         self.requests: list[tuple[str, str]] = []
-        self.cut: set[str] = set()
+        self.cut: dict[str, int] = {}
+        self.delay = 0.0
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
@@ -132,7 +135,9 @@ def _handler(hub: FakeHub):
             self.end_headers()
             if not body:
                 return
-            if m["path"] in hub.cut:
+            time.sleep(hub.delay)
+            if hub.cut.get(m["path"], 0) > 0:
+                hub.cut[m["path"]] -= 1
                 self.wfile.write(data[start:start + (len(data) - start) // 2])
                 self.wfile.flush()
                 self.close_connection = True

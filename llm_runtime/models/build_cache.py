@@ -19,6 +19,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from .default import home
+from .hub_name import HubName, quant_of
 
 RECORD = "entry.json"
 
@@ -84,6 +85,17 @@ def entries() -> list[CacheEntry]:
     """Every finished entry, the most recently used first."""
     found = [CacheEntry(**json.loads(p.read_text())) for p in root().glob(f"*/{RECORD}")] if root().is_dir() else []
     return sorted(found, key=lambda e: -e.last_used)
+
+
+def matching(name: HubName) -> list[CacheEntry]:
+    """The entries `name` covers: its repository's, narrowed by a revision (a branch, a tag, a commit or its
+    prefix), a :QUANT or a path when the name gives one."""
+    def covers(e: CacheEntry) -> bool:
+        return (e.repo == name.repo
+                and (name.revision is None or name.revision == e.revision or e.commit.startswith(name.revision))
+                and (name.quant is None or quant_of(e.variant + ".gguf") == name.quant.upper())
+                and (name.path is None or e.variant in (name.path, name.path.removesuffix(".gguf").rsplit("/", 1)[-1])))
+    return [e for e in entries() if covers(e)]
 
 
 def remove(entry: CacheEntry) -> None:

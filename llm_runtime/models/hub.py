@@ -112,7 +112,7 @@ def download(model: HubModel, progress: bool = True) -> Path:
     """The local copy a build reads (or, for an ONNX build, the folder loaded): a GGUF file or a folder in
     huggingface_hub's cache, at the resolved commit, holding only the files named. Asked by the revision's name,
     so that huggingface_hub records where it points, which is how the name resolves offline."""
-    bar = tqdm if progress else _Quiet
+    bar = None if progress else _Quiet  # None: huggingface_hub's own bars (HF_HUB_DISABLE_PROGRESS_BARS hides them)
     repo, revision = model.name.repo, model.name.revision
     with hub_errors(model.name):
         if model.kind == "gguf":
@@ -130,6 +130,22 @@ def download(model: HubModel, progress: bool = True) -> Path:
         raise SourceError(f"{model.name}: the revision moved from {model.commit[:12]} to {folder.name[:12]} while "
                           "downloading; try again")
     return path
+
+
+def delete_downloads(repo: str, commits: set[str]) -> int:
+    """Delete `repo`'s revisions at `commits` from huggingface_hub's cache (blobs other revisions share stay);
+    the bytes freed."""
+    try:
+        cache = hf.scan_cache_dir(hf.constants.HF_HUB_CACHE)
+    except errors.CacheNotFound:
+        return 0
+    hashes = [rev.commit_hash for r in cache.repos if r.repo_id == repo and r.repo_type == "model"
+              for rev in r.revisions if rev.commit_hash in commits]
+    if not hashes:
+        return 0
+    strategy = cache.delete_revisions(*hashes)
+    strategy.execute()
+    return strategy.expected_freed_size
 
 
 class _Quiet(tqdm):
