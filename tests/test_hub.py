@@ -174,10 +174,13 @@ def test_a_download_cut_mid_file_resumes_or_leaves_nothing_built(hub, cache):
 
 def test_concurrent_first_uses_download_and_build_once(hub, cache):
     hub.delay = 1.0  # both processes are surely waiting at once
-    code = "from llm_runtime.models.resolver import resolve_model; print(resolve_model('org/tiny', progress=False))"
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(2)]
-    outs = [p.communicate(timeout=300)[0].strip() for p in procs]
-    assert [p.returncode for p in procs] == [0, 0] and outs[0] == outs[1]
+    code = ("import logging; logging.basicConfig(level=logging.INFO); "
+            "from llm_runtime.models.resolver import resolve_model; print(resolve_model('org/tiny', progress=False))")
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0] and outs[0][0] == outs[1][0]
+    assert sum(err.count("building org/tiny") for _, err in outs) == 1
     assert hub.downloads().count("model.safetensors") == 1 and len(build_cache.entries()) == 1
 
 
