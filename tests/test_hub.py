@@ -19,6 +19,7 @@ from arch_cases import CASES
 from llm_runtime.cli.main import main
 from llm_runtime.model_builder.source import SourceError
 from llm_runtime.models import build_cache
+from llm_runtime.models.hub import choose
 from llm_runtime.models.hub_name import parse
 from llm_runtime.models.resolver import build_options_for, model_name, resolve_hub, resolve_model
 
@@ -226,3 +227,28 @@ def test_serve_names_the_model_by_its_hub_name(hub, cache):
 
     with serving("org/tiny-onnx") as base:
         assert [m["id"] for m in httpx.get(base + "/v1/models").json()["data"]] == ["org/tiny-onnx"]
+
+
+@pytest.mark.parametrize("name, files, chosen", [
+    ("o/r", ["m-Q8_0.gguf", "README.md"], ("gguf", ("m-Q8_0.gguf",))),  # the only GGUF
+    ("o/r", ["m-Q8_0.gguf", "m-Q4_K_M.gguf", "mmproj-f16.gguf"], ("gguf", ("m-Q4_K_M.gguf",))),  # llama.cpp's default
+    ("o/r:q8_0", ["sub/m-Q8_0.gguf", "m-Q8_0.gguf"], ("gguf", ("m-Q8_0.gguf",))),  # the shallowest
+    ("o/r/cpu", ["cpu/genai_config.json", "cpu/model.onnx", "cpu/README.md", "gpu/genai_config.json"],
+     ("onnx", ("cpu/genai_config.json", "cpu/model.onnx"))),
+    ("o/r", ["config.json", "model-1.safetensors", "model-2.safetensors", "model.safetensors.index.json",
+             "consolidated.safetensors", "tokenizer.json"],
+     ("safetensors", ("config.json", "model.safetensors.index.json", "tokenizer.json"))),  # shards from the index
+])
+def test_the_files_a_name_picks(name, files, chosen):
+    assert choose(parse(name), files) == chosen
+
+
+@pytest.mark.parametrize("name, files, message", [
+    ("o/r", ["cpu/genai_config.json", "gpu/genai_config.json"], "in subfolders; name one: o/r/cpu, o/r/gpu"),
+    ("o/r:Q8_0", ["m-Q8_0-00001-of-00002.gguf", "m-Q8_0-00002-of-00002.gguf"], "split into parts"),
+    ("o/r", ["config.json", "pytorch_model.bin"], "no safetensors weights, GGUF file or ONNX build in o/r"),
+    ("o/r/cpu", ["config.json", "model.safetensors"], "cpu holds no ONNX build"),
+])
+def test_names_that_pick_nothing_say_why(name, files, message):
+    with pytest.raises(SourceError, match=message):
+        choose(parse(name), files)
