@@ -56,7 +56,8 @@ class FakeHub:
 
     def downloads(self) -> list[str]:
         """The repository paths fetched with GET, in order."""
-        return [p.split("/resolve/", 1)[1].split("/", 1)[1] for m, p in self.requests if m == "GET" and "/resolve/" in p]
+        return [p.split("/resolve/", 1)[1].split("/", 1)[1] for m, p in self.requests
+                if m == "GET" and "/resolve/" in p]
 
     def __enter__(self) -> FakeHub:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

@@ -27,5 +27,6 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
 
 def recipe(args: argparse.Namespace) -> dict:
     """The recipe flags as BuildOptions keywords."""
-    return dict(precision=Precision(args.precision), target=BuildTarget(args.provider), quantizer=args.quantizer,
-                requantize=args.requantize, activations=args.activations, query_seqlens=not args.no_query_seqlens)
+    return {"precision": Precision(args.precision), "target": BuildTarget(args.provider), "quantizer": args.quantizer,
+            "requantize": args.requantize, "activations": args.activations,
+            "query_seqlens": not args.no_query_seqlens}

@@ -12,8 +12,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import huggingface_hub as hf
 import httpx2
+import huggingface_hub as hf
 from huggingface_hub import errors
 from tqdm.auto import tqdm
 
