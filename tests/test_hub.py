@@ -190,7 +190,8 @@ def test_offline_a_pulled_name_loads_from_the_cache(hub, cache, monkeypatch):
 
     folder = resolve_model("org/tiny-GGUF:Q8_0", progress=False)
     entry = resolve_hub(parse("org/tiny"), build_options_for("cpu"), progress=False)
-    build_cache.remove(entry)  # the download stays in huggingface_hub's cache, the build goes
+    assert main(["rm", "org/tiny", "--keep-download"]) == 0  # the build goes, the download stays
+    assert not Path(entry.folder).exists()
     hub.requests.clear()
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     assert resolve_model("org/tiny-GGUF:Q8_0", progress=False) == folder
