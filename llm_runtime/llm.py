@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 
 
 class LLM:
-    """A model ready to generate. `model`: a built folder, "default", a Hugging Face folder or a .gguf file
-    (the last two are built into the cache on first use), or a whole LLMConfig (what the doors build from their
+    """A model ready to generate. `model`: a built folder, "default", a Hugging Face folder, a .gguf file or a
+    Hub name such as "Qwen/Qwen2.5-0.5B-Instruct" (the last three are built into the cache on first use), or a
+    whole LLMConfig (what the doors build from their
     flags); the other arguments become one through `LLMConfig.of`."""
 
     def __init__(self, model: str | Path | LLMConfig = "default", provider: str | None = None,

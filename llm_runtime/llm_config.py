@@ -16,7 +16,8 @@ from llm_runtime.speculation import SpeculationConfig
 
 @dataclass(frozen=True)
 class LLMConfig:
-    """`model`: a built folder, "default", a Hugging Face folder or a .gguf file. `provider`: the execution
+    """`model`: a built folder, "default", a Hugging Face folder, a .gguf file or a Hub name
+    ("Qwen/Qwen2.5-0.5B-Instruct", "org/repo-GGUF:Q4_K_M"). `provider`: the execution
     provider's name ("auto" picks one). `speculation`: None, or how the engine drafts tokens."""
 
     model: str = "default"

@@ -5,16 +5,16 @@ import argparse
 from pathlib import Path
 
 from llm_runtime.model_builder.build import build
-from llm_runtime.model_builder.precision import ACTIVATIONS, GRIDS, BuildOptions, BuildTarget, Precision
+from llm_runtime.model_builder.precision import GRIDS, BuildOptions
 from llm_runtime.models.default import default_gguf
+
+from .recipe_args import add_recipe_arguments, recipe
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="Hugging Face folder, .gguf file, or 'default'")
     p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
-    p.add_argument("--precision", choices=[x.value for x in Precision], default="int4")
-    p.add_argument("--provider", choices=[x.value for x in BuildTarget], default="cpu",
-                   help="the execution provider the graph is built for")
+    add_recipe_arguments(p)
     p.add_argument("--block-size", type=int, default=32, help="quantization block size (int4/int8)")
     p.add_argument("--grid", choices=list(GRIDS),
                    help="blocks quantized from float weights: symmetric (no zero points), zero_points (packed "
@@ -23,32 +23,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--zero-points", dest="grid", action="store_const", const="zero_points",
                    help="the same as --grid zero_points")
     p.add_argument("--offsets", dest="grid", action="store_const", const="offsets", help="the same as --grid offsets")
-    p.add_argument("--quantizer", choices=["search", "rtn"], default="search",
-                   help="float weights -> blocks: per-block error search (default) or round-to-nearest (faster "
-                        "build, worse model; symmetric unless --grid says otherwise)")
-    p.add_argument("--requantize", action="store_true",
-                   help="GGUF: dequantize every tensor and quantize it again with --quantizer instead of importing "
-                        "its blocks exactly (each tensor in its own format, the default)")
-    p.add_argument("--activations", choices=list(ACTIVATIONS), default="mixed",
-                   help="CPU MatMulNBits activations: mixed (default: float into a 4-bit qkv_proj, int8 "
-                        "elsewhere), int8 (everywhere: fastest), float (everywhere: exact products, ~10x slower "
-                        "decode)")
     p.add_argument("--lm-head-bits", type=int, choices=[4, 8],
                    help="lm_head (and tied embedding) bits: 8 in an int4 CPU build unless a GGUF's own table is "
                         "imported exactly; 4 also re-quantizes a GGUF's 8-bit table (faster decode, worse model)")
-    p.add_argument("--no-query-seqlens", action="store_true",
-                   help="leave out the batching input, for onnxruntime older than 1.32 (one sequence per call)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output folder")
     p.add_argument("--verify", action="store_true", help="compare logits with transformers (needs torch)")
 
 
 def run(args) -> int:
-    opts = BuildOptions(precision=Precision(args.precision), target=BuildTarget(args.provider),
-                        block_size=args.block_size, symmetric=args.grid != "zero_points",
-                        offsets=None if args.grid is None else args.grid == "offsets",
-                        quantizer=args.quantizer, requantize=args.requantize,
-                        activations=args.activations, lm_head_bits=args.lm_head_bits,
-                        query_seqlens=not args.no_query_seqlens)
+    opts = BuildOptions(**recipe(args), block_size=args.block_size, symmetric=args.grid != "zero_points",
+                        offsets=None if args.grid is None else args.grid == "offsets", lm_head_bits=args.lm_head_bits)
     source = default_gguf() if args.source == "default" else args.source
     result = build(source, args.output, opts, force=args.force)
     print(f"built {result.folder} in {result.seconds:.1f} s")

@@ -46,10 +46,12 @@ def add_llm_arguments(p: argparse.ArgumentParser, several: bool = False) -> None
     """--model and the provider, thread, engine and speculation flags; `several`: --model may repeat (a list)."""
     p.formatter_class = ConfigDefaultsFormatter
     if several:
-        p.add_argument("--model", action="append", help="built folder, Hugging Face folder, .gguf or 'default' "
-                                                        "(repeatable: one engine per model, routed by name)")
+        p.add_argument("--model", action="append", help="built folder, Hugging Face folder, .gguf, Hub name "
+                                                        "(org/name[@revision][:QUANT]) or 'default' (repeatable: "
+                                                        "one engine per model, routed by name)")
     else:
-        p.add_argument("--model", help="built folder, Hugging Face folder, .gguf or 'default' (the default)")
+        p.add_argument("--model", help="built folder, Hugging Face folder, .gguf, Hub name "
+                                       "(org/name[@revision][:QUANT]) or 'default' (the default)")
     p.add_argument("--provider", help="cpu, cuda, tensorrt, dml, openvino, coreml or auto")
     p.add_argument("--threads", type=int, help="intra-op threads per engine (0: onnxruntime's default; on Ray, "
                                                "this machine's cores divided among the replicas)")

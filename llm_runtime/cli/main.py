@@ -13,6 +13,10 @@ from importlib import import_module
 COMMANDS = {
     "build": ("llm_runtime.cli.build",
               "build an ONNX decoder folder from a Hugging Face folder, a .gguf file or 'default'"),
+    "pull": ("llm_runtime.cli.pull",
+             "download a Hub model (org/name, org/name@revision, org/name:QUANT) and build it into the cache"),
+    "list": ("llm_runtime.cli.listing", "the Hub models in the cache: name, revision, recipe, size, last used"),
+    "rm": ("llm_runtime.cli.remove", "delete a Hub model's builds and downloaded files from the cache"),
     "generate": ("llm_runtime.cli.generate", "complete a prompt, streaming to stdout"),
     "chat": ("llm_runtime.cli.chat", "interactive chat with history (/reset clears it, /exit or Ctrl-D leaves)"),
     "batch": ("llm_runtime.cli.batch",

@@ -12,7 +12,7 @@ SAMPLE = "perplexity_sample.txt"  # in llm_runtime.prompts; its licence is in pr
 def add_arguments(p) -> None:
     p.add_argument("text", nargs="?", type=Path,
                    help=f"a UTF-8 text file (default: the bundled sample, llm_runtime/prompts/{SAMPLE})")
-    p.add_argument("--model", default="default", help="built folder, Hugging Face folder, .gguf or 'default'")
+    p.add_argument("--model", default="default", help="built folder, Hugging Face folder, .gguf, Hub name or 'default'")
     p.add_argument("--reference", help="also report KL divergence, top-1 agreement and perplexity of this model")
     p.add_argument("--context", type=int, default=512, help="tokens per window")
     p.add_argument("--stride", type=int, help="tokens between window starts (default: --context, no overlap)")
