@@ -122,7 +122,7 @@ def test_max_loaded_unloads_the_least_recently_used(folders):
     (["--model", "a", "--model", "b", "--served-model-name", "x"], "one --served-model-name per --model"),
     (["--model", "a", "--model", "b", "--served-model-name", "x", "--served-model-name", "x"],
      "two models are served as 'x'"),
-    (["--model", "one/model", "--model", "two/model"], "two models are served as 'model'"),
+    (["--model", "./one/model", "--model", "./two/model"], "two models are served as 'model'"),  # paths
     (["--model", "a", "--model", "b", "--ray"], "--ray serves one model"),
     (["--model", "a", "--max-loaded", "0"], "--max-loaded"),
 ])
