@@ -57,7 +57,7 @@ def _prepare(db: sqlite3.Connection) -> None:
                     db.execute(f"ALTER TABLE responses ADD COLUMN {column} {definition}")
                     if fill:
                         db.execute(f"UPDATE responses SET {column} = {fill}")
-            db.execute("CREATE INDEX IF NOT EXISTS responses_by_age ON responses (created_at)")
+            db.execute("CREATE INDEX IF NOT EXISTS responses_by_age ON responses (created_at, bytes)")
             db.commit()
             return
         except sqlite3.OperationalError as e:
@@ -152,5 +152,6 @@ class ResponseStore:
         return expired, evicted
 
     def flush(self) -> None:
-        """Move the write-ahead log into the database file and empty it (at shutdown)."""
-        self._db().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        """Move the write-ahead log into the database file and empty it (at shutdown; nothing if never used)."""
+        if self.path.exists():
+            self._db().execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -13,6 +13,8 @@ import httpx
 import pytest
 from server_process import launched
 
+from llm_runtime.server.response_store import ResponseStore
+
 STREAMS = 8
 LIMIT_S = 300  # for anything the loaded machine may be slow at
 
@@ -73,8 +75,13 @@ def wait_draining(base: str) -> httpx.Response:
     pytest.fail("/health never said draining")
 
 
-def test_sigterm_lets_every_stream_finish_and_refuses_new_requests(folder):
-    with launched(folder, "--served-model-name", "smol", "--shutdown-timeout", str(LIMIT_S)) as server:
+def test_sigterm_lets_every_stream_finish_and_refuses_new_requests(folder, tmp_path):
+    """... and the stored responses are flushed: the write-ahead log moved into the database file."""
+    with launched(folder, "--served-model-name", "smol", "--shutdown-timeout", str(LIMIT_S),
+                  "--data-dir", str(tmp_path)) as server:
+        stored = httpx.post(f"{server.base}/v1/responses", timeout=LIMIT_S,
+                            json={"model": "smol", "input": "Hi", "max_output_tokens": 4}).json()
+        assert (tmp_path / "responses.sqlite3-wal").stat().st_size > 0
         streams = start_streams(server.base, STREAMS, max_tokens=256)
         server.proc.send_signal(signal.SIGTERM)
         health = wait_draining(server.base)
@@ -92,6 +99,9 @@ def test_sigterm_lets_every_stream_finish_and_refuses_new_requests(folder):
         assert s.error is None and s.data[-1] == "[DONE]"
         assert json.loads(s.data[-2])["choices"][0]["finish_reason"] == "length" and text(s.data)
     assert "Traceback" not in output
+    wal = tmp_path / "responses.sqlite3-wal"
+    assert not wal.exists() or wal.stat().st_size == 0
+    assert ResponseStore(tmp_path / "responses.sqlite3").get("", stored["id"])["output"] == stored["output"]
 
 
 def test_past_the_shutdown_timeout_streams_are_cut_and_it_still_exits_0(folder):
