@@ -16,7 +16,7 @@ DESCRIPTION = """\
 Serve an OpenAI-compatible HTTP API on the batching engine, and a chat page:
   POST /v1/chat/completions  chat ("stream": true streams; tools, JSON schemas)
   POST /v1/completions       text completion
-  POST /v1/responses         the Responses API (GET, DELETE /v1/responses/ID)
+  POST /v1/responses         the Responses API (GET, DELETE /v1/responses/ID; DELETE /v1/responses: all of a key's)
   GET  /v1/models            the served models
   GET  /                     the chat page, in a browser (off: --no-web-ui)
   GET  /metrics              Prometheus metrics (API key unless --public-metrics)
