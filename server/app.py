@@ -116,14 +116,14 @@ def default_data_dir() -> Path:
 
 def create_app(models, served_model_name: str | None = None, api_keys: list[str] = (), cors_origins: list[str] = (),
                public_metrics: bool = False, web: bool = True, data_dir: Path | None = None,
-               access_log: bool = False, retention: Retention = Retention()) -> FastAPI:
+               access_log: bool = False, retention: Retention | None = None) -> FastAPI:
     """The app over `models`: a ModelRegistry (server/models.py), or one LLM served as `served_model_name` (None
     while it loads: set `app.state.models.models[name].llm` when ready; until then /health and /v1 answer 503).
     With `api_keys`, /v1 and /metrics (unless `public_metrics`) need one of them. `web`: the chat page at `/`.
     `data_dir`: where stored responses live (default $LLM_RUNTIME_HOME/server). `access_log`: one INFO line per
-    request (server/access_log.py). `retention`: how long and how much of the stored responses are kept (swept
-    while the app runs). `app.state.drain`: set its `draining` to refuse new requests (server/drain.py)."""
-    store = ResponseStore(Path(data_dir or default_data_dir()) / STORE_FILE, retention)
+    request (server/access_log.py). `retention`: how long and how much of the stored responses are kept (default
+    Retention(); swept while the app runs). `app.state.drain`: set its `draining` to refuse new requests (server/drain.py)."""
+    store = ResponseStore(Path(data_dir or default_data_dir()) / STORE_FILE, retention or Retention())
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

@@ -30,8 +30,8 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS responses (
 )"""
 # a file from before a column was kept gains it: (column, its definition, how to fill it in for the rows it has)
 ADDED = (("input_items", "TEXT NOT NULL DEFAULT '[]'", None),
-         ("bytes", "INTEGER NOT NULL DEFAULT 0", "length(CAST(response AS BLOB)) + length(CAST(conversation AS BLOB)) "
-                                                 "+ length(CAST(input_items AS BLOB))"))
+         ("bytes", "INTEGER NOT NULL DEFAULT 0", ("length(CAST(response AS BLOB)) + length(CAST(conversation AS BLOB)) "
+                                                  "+ length(CAST(input_items AS BLOB))")))
 
 
 def owner_of(key: str | None) -> str:
@@ -96,7 +96,8 @@ class ResponseStore:
         size = sum(len(t.encode()) for t in texts)
         with self._db() as db:  # one transaction, committed on leaving
             db.execute("INSERT OR REPLACE INTO responses (id, owner, created_at, response, conversation, input_items, "
-                       "bytes) VALUES (?, ?, ?, ?, ?, ?, ?)", (response["id"], owner, response["created_at"], *texts, size))
+                       "bytes) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (response["id"], owner, response["created_at"], *texts, size))
 
     def get(self, owner: str, response_id: str) -> dict | None:
         """The stored response object, or None (absent, or another owner's)."""

@@ -11,7 +11,7 @@ from server_process import serving
 from llm_runtime.cli.main import main
 
 KEYS = ("retention-key-a", "retention-key-b")
-ASK = dict(model="tiny", input="Hi", max_output_tokens=2)
+ASK = {"model": "tiny", "input": "Hi", "max_output_tokens": 2}
 LIMIT_S = 120
 
 
