@@ -122,7 +122,8 @@ def create_app(models, served_model_name: str | None = None, api_keys: list[str]
     With `api_keys`, /v1 and /metrics (unless `public_metrics`) need one of them. `web`: the chat page at `/`.
     `data_dir`: where stored responses live (default $LLM_RUNTIME_HOME/server). `access_log`: one INFO line per
     request (server/access_log.py). `retention`: how long and how much of the stored responses are kept (default
-    Retention(); swept while the app runs). `app.state.drain`: set its `draining` to refuse new requests (server/drain.py)."""
+    Retention(); swept while the app runs). `app.state.drain`: set its `draining` to refuse new requests
+    (server/drain.py)."""
     store = ResponseStore(Path(data_dir or default_data_dir()) / STORE_FILE, retention or Retention())
 
     @contextlib.asynccontextmanager
