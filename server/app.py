@@ -1,11 +1,13 @@
 """The OpenAI-compatible HTTP API on the continuous-batching engine."""
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import time
 from pathlib import Path
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
@@ -15,10 +17,13 @@ from llm_runtime.server import errors, responses, web_ui
 
 from .access_log import AccessLog, StatusRecorder
 from .completions import complete, parse
+from .drain import Drain, DrainGate
 from .errors import ERROR_RESPONSES, APIError
 from .metrics import Metrics
 from .models import ModelRegistry
 from .response_store import ResponseStore
+from .response_sweeper import ResponseSweeper
+from .retention import Retention
 from .schemas import ChatCompletion, ChatRequest, CompletionRequest, ModelCard, ModelList, TextCompletion, ok
 
 log = logging.getLogger(__name__)
@@ -104,13 +109,25 @@ def default_data_dir() -> Path:
 
 def create_app(models, served_model_name: str | None = None, api_keys: list[str] = (), cors_origins: list[str] = (),
                public_metrics: bool = False, web: bool = True, data_dir: Path | None = None,
-               access_log: bool = False) -> FastAPI:
+               access_log: bool = False, retention: Retention | None = None) -> FastAPI:
     """The app over `models`: a ModelRegistry (server/models.py), or one LLM served as `served_model_name` (None
     while it loads: set `app.state.models.models[name].llm` when ready; until then /health and /v1 answer 503).
     With `api_keys`, /v1 and /metrics (unless `public_metrics`) need one of them. `web`: the chat page at `/`.
     `data_dir`: where stored responses live (default $LLM_RUNTIME_HOME/server). `access_log`: one INFO line per
-    request (server/access_log.py)."""
-    app = FastAPI(title="llm-runtime", version="0.1.0")
+    request (server/access_log.py). `retention`: how long and how much of the stored responses are kept (default
+    Retention(); swept while the app runs). `app.state.drain`: set its `draining` to refuse new requests
+    (server/drain.py)."""
+    store = ResponseStore(Path(data_dir or default_data_dir()) / STORE_FILE, retention or Retention())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        sweeper = ResponseSweeper(store)
+        sweeper.start()
+        yield
+        await anyio.to_thread.run_sync(sweeper.stop)
+        await anyio.to_thread.run_sync(store.flush)
+
+    app = FastAPI(title="llm-runtime", version="0.1.0", lifespan=lifespan)
     if not isinstance(models, ModelRegistry):
         models = ModelRegistry.single(served_model_name, models)
     app.state.models = models
@@ -119,6 +136,8 @@ def create_app(models, served_model_name: str | None = None, api_keys: list[str]
     app.add_middleware(Gate, keys=[k.encode() for k in api_keys], metrics=metrics, public_metrics=public_metrics)
     if cors_origins:  # outermost: preflights need no key
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"], allow_headers=["*"])
+    app.state.drain = Drain()
+    app.add_middleware(DrainGate, drain=app.state.drain)  # counts every request, preflights included
     if access_log:  # outermost of all: refusals and preflights are logged too
         app.add_middleware(AccessLog)
 
@@ -169,7 +188,6 @@ def create_app(models, served_model_name: str | None = None, api_keys: list[str]
             app.openapi_schema = spec
         return app.openapi_schema
 
-    store = ResponseStore(Path(data_dir or default_data_dir()) / STORE_FILE)
     app.include_router(responses.router(models, store, metrics, keyed=bool(api_keys)))
     app.openapi = openapi
     if web:

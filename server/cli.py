@@ -9,18 +9,21 @@ from pathlib import Path
 
 from llm_runtime.cli.llm_args import add_llm_arguments, llm_config
 
+from . import retention
+
 log = logging.getLogger(__name__)
 DESCRIPTION = """\
 Serve an OpenAI-compatible HTTP API on the batching engine, and a chat page:
   POST /v1/chat/completions  chat ("stream": true streams; tools, JSON schemas)
   POST /v1/completions       text completion
-  POST /v1/responses         the Responses API (GET, DELETE /v1/responses/ID)
+  POST /v1/responses         the Responses API (GET, DELETE /v1/responses/ID; DELETE /v1/responses: all of a key's)
   GET  /v1/models            the served models
   GET  /                     the chat page, in a browser (off: --no-web-ui)
   GET  /metrics              Prometheus metrics (API key unless --public-metrics)
-  GET  /health               200 once the models are loaded, 503 until then
+  GET  /health               200 once the models are loaded, 503 until then (and while draining)
 Logs the URLs at start and a line per request (off: --no-access-log);
-`llm-runtime -v serve` adds the runtime's own lines."""
+`llm-runtime -v serve` adds the runtime's own lines. SIGTERM or Ctrl-C drains: in-flight requests finish
+(--shutdown-timeout), new ones get 503; a second signal stops at once."""
 
 
 def add_arguments(p) -> None:
@@ -44,6 +47,10 @@ def add_arguments(p) -> None:
                         "Ray Serve keeps its own request log)")
     p.add_argument("--data-dir", help="where stored responses (/v1/responses) live "
                                       "(default: $LLM_RUNTIME_HOME/server, or ~/.cache/llm-runtime/server)")
+    retention.add_arguments(p)
+    p.add_argument("--shutdown-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="on SIGTERM/SIGINT, how long requests in flight may take to finish before they are cut "
+                        "(default: %(default)g)")
     ray = p.add_argument_group("Ray Serve (the ray extra): replicas of the same server")
     ray.add_argument("--ray", action="store_true", help="serve through Ray Serve, one engine per replica")
     ray.add_argument("--address", help="the cluster: auto, ray://HOST:10001 (default: a local cluster)")
@@ -74,10 +81,13 @@ def run(args) -> int:
     from llm_runtime.llm import LLM
 
     from .app import create_app, default_data_dir
+    from .drain import DrainingServer
     from .models import Model, ModelRegistry
 
     if not 0 <= args.port < 65536:
         raise ValueError(f"--port must be in 0..65535, got {args.port}")
+    if args.shutdown_timeout < 0:
+        raise ValueError(f"--shutdown-timeout must be >= 0, got {args.shutdown_timeout}")
     sources = args.model or ["default"]
     configs = [llm_config(args, source) for source in sources]
     names = served_names(sources, args.served_model_name)
@@ -99,10 +109,11 @@ def run(args) -> int:
     registry = ModelRegistry([Model(n, loader(c) if lazy else None) for n, c in zip(names, configs)],
                              args.max_loaded)
     app = create_app(registry, None, keys, args.cors_origin, args.public_metrics, web=not args.no_web_ui,
-                     data_dir=data_dir, access_log=not args.no_access_log)
+                     data_dir=data_dir, access_log=not args.no_access_log, retention=retention.retention(args))
     # uvicorn's own start lines and access log are off: ours name the API and the chat page, and time requests
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
-                                           access_log=False))
+    server = DrainingServer(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False,
+                                           timeout_graceful_shutdown=args.shutdown_timeout),
+                            app.state.drain, args.shutdown_timeout)
     failed: list[BaseException] = []
 
     def prepare() -> None:
@@ -124,6 +135,7 @@ def run(args) -> int:
 
     threading.Thread(target=prepare, name="model-loader", daemon=True).start()
     server.run()
+    registry.shutdown()
     if failed:
         raise failed[0]
     return 0

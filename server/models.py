@@ -83,6 +83,11 @@ class ModelRegistry:
         if not all(m.llm.engine.stats().healthy for m in self.loaded()):
             raise unhealthy()
 
+    def shutdown(self) -> None:
+        """Stop every loaded engine (their threads joined); at the server's exit."""
+        for model in self.loaded():
+            model.llm.engine.shutdown()
+
     @contextlib.asynccontextmanager
     async def use(self, name: str) -> AsyncIterator[object]:
         """The model's LLM, loaded (and another unloaded) if need be; while the block runs, the model counts as

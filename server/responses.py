@@ -128,6 +128,11 @@ def router(models: ModelRegistry, store: ResponseStore, metrics: Metrics, keyed:
             raise _not_found(response_id)
         return {"id": response_id, "object": "response", "deleted": True}
 
+    @routes.delete("/v1/responses", responses=ERROR_RESPONSES)
+    async def purge(request: Request):
+        """An extension: forget every response stored under the caller's key (another key's stay)."""
+        return {"object": "response.purge", "deleted": await anyio.to_thread.run_sync(store.purge, owner(request))}
+
     return routes
 
 

@@ -1,9 +1,14 @@
 """server/response_store.py: rows by id and owner in one SQLite file, many writers at once, a hashed key."""
+import argparse
 import concurrent.futures
 import multiprocessing
 import sqlite3
+import time
+
+import pytest
 
 from llm_runtime.server.response_store import ResponseStore, owner_of
+from llm_runtime.server.retention import Retention, parse_duration
 
 
 def write_rows(path, process: int) -> None:
@@ -90,3 +95,60 @@ def test_a_file_from_before_input_items_gains_the_column(tmp_path):
     assert store.get("", "resp_old") == {"id": "resp_old"} and store.input_items("", "resp_old") == []
     store.put("", {"id": "resp_new", "created_at": 2}, [], [{"id": "msg_1", "type": "message"}])
     assert store.input_items("", "resp_new") == [{"id": "msg_1", "type": "message"}]
+
+
+def row(response_id: str, created_at: float, text: str = "") -> dict:
+    return {"id": response_id, "created_at": int(created_at), "text": text}
+
+
+def test_a_response_past_its_time_to_live_is_gone_and_swept(tmp_path):
+    store = ResponseStore(tmp_path / "r.sqlite3", Retention(ttl_s=60))
+    now = time.time()
+    store.put("a", row("resp_old", now - 120), [])
+    store.put("a", row("resp_new", now - 5), [])
+    assert store.get("a", "resp_old") is None and store.conversation("a", "resp_old") is None  # hidden at once
+    assert not store.delete("a", "resp_old") and store.get("a", "resp_new")["id"] == "resp_new"
+    assert store.sweep() == (1, 0)
+    assert [r[0] for r in sqlite3.connect(store.path).execute("SELECT id FROM responses")] == ["resp_new"]
+
+
+def test_over_the_size_cap_the_oldest_go_first(tmp_path):
+    """Rows of ~1 kB under a 2.5 kB cap: the two newest stay, whoever owns them; of two created in the same
+    second, the one stored first goes first."""
+    store = ResponseStore(tmp_path / "r.sqlite3", Retention(max_bytes=2500))
+    now = time.time()
+    for k, created in enumerate([now - 50, now - 10, now - 40, now - 30, now - 30]):
+        store.put(f"owner{k % 2}", row(f"resp_{k}", created, "x" * 1000), [])
+    assert store.size() > 5000
+    assert store.sweep() == (0, 3)
+    left = {r[0] for r in sqlite3.connect(store.path).execute("SELECT id FROM responses")}
+    assert left == {"resp_1", "resp_4"} and 2000 < store.size() <= 2500
+    assert store.sweep() == (0, 0)
+
+
+def test_purge_forgets_one_owner_only(tmp_path):
+    store = ResponseStore(tmp_path / "r.sqlite3", Retention())
+    for k in range(6):
+        store.put(f"owner{k % 2}", row(f"resp_{k}", time.time()), [])
+    assert store.purge("owner0") == 3 and store.purge("owner0") == 0
+    assert [store.get("owner1", f"resp_{k}") is not None for k in range(6)] == [False, True] * 3
+    assert all(store.get("owner0", f"resp_{k}") is None for k in range(6))
+
+
+def test_an_older_file_gains_the_size_column_filled_in(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE responses (id TEXT PRIMARY KEY, owner TEXT NOT NULL, created_at INTEGER NOT NULL, "
+                "response TEXT NOT NULL, conversation TEXT NOT NULL, input_items TEXT NOT NULL DEFAULT '[]')")
+    old.execute("INSERT INTO responses VALUES ('resp_old', '', 1, '{\"id\": \"resp_old\"}', '[]', '[]')")
+    old.commit()
+    old.close()
+    assert ResponseStore(path).size() == len('{"id": "resp_old"}') + 4
+
+
+def test_durations_read_as_the_flags_take_them():
+    assert [parse_duration(t) for t in ("30d", "12h", "15m", "3600s", "3600", "1.5")] == [
+        2592000, 43200, 900, 3600, 3600, 1.5]
+    for bad in ("0", "-1s", "3w", "soon", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_duration(bad)
