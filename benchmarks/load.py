@@ -34,8 +34,12 @@ def prompts(n: int) -> list[str]:
 def chat_texts(folder: str, n: int) -> list[str]:
     """The N requests rendered with the folder's chat template, as the server renders them: the text both
     engines tokenize, so both compute the same prompt tokens."""
-    from llm_runtime.chat.template import ChatTemplate
-    from llm_runtime.models.folder import ModelFolder
+    try:
+        from llm_runtime.chat.template import ChatTemplate
+        from llm_runtime.models.folder import ModelFolder
+    except ImportError:  # a checkout from before the runtime was grouped by concern (--before)
+        from llm_runtime.chat_template import ChatTemplate
+        from llm_runtime.model_folder import ModelFolder
 
     template = ChatTemplate.for_model(ModelFolder.open(folder))
     return [template.render([{"role": "user", "content": p}], add_generation_prompt=True) for p in prompts(n)]

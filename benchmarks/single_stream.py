@@ -122,8 +122,7 @@ class Contender:
 
 
 def _ours(folder: str, threads: int) -> Contender:
-    from llm_runtime.llm import LLM
-    from llm_runtime.sampling.params import SamplingParams
+    from llm_runtime import LLM, SamplingParams  # the public names: a --before checkout has them too
 
     llm = LLM(folder, threads=threads)
 
