@@ -13,7 +13,9 @@ import pytest
 from test_tool_request import ASK, TOOLS, tool_model_folder
 
 from llm_runtime import LLM, SamplingParams
-from llm_runtime.batch.job import BatchJob, BatchOutput, BatchRequest, LineError
+from llm_runtime.batch.job import BatchJob
+from llm_runtime.batch.output import BatchOutput
+from llm_runtime.batch.request import BatchRequest, LineError
 from llm_runtime.cli.main import main
 from llm_runtime.completion import Completion, Usage
 

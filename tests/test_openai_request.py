@@ -7,7 +7,7 @@ from pydantic import ValidationError
 from tool_templates import QWEN25
 
 from llm_runtime import SamplingParams
-from llm_runtime.batch.job import BatchRequest
+from llm_runtime.batch.request import BatchRequest
 from llm_runtime.chat.template import ChatTemplate
 from llm_runtime.cli.sampling_args import CLI_TEMPERATURE, add_sampling_arguments, sampling_params
 from llm_runtime.errors import ParameterError

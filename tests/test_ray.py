@@ -172,7 +172,8 @@ def test_python_entry_with_sampling_params_answers_as_the_local_job(tiny_build, 
     local job gives with the same params. A row's own field wins (its logprobs: false). Every row used to fail
     when the params were turned back into request fields ("Unrecognized request argument supplied")."""
     from llm_runtime import LLM, SamplingParams
-    from llm_runtime.batch.job import BatchJob, BatchOutput
+    from llm_runtime.batch.job import BatchJob
+    from llm_runtime.batch.output import BatchOutput
     from llm_runtime.models.resolver import model_name
     from llm_runtime.ray import batch
     from llm_runtime.ray.worker import output_line

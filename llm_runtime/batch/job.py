@@ -10,177 +10,23 @@ the repeat is only reported (`BatchSummary.duplicates`), so the output has one l
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import queue
 import threading
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm_runtime.completion import Chunk
 from llm_runtime.engine import QueueFullError
-from llm_runtime.errors import ParameterError
 from llm_runtime.openai.reply import ReplyStream, fold
-from llm_runtime.openai.request import OpenAIRequest, parse_request
 from llm_runtime.sampling.params import SamplingParams
 from llm_runtime.tools.request import ToolRequest
 
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory lock on the output file
-    fcntl = None
+from .output import BatchOutput
+from .request import BatchRequest, LineError
 
 log = logging.getLogger(__name__)
-
-ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}  # url -> endpoint
-
-
-class LineError(ValueError):
-    """An input line that cannot run; reported as an error line under `custom_id`."""
-
-    def __init__(self, custom_id: str, code: str, message: str):
-        super().__init__(message)
-        self.custom_id, self.code = custom_id, code
-
-
-@dataclass(frozen=True)
-class BatchRequest:
-    custom_id: str
-    request: OpenAIRequest
-
-    @property
-    def chat(self) -> bool:
-        return self.request.chat
-
-    @property
-    def prompt(self) -> str | list:
-        """Text or token ids; the chat messages when `chat`."""
-        return self.request.messages if self.chat else self.request.prompts[0]
-
-    @property
-    def params(self) -> SamplingParams:
-        return self.request.params
-
-    @classmethod
-    def parse(cls, raw: bytes, line_no: int, params: SamplingParams | None = None) -> BatchRequest:
-        """One input line -> a request, or LineError; the line's sampling fields apply over `params`."""
-        try:
-            obj = json.loads(raw)
-        except ValueError as e:  # invalid JSON or invalid UTF-8
-            raise LineError(f"line-{line_no}", "invalid_json", f"line {line_no} is not valid JSON: {e}") from None
-        if not isinstance(obj, dict):
-            raise LineError(f"line-{line_no}", "invalid_request", f"line {line_no} is not a JSON object")
-        cid = obj.get("custom_id")
-        if not isinstance(cid, str) or not cid:
-            raise LineError(f"line-{line_no}", "invalid_request",
-                            f"line {line_no} has no custom_id (a non-empty string)")
-        body, endpoint = _body(obj, cid)
-        try:
-            request = parse_request(body, endpoint, params)
-        except ParameterError as e:
-            raise LineError(cid, "invalid_request", str(e)) from None
-        if request.n != 1:
-            raise LineError(cid, "invalid_request", "n must be 1 in a batch job; give each sample its own custom_id")
-        if request.stream:
-            raise LineError(cid, "invalid_request", "stream must be false in a batch job (each line is one reply)")
-        if not request.chat and len(request.prompts) != 1:
-            raise LineError(cid, "invalid_request", "prompt must be a string or a list of token ids (one prompt "
-                                                    "per line)")
-        return cls(cid, request)
-
-
-def _body(obj: dict, cid: str) -> tuple[dict, str]:
-    """The request body and its endpoint ("chat" or "completions"), for both input forms."""
-    if "body" in obj or "url" in obj:  # an OpenAI Batch API request line
-        url, body = obj.get("url"), obj.get("body")
-        if url not in ENDPOINTS:
-            raise LineError(cid, "invalid_request", f"unsupported url {url!r} (use {' or '.join(ENDPOINTS)})")
-        if obj.get("method", "POST") != "POST":
-            raise LineError(cid, "invalid_request", f"unsupported method {obj.get('method')!r} (use POST)")
-        if not isinstance(body, dict):
-            raise LineError(cid, "invalid_request", "body must be a JSON object")
-        key = "messages" if ENDPOINTS[url] == "chat" else "prompt"
-        if key not in body:
-            raise LineError(cid, "invalid_request", f"a {url} body needs {key}")
-        return body, ENDPOINTS[url]
-    if "prompt" in obj and "messages" in obj:
-        raise LineError(cid, "invalid_request", "the request has both prompt and messages; give one")
-    if "prompt" not in obj and "messages" not in obj:
-        raise LineError(cid, "invalid_request", "the request has neither prompt nor messages")
-    body = {k: v for k, v in obj.items() if k != "custom_id"}
-    return body, "chat" if "messages" in obj else "completions"
-
-
-class BatchOutput:
-    """The output JSONL, opened for appending under an exclusive lock. Each line is flushed and fsync'd
-    before the next, so a kill loses at most the line being written, which the next open cuts off."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.f = open(path, "ab")
-        if fcntl is not None:
-            try:
-                fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                self.f.close()
-                raise ValueError(f"{path} is being written by another batch job") from None
-        try:
-            self.answered = self._scan()  # custom_ids already in the file
-        except ValueError:
-            self.f.close()
-            raise
-
-    def _scan(self) -> set[str]:
-        """Read the ids answered so far; a torn last line (no newline, or not a result) is truncated away."""
-        ids, good_end, torn_at = set(), 0, None
-        with open(self.path, "rb") as f:
-            for line_no, line in enumerate(f, 1):
-                complete = line.endswith(b"\n")
-                if complete and not line.strip():
-                    good_end += 0 if torn_at else len(line)
-                    continue
-                if torn_at is not None:
-                    raise ValueError(f"{self.path} line {torn_at} is not a batch result line; fix or remove it")
-                cid = _answered_id(line) if complete else None
-                if cid is None:
-                    torn_at = line_no
-                    continue
-                ids.add(cid)
-                good_end += len(line)
-        if torn_at is not None:
-            log.warning("%s: dropping the torn line %d left by an interrupted run", self.path, torn_at)
-            self.f.truncate(good_end)
-        return ids
-
-    def append(self, custom_id: str, response: dict | None = None, error: dict | None = None) -> None:
-        self.write(result_line(custom_id, response, error))
-
-    def write(self, line: dict) -> None:
-        """Append one result line (`result_line`'s shape), durable before this returns."""
-        self.f.write(json.dumps(line).encode() + b"\n")  # ASCII: no U+2028 or lone surrogate to split or fail on
-        self.f.flush()
-        os.fsync(self.f.fileno())
-        self.answered.add(line["custom_id"])
-
-    def close(self) -> None:
-        self.f.close()
-
-
-def result_line(custom_id: str, response: dict | None = None, error: dict | None = None) -> dict:
-    """One OpenAI batch output line: a response body or an error, under `custom_id`."""
-    return {"id": f"batch_req_{uuid.uuid4().hex[:24]}", "custom_id": custom_id, "response": response, "error": error}
-
-
-def _answered_id(line: bytes) -> str | None:
-    try:
-        obj = json.loads(line)
-    except ValueError:
-        return None
-    cid = obj.get("custom_id") if isinstance(obj, dict) else None
-    return cid if isinstance(cid, str) else None
 
 
 @dataclass

@@ -30,7 +30,8 @@ def run(args) -> int:
         return run_on_ray(args)
     from tqdm import tqdm
 
-    from llm_runtime.batch.job import BatchJob, BatchOutput
+    from llm_runtime.batch.job import BatchJob
+    from llm_runtime.batch.output import BatchOutput
     from llm_runtime.llm import LLM
     from llm_runtime.models.resolver import model_name
 

@@ -22,7 +22,9 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 
-from llm_runtime.batch.job import BatchOutput, BatchRequest, LineError, numbered_lines
+from llm_runtime.batch.job import numbered_lines
+from llm_runtime.batch.output import BatchOutput
+from llm_runtime.batch.request import BatchRequest, LineError
 from llm_runtime.llm_config import LLMConfig
 from llm_runtime.sampling.params import SamplingParams
 

@@ -7,7 +7,8 @@ import threading
 
 import pyarrow as pa
 
-from llm_runtime.batch.job import BatchJob, result_line
+from llm_runtime.batch.job import BatchJob
+from llm_runtime.batch.output import result_line
 from llm_runtime.llm import LLM
 from llm_runtime.llm_config import LLMConfig
 from llm_runtime.sampling.params import SamplingParams
