@@ -36,8 +36,7 @@ class Model:
     def sampling_defaults(self) -> dict:
         """What a request that leaves a sampling field out gets (then SamplingParams' own default)."""
         if self.recommended is None and self.llm is not None:
-            folder = getattr(self.llm, "folder", None)
-            self.recommended = dict(folder.sampling) if folder is not None else {}
+            self.recommended = dict(getattr(getattr(self.llm, "folder", None), "sampling", {}))
         return self.generation.defaults(self.recommended or {})
 
     def idle(self) -> bool:
