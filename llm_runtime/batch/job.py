@@ -65,8 +65,10 @@ class BatchRequest:
         return self.request.params
 
     @classmethod
-    def parse(cls, raw: bytes, line_no: int, params: SamplingParams | None = None) -> BatchRequest:
-        """One input line -> a request, or LineError; the line's sampling fields apply over `params`."""
+    def parse(cls, raw: bytes, line_no: int, params: SamplingParams | None = None,
+              defaults: dict | None = None) -> BatchRequest:
+        """One input line -> a request, or LineError; the line's sampling fields apply over `params`, and the
+        fields it leaves out take `defaults` (the model's recommended sampling) when `params` is None."""
         try:
             obj = json.loads(raw)
         except ValueError as e:  # invalid JSON or invalid UTF-8
@@ -79,7 +81,7 @@ class BatchRequest:
                             f"line {line_no} has no custom_id (a non-empty string)")
         body, endpoint = _body(obj, cid)
         try:
-            request = parse_request(body, endpoint, params)
+            request = parse_request(body, endpoint, params, defaults)
         except ParameterError as e:
             raise LineError(cid, "invalid_request", str(e)) from None
         if request.n != 1:
@@ -207,12 +209,14 @@ class BatchJob:
     cancelled requests are not written, so the next run redoes them. `on_line()` is called per input line
     settled by this run (written or duplicate). `src` is a JSONL file or an iterable of (line number, raw line);
     `output` anything with BatchOutput's `answered` and `append`. `params`: the SamplingParams each line's own
-    sampling fields apply over (a field a line gives wins; SamplingParams() when None)."""
+    sampling fields apply over (a field a line gives wins); when None, a field a line leaves out takes the
+    model's recommended value (`llm.folder.sampling`), then SamplingParams' own, as the server's requests do."""
 
     def __init__(self, llm, src: Path | Iterable[tuple[int, bytes]], output: BatchOutput, model_name: str, max_concurrency: int,
                  stop: threading.Event | None = None, on_line=None, params: SamplingParams | None = None):
         self.llm, self.src, self.output, self.model_name = llm, src, output, model_name
         self.params = params
+        self.defaults = dict(getattr(getattr(llm, "folder", None), "sampling", {}))
         self.max_concurrency = max_concurrency
         self.stop = stop or threading.Event()
         self.on_line = on_line or (lambda: None)
@@ -236,7 +240,7 @@ class BatchJob:
     def _admit(self, raw: bytes, line_no: int) -> BatchRequest | None:
         """The line's request if it must run; error, duplicate and already-answered lines are settled here."""
         try:
-            req, error = BatchRequest.parse(raw, line_no, self.params), None
+            req, error = BatchRequest.parse(raw, line_no, self.params, self.defaults), None
         except LineError as e:
             req, error = None, e
         cid = req.custom_id if req else error.custom_id
