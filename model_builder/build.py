@@ -28,6 +28,7 @@ from .genai_config import genai_config
 from .graph_writer import GraphWriter
 from .precision import BuildOptions, BuildTarget, Precision
 from .quant_summary import QuantSummary
+from .recommended_sampling import genai_search, recommended_sampling
 from .source import SourceError, WeightSource
 from .weights import Weights
 
@@ -106,7 +107,9 @@ def _write_folder(folder: Path, src: WeightSource, cfg, arch, opts: BuildOptions
     def dump(name: str, obj) -> None:
         (folder / name).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
-    dump("genai_config.json", genai_config(cfg, arch, opts, contract))
+    genai = genai_config(cfg, arch, opts, contract)
+    genai["search"] = genai_search(genai["search"], recommended_sampling(src.generation_config))
+    dump("genai_config.json", genai)
     dump("config.json", cfg.raw)
     gen = dict(src.generation_config)
     gen.setdefault("eos_token_id", list(cfg.eos_token_ids) if len(cfg.eos_token_ids) != 1 else cfg.eos_token_ids[0])

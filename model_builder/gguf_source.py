@@ -20,6 +20,7 @@ import numpy as np
 
 from .gguf_blocks import CONVERTERS
 from .gguf_tokenizer import build_tokenizer_files
+from .recommended_sampling import GGUF_KEYS
 from .source import QuantBlocks, SourceError, TokenizerFiles, ensure_file
 
 QT = gguf.GGMLQuantizationType
@@ -290,6 +291,9 @@ class GGUFSource:
             gen["eos_token_id"] = ends[0] if len(ends) == 1 else ends
         if (pad := self._meta("tokenizer.ggml.padding_token_id")) is not None:
             gen["pad_token_id"] = int(pad)
+        for key, name in GGUF_KEYS.items():  # the sampling the file recommends, if it says
+            if (value := self._meta(key)) is not None:
+                gen[name] = value
         return gen
 
     def _dominant_type(self) -> str:

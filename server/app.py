@@ -143,20 +143,19 @@ def create_app(models, served_model_name: str | None = None, api_keys: list[str]
 
     @app.post("/v1/chat/completions", response_model=None, responses={**ok(ChatCompletion, True), **ERROR_RESPONSES})
     async def chat_completions(req: ChatRequest, request: Request):
-        models.check(req.model)
-        r = parse(req.body(), "chat")
+        r = parse(req.body(), "chat", models.check(req.model).sampling_defaults())
         async with models.use(req.model) as llm:
             return await complete(request, r, llm, req.model, metrics)
 
     @app.post("/v1/completions", response_model=None, responses={**ok(TextCompletion, True), **ERROR_RESPONSES})
     async def completions(req: CompletionRequest, request: Request):
-        models.check(req.model)
-        r = parse(req.body(), "completions")
+        r = parse(req.body(), "completions", models.check(req.model).sampling_defaults())
         async with models.use(req.model) as llm:
             return await complete(request, r, llm, req.model, metrics)
 
     def model_card(name: str) -> dict:
-        return {"id": name, "object": "model", "created": int(start_time), "owned_by": "llm-runtime"}
+        return {"id": name, "object": "model", "created": int(start_time), "owned_by": "llm-runtime",
+                "generation_config": models.sampling_defaults(name)}
 
     start_time = time.time()
 

@@ -51,6 +51,12 @@ def add_arguments(p) -> None:
     p.add_argument("--shutdown-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="on SIGTERM/SIGINT, how long requests in flight may take to finish before they are cut "
                         "(default: %(default)g)")
+    p.add_argument("--generation-config", default="auto", metavar="auto|none|FILE",
+                   help="the sampling a request that leaves a field out gets: auto, the model's recommended settings "
+                        "(its generation_config.json); none, the documented defaults (temperature 1.0); or a JSON "
+                        "file of fields (default: %(default)s)")
+    p.add_argument("--override-generation-config", metavar="JSON",
+                   help="fields that win over --generation-config, e.g. '{\"temperature\": 0.5}'")
     ray = p.add_argument_group("Ray Serve (the ray extra): replicas of the same server")
     ray.add_argument("--ray", action="store_true", help="serve through Ray Serve, one engine per replica")
     ray.add_argument("--address", help="the cluster: auto, ray://HOST:10001 (default: a local cluster)")
@@ -79,6 +85,8 @@ def run(args) -> int:
     import uvicorn
 
     from llm_runtime.llm import LLM
+    from llm_runtime.model_builder.recommended_sampling import folder_sampling
+    from llm_runtime.openai.generation_config import GenerationConfig
 
     from .app import create_app, default_data_dir
     from .drain import DrainingServer
@@ -91,6 +99,7 @@ def run(args) -> int:
     sources = args.model or ["default"]
     configs = [llm_config(args, source) for source in sources]
     names = served_names(sources, args.served_model_name)
+    generation = GenerationConfig.of(args.generation_config, args.override_generation_config)
     keys = args.api_key + ([os.environ["LLM_RUNTIME_API_KEY"]] if os.environ.get("LLM_RUNTIME_API_KEY") else [])
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     try:
@@ -106,8 +115,8 @@ def run(args) -> int:
         return load
 
     lazy = args.max_loaded is not None
-    registry = ModelRegistry([Model(n, loader(c) if lazy else None) for n, c in zip(names, configs)],
-                             args.max_loaded)
+    registry = ModelRegistry([Model(n, loader(c) if lazy else None, generation=generation)
+                              for n, c in zip(names, configs)], args.max_loaded)
     app = create_app(registry, None, keys, args.cors_origin, args.public_metrics, web=not args.no_web_ui,
                      data_dir=data_dir, access_log=not args.no_access_log, retention=retention.retention(args))
     # uvicorn's own start lines and access log are off: ours name the API and the chat page, and time requests
@@ -122,7 +131,7 @@ def run(args) -> int:
         try:
             for name, config in zip(names, configs):
                 if lazy:
-                    config.resolved()
+                    registry.models[name].recommended = folder_sampling(config.resolved().model)
                 else:
                     registry.models[name].llm = loader(config)()
             base = f"http://{f'[{args.host}]' if ':' in args.host else args.host}:{args.port}"
@@ -151,6 +160,9 @@ def run_on_ray(args) -> int:
     if len(args.model or ()) > 1 or args.max_loaded is not None:
         raise ValueError("--ray serves one model (replicas of it): several --model and --max-loaded are not "
                          "supported with --ray")
+    if args.generation_config != "auto" or args.override_generation_config:
+        raise ValueError("--generation-config and --override-generation-config are not supported with --ray (its "
+                         "replicas sample with the model's recommended settings)")
     autoscale = ray_serve.parse_autoscale(args.autoscale) if args.autoscale else None
     keys = args.api_key + ([os.environ["LLM_RUNTIME_API_KEY"]] if os.environ.get("LLM_RUNTIME_API_KEY") else [])
     config, name = llm_config(args), (args.served_model_name or [None])[0]

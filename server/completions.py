@@ -36,10 +36,10 @@ class Submitted:
     tools: ToolRequest | None  # chat: the tools offered, whose calls the reply is parsed into
 
 
-def parse(body: dict, endpoint: str) -> OpenAIRequest:
-    """The one request mapping, its errors as 400s naming the field."""
+def parse(body: dict, endpoint: str, defaults: dict | None = None) -> OpenAIRequest:
+    """The one request mapping, its errors as 400s naming the field; `defaults`: the model's sampling defaults."""
     try:
-        return parse_request(body, endpoint)
+        return parse_request(body, endpoint, defaults=defaults)
     except ParameterError as e:
         raise bad_request(str(e), e.param, e.code) from None
 

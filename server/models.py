@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import anyio
 
+from llm_runtime.openai.generation_config import GenerationConfig
+
 from .errors import APIError
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,14 @@ class Model:
     llm: object | None = None
     preparing: int = 0  # requests between choosing this model and queueing on its engine
     last_used: float = field(default_factory=time.monotonic)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)  # serve --generation-config
+    recommended: dict | None = None  # the folder's recommended sampling; None: read from the LLM once loaded
+
+    def sampling_defaults(self) -> dict:
+        """What a request that leaves a sampling field out gets (then SamplingParams' own default)."""
+        if self.recommended is None and self.llm is not None:
+            self.recommended = dict(getattr(getattr(self.llm, "folder", None), "sampling", {}))
+        return self.generation.defaults(self.recommended or {})
 
     def idle(self) -> bool:
         if self.preparing:
@@ -72,6 +82,11 @@ class ModelRegistry:
         if (model := self.models.get(name)) is None:
             raise not_found(name)
         return model
+
+    def sampling_defaults(self, name) -> dict:
+        """The named model's sampling defaults ({} for a name not served: the request is refused later)."""
+        model = self.models.get(name) if isinstance(name, str) else None
+        return model.sampling_defaults() if model is not None else {}
 
     def loaded(self) -> list[Model]:
         return [m for m in self.models.values() if m.llm is not None]

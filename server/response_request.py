@@ -45,8 +45,9 @@ class ResponsesRequest:
     origins: tuple[str, ...] = ()  # messages[k] came from the input item origins[k] ("input[i]")
 
 
-def parse_responses(body: dict) -> ResponsesRequest:
-    """A /v1/responses body -> ResponsesRequest, or `ParameterError` naming the field."""
+def parse_responses(body: dict, defaults: dict | None = None) -> ResponsesRequest:
+    """A /v1/responses body -> ResponsesRequest, or `ParameterError` naming the field; `defaults`: the model's
+    sampling defaults (as parse_request's)."""
     fields = check_fields(body, "responses")
     for key in ("model", "input"):
         if key not in fields:
@@ -60,7 +61,7 @@ def parse_responses(body: dict) -> ResponsesRequest:
     if LOGPROBS in include:
         chat.update(logprobs=True, top_logprobs=fields.get("top_logprobs", 0))
     try:
-        params = request_params(chat, "chat")
+        params = request_params(chat, "chat", defaults)
     except ParameterError as e:
         raise ParameterError({"max_tokens": "max_output_tokens"}.get(e.param, e.param), str(e), e.code) from None
     text_format = _text_format(fields.get("text", {}))

@@ -40,9 +40,9 @@ RENAMED = {"messages": "input", "prompt": "input", "max_tokens": "max_output_tok
            "text.format": "text"}
 
 
-def _parse(body: dict) -> ResponsesRequest:
+def _parse(body: dict, models: ModelRegistry) -> ResponsesRequest:
     try:
-        return parse_responses(body)
+        return parse_responses(body, models.sampling_defaults(body.get("model")))
     except ParameterError as e:
         raise bad_request(str(e), e.param, e.code) from None
 
@@ -62,7 +62,7 @@ def router(models: ModelRegistry, store: ResponseStore, metrics: Metrics, keyed:
 
     @routes.post("/v1/responses", response_model=None, responses={**ok(ResponseObject, True), **ERROR_RESPONSES})
     async def create(body: ResponsesBody, request: Request):
-        r = _parse(body.body())
+        r = _parse(body.body(), models)
         models.check(r.model)
         who = owner(request)
         history = []

@@ -176,6 +176,8 @@ class ModelCard(BaseModel):
     object: Literal["model"]
     created: int
     owned_by: str
+    # extension: the sampling a request that leaves these fields out gets (serve --generation-config)
+    generation_config: dict[str, float] = {}
 
 
 class ModelList(BaseModel):

@@ -363,3 +363,24 @@ def test_tool_and_response_format_lines_answer_as_the_api(tmp_path):
     reply = got["json"]["response"]["body"]["choices"][0]["message"]["content"]
     assert json.loads(reply) in ({"ok": True}, {"ok": False})
     assert "response_format cannot be enforced" in got["bad"]["error"]["message"]
+
+
+def test_a_line_without_temperature_takes_the_models_recommended_one(tiny_build, tmp_path):
+    """As on the server: a model whose generation_config.json recommends temperature 0 answers a line that
+    leaves temperature out greedily, seed or not; Python params given as the base still win."""
+    import shutil
+
+    folder = shutil.copytree(tiny_build("llama-gqa2"), tmp_path / "model")
+    gen = folder / "generation_config.json"
+    gen.write_text(json.dumps({**json.loads(gen.read_text()), "temperature": 0.0}))
+    llm = LLM(folder)
+    rows = [{"custom_id": "greedy", "prompt": "Once upon", "max_tokens": 12, "ignore_eos": True, "temperature": 0},
+            *({"custom_id": f"s{seed}", "prompt": "Once upon", "max_tokens": 12, "ignore_eos": True, "seed": seed}
+              for seed in range(3))]
+    out = BatchOutput(tmp_path / "out.jsonl")
+    BatchJob(llm, jsonl(tmp_path / "in.jsonl", rows), out, "m", 4).run()
+    out.close()
+    texts = {o["custom_id"]: o["response"]["body"]["choices"][0]["text"] for o in read(tmp_path / "out.jsonl")}
+    assert set(texts.values()) == {texts["greedy"]}
+    assert BatchRequest.parse(json.dumps(rows[1]).encode(), 1, SamplingParams(), {"temperature": 0.0}).params \
+        .temperature == 1.0

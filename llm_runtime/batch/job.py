@@ -53,12 +53,14 @@ class BatchJob:
     cancelled requests are not written, so the next run redoes them. `on_line()` is called per input line
     settled by this run (written or duplicate). `src` is a JSONL file or an iterable of (line number, raw line);
     `output` anything with BatchOutput's `answered` and `append`. `params`: the SamplingParams each line's own
-    sampling fields apply over (a field a line gives wins; SamplingParams() when None)."""
+    sampling fields apply over (a field a line gives wins); when None, a field a line leaves out takes the
+    model's recommended value (`llm.folder.sampling`), then SamplingParams' own, as the server's requests do."""
 
     def __init__(self, llm, src: Path | Iterable[tuple[int, bytes]], output: BatchOutput, model_name: str, max_concurrency: int,
                  stop: threading.Event | None = None, on_line=None, params: SamplingParams | None = None):
         self.llm, self.src, self.output, self.model_name = llm, src, output, model_name
         self.params = params
+        self.defaults = dict(getattr(getattr(llm, "folder", None), "sampling", {}))
         self.max_concurrency = max_concurrency
         self.stop = stop or threading.Event()
         self.on_line = on_line or (lambda: None)
@@ -82,7 +84,7 @@ class BatchJob:
     def _admit(self, raw: bytes, line_no: int) -> BatchRequest | None:
         """The line's request if it must run; error, duplicate and already-answered lines are settled here."""
         try:
-            req, error = BatchRequest.parse(raw, line_no, self.params), None
+            req, error = BatchRequest.parse(raw, line_no, self.params, self.defaults), None
         except LineError as e:
             req, error = None, e
         cid = req.custom_id if req else error.custom_id

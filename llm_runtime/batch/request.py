@@ -40,8 +40,10 @@ class BatchRequest:
         return self.request.params
 
     @classmethod
-    def parse(cls, raw: bytes, line_no: int, params: SamplingParams | None = None) -> BatchRequest:
-        """One input line -> a request, or LineError; the line's sampling fields apply over `params`."""
+    def parse(cls, raw: bytes, line_no: int, params: SamplingParams | None = None,
+              defaults: dict | None = None) -> BatchRequest:
+        """One input line -> a request, or LineError; the line's sampling fields apply over `params`, and the
+        fields it leaves out take `defaults` (the model's recommended sampling) when `params` is None."""
         try:
             obj = json.loads(raw)
         except ValueError as e:  # invalid JSON or invalid UTF-8
@@ -54,7 +56,7 @@ class BatchRequest:
                             f"line {line_no} has no custom_id (a non-empty string)")
         body, endpoint = _body(obj, cid)
         try:
-            request = parse_request(body, endpoint, params)
+            request = parse_request(body, endpoint, params, defaults)
         except ParameterError as e:
             raise LineError(cid, "invalid_request", str(e)) from None
         if request.n != 1:

@@ -8,6 +8,7 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from llm_runtime.model_builder.contract import GraphContract
+from llm_runtime.model_builder.recommended_sampling import recommended_sampling
 
 
 class ModelFolderError(ValueError):
@@ -37,6 +38,7 @@ class ModelFolder:
     context_length: int
     vocab_size: int
     manifest: dict
+    sampling: dict  # the model's recommended sampling (generation_config.json; model_builder/recommended_sampling.py)
 
     @property
     def model_file(self) -> Path:
@@ -65,7 +67,8 @@ class ModelFolder:
         return cls(path=path, genai=genai, contract=GraphContract.from_genai_config(genai, kv_dtype, manifest.get("window_cache")),
                    tokenizer=Tokenizer.from_file(str(path / "tokenizer.json")), tokenizer_config=tok_cfg,
                    chat_template=template, eos_token_ids=eos, context_length=int(model["context_length"]),
-                   vocab_size=int(model["vocab_size"]), manifest=manifest)
+                   vocab_size=int(model["vocab_size"]), manifest=manifest,
+                   sampling=recommended_sampling(gen))
 
 
 def _kv_dtype_of(model_file: Path) -> str:

@@ -11,11 +11,12 @@ from packaging.version import Version
 
 from llm_runtime.model_builder.built_folder import is_built
 from llm_runtime.model_builder.precision import BuildOptions, BuildTarget, Precision
+from llm_runtime.model_builder.recommended_sampling import record_sampling
 from llm_runtime.model_builder.source import SourceError
 
 from . import build_cache
 from .build_cache import CacheEntry
-from .default import default_gguf, home
+from .default import RECOMMENDED_SAMPLING, default_gguf, home
 from .hub_name import HubName, parse
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ def resolve_model(model: str | Path, provider_build: str = "cpu", progress: bool
         if not is_built(folder):
             log.info("building the default model into %s", folder)
             _build(default_gguf(progress), folder, opts, progress)
+        _record_default_sampling(folder)
         return folder
     path = Path(model)
     if (path / "genai_config.json").is_file():
@@ -84,6 +86,15 @@ def resolve_hub(name: HubName, opts: BuildOptions, progress: bool = True) -> Cac
                            str(folder), str(source))
         build_cache.record(entry)
         return entry
+
+
+def _record_default_sampling(folder: Path) -> None:
+    """The default model's recommended sampling in its folder (once: a folder built before has it added)."""
+    try:
+        if record_sampling(folder, RECOMMENDED_SAMPLING):
+            log.info("recorded the default model's recommended sampling %s in %s", RECOMMENDED_SAMPLING, folder)
+    except OSError as e:  # a read-only cache: the folder serves on without it
+        log.warning("could not record the default model's recommended sampling in %s: %s", folder, e)
 
 
 def _build(source: Path, folder: Path, opts: BuildOptions, progress: bool) -> None:

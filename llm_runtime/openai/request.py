@@ -67,19 +67,23 @@ class OpenAIRequest:
         return tools.params(params, tokenizer) if tools is not None else params
 
 
-def request_params(body: dict, endpoint: str) -> SamplingParams:
-    """The body's SamplingParams (fields as the OpenAI API names them); raises `ParameterError` naming the field."""
-    return _sampling(check_fields(_object(body), endpoint), endpoint)
+def request_params(body: dict, endpoint: str, defaults: dict | None = None) -> SamplingParams:
+    """The body's SamplingParams (fields as the OpenAI API names them); raises `ParameterError` naming the field.
+    `defaults`: as parse_request's."""
+    return _sampling(check_fields(_object(body), endpoint), endpoint, defaults=defaults)
 
 
-def parse_request(body: dict, endpoint: str, base: SamplingParams | None = None) -> OpenAIRequest:
+def parse_request(body: dict, endpoint: str, base: SamplingParams | None = None,
+                  defaults: dict | None = None) -> OpenAIRequest:
     """An OpenAI-style body for `endpoint` ("chat" or "completions") -> OpenAIRequest, or `ParameterError`.
-    `base`: the params the body's sampling fields are applied to (a batch job's params given in Python)."""
+    `base`: the params the body's sampling fields are applied to (a batch job's params given in Python).
+    `defaults`: the served model's sampling defaults (GenerationConfig.defaults): fields the body leaves out
+    take these, then SamplingParams' own."""
     fields = check_fields(_object(body), endpoint)
     key = ENDPOINTS[endpoint]
     if key not in fields:
         raise ParameterError(key, f"{key} is required")
-    params = _sampling(fields, endpoint, base)
+    params = _sampling(fields, endpoint, base, defaults)
     stream = _bool(fields, "stream")
     options = fields.get("stream_options", {})
     if not isinstance(options, dict):
@@ -118,7 +122,8 @@ def _object(body) -> dict:
     return body
 
 
-def _sampling(fields: dict, endpoint: str, base: SamplingParams | None = None) -> SamplingParams:
+def _sampling(fields: dict, endpoint: str, base: SamplingParams | None = None,
+              defaults: dict | None = None) -> SamplingParams:
     # declared fields keep their names; max_completion_tokens, response_format and completions' logprobs map apart
     kw = {f.name: fields[f.name] for f in REQUEST_FIELDS if endpoint in f.endpoints and f.name in fields}
     constraint = format_constraint(fields.get("response_format"))
@@ -136,6 +141,7 @@ def _sampling(fields: dict, endpoint: str, base: SamplingParams | None = None) -
         kw.update(logprobs=True, top_logprobs=logprobs)
     if base is not None:
         kw = {**_fields_of(base, without=kw), **kw}
+    kw = {**(defaults or {}), **kw}  # the one place a served model's defaults come in
     try:
         return SamplingParams(**kw)
     except ParameterError as e:

@@ -6,6 +6,10 @@ grammar that enforces a call when `tool_choice` is "required" or names a functio
     mistral  (Mistral v0.3+)           [TOOL_CALLS][{"name": ..., "arguments": {...}}, ...]
     generic  (templates without tools) {"tool_calls": [{"name": ..., "arguments": {...}}, ...]} or {"content": "..."},
                                        described in a system section and always enforced by the constraint
+
+Whenever the grammar enforces calls, each call's arguments follow the tool's bounded schema
+(`Tool.arguments_schema`: no undeclared keys, strings and arrays bounded) and a reply holds at most
+MAX_CALLS calls: a small model that repeats one call stops there instead of running to max_tokens.
 """
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ from tokenizers import Tokenizer
 from llm_runtime.structured.constraint import JSON_OPTIONS, Constraint
 
 from .tool import Tool
+
+MAX_CALLS = 8  # calls in one reply, when the grammar enforces them and parallel calls are allowed
 
 
 @dataclass(frozen=True)
@@ -34,7 +40,7 @@ class ToolFormat:
 
     def call_schema(self, tools: tuple[Tool, ...]) -> dict:
         """One call object: {"name": <a tool's name>, <args_key>: <its arguments>}, in that order."""
-        options = [{"type": "object", "properties": {"name": {"const": t.name}, self.args_key: t.schema()},
+        options = [{"type": "object", "properties": {"name": {"const": t.name}, self.args_key: t.arguments_schema()},
                     "required": ["name", self.args_key], "additionalProperties": False} for t in tools]
         return options[0] if len(options) == 1 else {"anyOf": options}
 
@@ -57,16 +63,16 @@ class ToolFormat:
             lark = f"start: {call}\n"
         elif self.end:  # hermes: a block per call
             block = f'{_literal(self.start, tokenizer)} "\\n" {call} "\\n" {_literal(self.end, tokenizer)}'
-            more = ' ("\\n" block)*' if parallel else ""
+            more = f' ("\\n" block){{0,{MAX_CALLS - 1}}}' if parallel else ""
             lark = f"start: block{more}\nblock: {block}\n"
         else:  # mistral: a list after the marker
-            items = {"type": "array", "items": self.call_schema(tools), "minItems": 1, **({} if parallel else {"maxItems": 1})}
+            items = {"type": "array", "items": self.call_schema(tools), "minItems": 1, "maxItems": _most(parallel)}
             lark = f'start: {_literal(self.start, tokenizer)} " "? {_json_rule(items)}\n'
         return Constraint("grammar", lark, "tools")
 
     def envelope_schema(self, tools: tuple[Tool, ...], may_answer: bool, parallel: bool) -> dict:
         """The generic reply: tool calls, or (when the model may answer) a plain answer."""
-        calls = {"type": "array", "items": self.call_schema(tools), "minItems": 1, **({} if parallel else {"maxItems": 1})}
+        calls = {"type": "array", "items": self.call_schema(tools), "minItems": 1, "maxItems": _most(parallel)}
         call_reply = {"type": "object", "properties": {"tool_calls": calls}, "required": ["tool_calls"],
                       "additionalProperties": False}
         if not may_answer:
@@ -96,6 +102,10 @@ def detect_format(template_source: str | None) -> ToolFormat:
     if "<|start_header_id|>" in source and ("parameters" in source or "<|python_tag|>" in source):
         return LLAMA3
     return GENERIC
+
+
+def _most(parallel: bool) -> int:
+    return MAX_CALLS if parallel else 1
 
 
 def _json_rule(schema: dict) -> str:

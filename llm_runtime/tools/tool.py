@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from llm_runtime.errors import ParameterError
 
+from .bounded_schema import bounded_schema
 from .strict_schema import strict_schema
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")  # OpenAI's rule for function names
@@ -29,6 +30,11 @@ class Tool:
         properties beyond its own."""
         schema = self.parameters if self.parameters is not None else {"type": "object", "properties": {}}
         return strict_schema(schema) if self.strict else schema
+
+    def arguments_schema(self) -> dict:
+        """The schema a call's arguments are generated under: `schema()` closed to the properties it declares
+        and with every string and array bounded (bounded_schema.py), strict or not."""
+        return bounded_schema(self.schema())
 
     def openai(self) -> dict:
         """The tool as OpenAI spells it, which is what chat templates are given."""
