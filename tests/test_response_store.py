@@ -83,14 +83,19 @@ def test_owners_are_hashes_and_rows_survive_reopening(tmp_path):
     assert b"sk-secret-key" not in path.read_bytes()
 
 
-def test_a_file_from_before_input_items_gains_the_column(tmp_path):
-    path = tmp_path / "old.sqlite3"
+def old_file(path, columns: str, values: str):
+    """A store file from an older version: its table with `columns` after the first four, one row."""
     old = sqlite3.connect(path)
     old.execute("CREATE TABLE responses (id TEXT PRIMARY KEY, owner TEXT NOT NULL, created_at INTEGER NOT NULL, "
-                "response TEXT NOT NULL, conversation TEXT NOT NULL)")
-    old.execute("INSERT INTO responses VALUES ('resp_old', '', 1, '{\"id\": \"resp_old\"}', '[]')")
+                f"response TEXT NOT NULL, {columns})")
+    old.execute(f"INSERT INTO responses VALUES ('resp_old', '', 1, '{{\"id\": \"resp_old\"}}', {values})")
     old.commit()
     old.close()
+    return path
+
+
+def test_a_file_from_before_input_items_gains_the_column(tmp_path):
+    path = old_file(tmp_path / "old.sqlite3", "conversation TEXT NOT NULL", "'[]'")
     store = ResponseStore(path)
     assert store.get("", "resp_old") == {"id": "resp_old"} and store.input_items("", "resp_old") == []
     store.put("", {"id": "resp_new", "created_at": 2}, [], [{"id": "msg_1", "type": "message"}])
@@ -136,13 +141,8 @@ def test_purge_forgets_one_owner_only(tmp_path):
 
 
 def test_an_older_file_gains_the_size_column_filled_in(tmp_path):
-    path = tmp_path / "old.sqlite3"
-    old = sqlite3.connect(path)
-    old.execute("CREATE TABLE responses (id TEXT PRIMARY KEY, owner TEXT NOT NULL, created_at INTEGER NOT NULL, "
-                "response TEXT NOT NULL, conversation TEXT NOT NULL, input_items TEXT NOT NULL DEFAULT '[]')")
-    old.execute("INSERT INTO responses VALUES ('resp_old', '', 1, '{\"id\": \"resp_old\"}', '[]', '[]')")
-    old.commit()
-    old.close()
+    path = old_file(tmp_path / "old.sqlite3", "conversation TEXT NOT NULL, input_items TEXT NOT NULL DEFAULT '[]'",
+                    "'[]', '[]'")
     assert ResponseStore(path).size() == len('{"id": "resp_old"}') + 4
 
 
