@@ -4,7 +4,8 @@
                                            [--near-ties]
 
 Each edit is a real source file of 100-400 lines from an installed package with an instruction (rename a variable,
-add a parameter), rendered with the model's chat template; the prediction is the original file. Greedy, one process
+add a parameter), rendered with the model's chat template and the reply started with the code block's fence; the prediction is the
+original file. Greedy, one process
 and one engine (no --speculation: the prediction alone drafts), alternating with and without a prediction; the
 replies are asserted to be the same token for token (on a build that is batch-invariant, such as fp32; an int4
 build's multi-row kernels round differently and may part on a near-tie: `--near-ties` counts the replies that
@@ -44,8 +45,9 @@ def edits(llm: LLM) -> list[dict]:
         source = open(inspect.getsourcefile(importlib.import_module(module))).read()
         assert name in source and 100 <= len(source.splitlines()) <= 400, module
         content = f"{instruction} Reply with the whole edited file in one Python code block.\n\n```python\n{source}```"
-        ids = llm.encode(llm.render_chat([{"role": "user", "content": content}]), special=False)
-        out.append({"module": module, "ids": ids, "prediction": f"```python\n{source}```"})
+        # the reply is started with the code block's fence: a 135M model asked plainly tends to describe the code
+        ids = llm.encode(llm.render_chat([{"role": "user", "content": content}]) + "```python\n", special=False)
+        out.append({"module": module, "ids": ids, "prediction": f"{source}```"})
     return out
 
 

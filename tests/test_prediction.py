@@ -46,3 +46,10 @@ def test_a_single_token_realigns_only_near_the_last_aligned_position():
     assert fed([0, 1, 2, 1000, 5], prediction).propose(2) == [6, 7]
     assert fed([0, 1, 2, 1000, 250], prediction).propose(2) == []  # too far to trust one token
     assert fed([0, 1, 2, 1000, 249, 250], prediction).propose(2) == [251, 252]  # two tokens: anywhere
+
+
+def test_the_streak_counts_tokens_that_followed_the_prediction_since_the_last_divergence_or_take():
+    p = fed(PREDICTION[:5] + [7] + PREDICTION[6:9])
+    assert p.take_streak() == 2  # 107 re-aligned on one token, then 108 followed
+    p.extend(PREDICTION[9:12])
+    assert p.take_streak() == 3 and p.streak == 0

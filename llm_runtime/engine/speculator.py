@@ -8,7 +8,9 @@ length: GroupQueryAttention reads a row only up to its length, so nothing is cop
 Two draft sources: prompt lookup (`--speculation`) and a request's predicted output (`prediction`, whether or not
 the engine speculates). A row with a prediction drafts from it first, up to PREDICTION_MAX_K tokens a call (its
 policy chooses k from its acceptance, so a prediction that keeps matching drafts long runs), and falls back on
-prompt lookup, capped at `num_speculative_tokens`, where the prediction has no guess.
+prompt lookup, capped at `num_speculative_tokens`, where the prediction has no guess. A row whose drafts failed
+(a preamble before the copy, an edited span) cools down; when its output has followed the prediction for
+RESUME_STREAK tokens on its own, the cooldown ends and those tokens count as accepted drafts in its estimate.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from .sequence import Sequence
 
 
 PREDICTION_MAX_K = 32  # drafts per call from a prediction; the policy's cost model picks fewer unless they pay
+RESUME_STREAK = 4  # output tokens in a row that follow the prediction end a row's cooldown
 
 
 class Speculator:
@@ -72,6 +75,8 @@ class Speculator:
             seq = item.seq
             if budget <= 0 or seq.policy is None or seq.grammar is not None:
                 continue  # a constrained row does not draft: its mask holds for one position, not a run
+            if seq.prediction is not None and seq.policy.cooldown and seq.prediction.streak >= RESUME_STREAK:
+                seq.policy.resume(seq.prediction.take_streak())
             k = min(seq.policy.k(len(decodes), seq.params.max_tokens - seq.out.generated), budget)
             guess, predicted = self._guess(seq, k) if k > 0 else ([], False)
             if guess:

@@ -23,6 +23,7 @@ class PredictionLookup:
         self.output: list[int] = []
         self.cursor: int | None = 0  # the prediction's position the next output token is expected at; None: lost
         self.anchor = 0  # just after the last aligned position
+        self.streak = 0  # output tokens in a row that followed the prediction at the cursor
         self._ends: dict[tuple[int, ...], list[int]] = {}  # n-gram -> positions just after its occurrences, sorted
         pred = self.prediction
         for n in range(1, max_n + 1):
@@ -37,14 +38,20 @@ class PredictionLookup:
             if self.cursor is not None and self.cursor < len(pred) and pred[self.cursor] == t:
                 self.cursor += 1
                 self.anchor = self.cursor
+                self.streak += 1
             else:
-                self.cursor = self._realign()
+                self.cursor, self.streak = self._realign(), 0
 
     def propose(self, k: int) -> list[int]:
         """Up to k tokens of the prediction after the cursor; [] when lost or at its end."""
         if k <= 0 or self.cursor is None:
             return []
         return self.prediction[self.cursor:self.cursor + k]
+
+    def take_streak(self) -> int:
+        """The output tokens that followed the prediction since the last divergence or take; counting restarts."""
+        streak, self.streak = self.streak, 0
+        return streak
 
     def _realign(self) -> int | None:
         """The position just after the longest suffix of the output found in the prediction (n >= 2 anywhere,
