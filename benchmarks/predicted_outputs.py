@@ -21,18 +21,19 @@ import importlib
 import inspect
 import os
 import time
+from pathlib import Path
 
 from llm_runtime import LLM, SamplingParams
 from llm_runtime.models.resolver import resolve_model
 
 EDITS = (  # module, identifier the instruction names (checked to be in the file), instruction
     ("colorsys", "maxc", "Rename the variable `maxc` to `max_channel` everywhere."),
-    ("bisect", "insort_right", "Add a keyword parameter `unique=False` to `insort_right`; when true, do not insert "
-                               "an item equal to one already in the list."),
+    ("bisect", "insort_right", ("Add a keyword parameter `unique=False` to `insort_right`; when true, do not "
+                                "insert an item equal to one already in the list.")),
     ("fnmatch", "pat", "Rename the parameter `pat` to `pattern` everywhere."),
     ("httpx._status_codes", "phrase", "Rename the variable `phrase` to `reason_phrase` everywhere."),
-    ("anyio.lowlevel", "cancel_shielded_checkpoint", "Rename the function `cancel_shielded_checkpoint` to "
-                                                     "`shielded_checkpoint` everywhere."),
+    ("anyio.lowlevel", "cancel_shielded_checkpoint", ("Rename the function `cancel_shielded_checkpoint` to "
+                                                      "`shielded_checkpoint` everywhere.")),
     ("click.formatting", "width", "Rename the parameter `width` to `max_width` everywhere."),
     ("queue", "maxsize", "Rename `maxsize` to `capacity` everywhere."),
     ("shlex", "posix", "Rename the parameter `posix` to `posix_mode` everywhere."),
@@ -42,7 +43,7 @@ EDITS = (  # module, identifier the instruction names (checked to be in the file
 def edits(llm: LLM) -> list[dict]:
     out = []
     for module, name, instruction in EDITS:
-        source = open(inspect.getsourcefile(importlib.import_module(module))).read()
+        source = Path(inspect.getsourcefile(importlib.import_module(module))).read_text()
         assert name in source and 100 <= len(source.splitlines()) <= 400, module
         content = f"{instruction} Reply with the whole edited file in one Python code block.\n\n```python\n{source}```"
         # the reply is started with the code block's fence: a 135M model asked plainly tends to describe the code

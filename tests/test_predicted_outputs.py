@@ -54,7 +54,7 @@ FUNCTION = '''def summarize(orders, tax_rate=0.2):
 '''
 EDIT = [{"role": "user", "content": "Rename the variable `totals` to `per_customer` in this function. Reply with "
                                     "the whole function in a Python code block.\n\n" + FUNCTION}]
-GREEDY = dict(max_tokens=160, temperature=0)
+GREEDY = {"max_tokens": 160, "temperature": 0}
 
 
 @pytest.fixture(scope="module")

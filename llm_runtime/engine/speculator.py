@@ -26,7 +26,6 @@ from llm_runtime.speculation.prediction import PredictionLookup
 from .scheduler import Scheduled
 from .sequence import Sequence
 
-
 PREDICTION_MAX_K = 32  # drafts per call from a prediction; the policy's cost model picks fewer unless they pay
 RESUME_STREAK = 4  # output tokens in a row that follow the prediction end a row's cooldown
 
