@@ -11,7 +11,7 @@ replies are asserted to be the same token for token (on a build that is batch-in
 build's multi-row kernels round differently and may part on a near-tie: `--near-ties` counts the replies that
 differ instead of asserting). Batch 1: decode tok/s, (tokens - 1) / (time from the first
 token to the last), summed over the edits. Batch 8: all edits submitted together, aggregate tok/s from submit to the
-last token. Also: usage's accepted and rejected prediction tokens, and tokens emitted per verification (from the
+last token, prompts computed anew (the prefix cache is reset before each). Also: usage's accepted and rejected prediction tokens, and tokens emitted per verification (from the
 engine's counters). The load average before and after is printed: on a shared machine, figures move with it.
 """
 from __future__ import annotations
@@ -114,6 +114,7 @@ def main() -> None:
     for r in range(args.rounds):
         row, replies = {}, {}
         for name in ("plain", "predicted") if r % 2 == 0 else ("predicted", "plain"):
+            llm.reset_prefix_cache()  # both pay for their prompts: the second would reuse the first's
             begin = time.perf_counter()
             handles = [llm.submit(e["ids"], params(e if name == "predicted" else None)) for e in todo[:8]]
             replies[name] = [h.result().token_ids for h in handles]
