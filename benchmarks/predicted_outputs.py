@@ -4,15 +4,15 @@
                                            [--near-ties]
 
 Each edit is a real source file of 100-400 lines from an installed package with an instruction (rename a variable,
-add a parameter), rendered with the model's chat template and the reply started with the code block's fence; the prediction is the
-original file. Greedy, one process
-and one engine (no --speculation: the prediction alone drafts), alternating with and without a prediction; the
-replies are asserted to be the same token for token (on a build that is batch-invariant, such as fp32; an int4
-build's multi-row kernels round differently and may part on a near-tie: `--near-ties` counts the replies that
-differ instead of asserting). Batch 1: decode tok/s, (tokens - 1) / (time from the first
-token to the last), summed over the edits. Batch 8: all edits submitted together, aggregate tok/s from submit to the
-last token, prompts computed anew (the prefix cache is reset before each). Also: usage's accepted and rejected prediction tokens, and tokens emitted per verification (from the
-engine's counters). The load average before and after is printed: on a shared machine, figures move with it.
+add a parameter), rendered with the model's chat template and the reply started with the code block's fence; the
+prediction is the original file. Greedy, one process and one engine (no --speculation: the prediction alone
+drafts), alternating with and without a prediction; the replies are asserted to be the same token for token (on a
+batch-invariant build, such as fp32; an int4 build's multi-row kernels round differently and may part on a
+near-tie: `--near-ties` counts the replies that differ instead of asserting). Batch 1: decode tok/s, (tokens - 1)
+/ (time from the first token to the last), summed over the edits. Batch 8: all edits submitted together,
+aggregate tok/s from submit to the last token, prompts computed anew (the prefix cache is reset before each).
+Also: usage's accepted and rejected prediction tokens, and tokens emitted per verification (from the engine's
+counters). The load average before and after is printed: on a shared machine, figures move with it.
 """
 from __future__ import annotations
 
