@@ -18,6 +18,8 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0  # of the prompt tokens, those taken from the prefix cache instead of computed
+    accepted_prediction_tokens: int = 0  # drafted tokens of the request's prediction that verification accepted
+    rejected_prediction_tokens: int = 0  # drafted tokens of the request's prediction that it rejected
 
     @property
     def total_tokens(self) -> int:

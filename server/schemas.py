@@ -27,6 +27,14 @@ TokenKey = Annotated[str, Field(pattern=r"^[0-9]{1,12}$")]  # a token id, as a J
 Text = Annotated[str, Field(max_length=MAX_TEXT)]
 
 
+class Prediction(BaseModel):
+    """Predicted Outputs: `content` is the text, or text parts (checked by llm_runtime.openai.request)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    type: Literal["content"]
+    content: Text | Annotated[list[dict], Field(max_length=MAX_MESSAGES)]
+
+
 def _annotation(f: RequestField):
     """The pydantic type of a declared field's value: `limit` bounds the value or each entry, `items` the entries."""
     match f.kind:
@@ -43,6 +51,8 @@ def _annotation(f: RequestField):
             return Annotated[list[Annotated[int, Field(**_bounds(f.limit))]], Field(max_length=f.items)]
         case Kind.TOKEN_BIAS:
             return Annotated[dict[TokenKey, Annotated[float, Field(**_bounds(f.limit))]], Field(max_length=f.items)]
+        case Kind.PREDICTION:
+            return Prediction
 
 
 class Body(BaseModel):

@@ -206,7 +206,8 @@ def mixed_rows() -> list[dict]:
         if i % 4 == 0:
             rows.append({"custom_id": f"r{i}", "prompt": f"Story {i}:", **GREEDY})
         elif i % 4 == 1:
-            rows.append({"custom_id": f"r{i}", "messages": [{"role": "user", "content": f"hi {i}"}], **GREEDY})
+            rows.append({"custom_id": f"r{i}", "messages": [{"role": "user", "content": f"hi {i}"}], **GREEDY,
+                         "prediction": {"type": "content", "content": f"hi {i}, hello"}})  # drafts, same reply
         elif i % 4 == 2:
             rows.append({"custom_id": f"r{i}", "method": "POST", "url": "/v1/completions",
                          "body": {"model": "x", "prompt": f"Item {i}", **GREEDY}})
@@ -258,6 +259,8 @@ def test_mixed_job_gives_one_line_per_custom_id(tiny_build, tmp_path, capsys):
             want = llm.generate(req["prompt"], SamplingParams(**GREEDY))
         assert text == want.text and body["choices"][0]["finish_reason"] == want.finish_reason
         cached = body["usage"].pop("prompt_tokens_details")["cached_tokens"]  # what lines before it left cached
+        details = body["usage"].pop("completion_tokens_details", None)  # chat only (drafts may not pay in a batch)
+        assert ("messages" in req) == (details is not None and details["accepted_prediction_tokens"] >= 0)
         assert body["usage"] == {"prompt_tokens": want.usage.prompt_tokens,
                                  "completion_tokens": want.usage.completion_tokens,
                                  "total_tokens": want.usage.total_tokens} and 0 <= cached < want.usage.prompt_tokens

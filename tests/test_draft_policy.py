@@ -74,3 +74,12 @@ def test_drafts_pay_for_their_call_alone_but_not_a_lone_probe_in_a_large_batch()
     assert drafts_pay(expected=8 * 3.5, width=4, **every)  # three each, nearly always taken: 2.98x the cost, 3.5x tokens
     assert not drafts_pay(expected=8 * 2.9, width=4, **every)  # mostly taken is not enough: 2.9x tokens
     assert not drafts_pay(expected=8 * 1.9, width=4, **every)  # three each, mostly rejected
+
+
+def test_outside_evidence_ends_a_cooldown_and_raises_the_estimate():
+    p = DraftPolicy(max_k=32, fail_limit=1)
+    p.update(3, 0)
+    assert p.cooldown == 4 and p.k(1, 100) == 0
+    rate = p.rate
+    p.resume(8)  # the output followed the prediction for 8 tokens on its own
+    assert p.cooldown == 0 and p.failures == 0 and p.rate > rate and p.k(1, 100) >= 2

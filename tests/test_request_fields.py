@@ -59,7 +59,7 @@ CASES = {
         "reasoning_effort": ("low", UNSUPPORTED, {}),
         "verbosity": ("low", UNSUPPORTED, {}),
         "moderation": ({"model": "omni-moderation-latest"}, UNSUPPORTED, {}),
-        "prediction": ({"type": "content", "content": "Say"}, HINT, {}),
+        "prediction": ({"type": "content", "content": "Say"}, OK, {}),
         "store": (True, HINT, {}),
         "metadata": ({"k": "v"}, HINT, {}),
         "service_tier": ("auto", HINT, {}),

@@ -63,7 +63,7 @@ class Engine:
                  speculation: SpeculationConfig | None = None):
         self.runner, self.cache = runner, cache
         self.config = config or EngineConfig()
-        self.speculator = Speculator(speculation, cache) if speculation else None
+        self.speculator = Speculator(speculation, cache)  # speculation None: only requests' predictions draft
         self.folder = runner.folder
         self.constraints = ConstrainedRows(self.folder)  # structured output: grammar states and masks
         self.scheduler = Scheduler(cache, self.config)
@@ -113,8 +113,8 @@ class Engine:
         seq.sampler = RequestSampler(params, seq.prompt_ids, eos, seq.out.token_text)
         seq.handle = RequestHandle(self, seq.id, loop, params.logprobs)
         self.constraints.attach(seq)  # compiles the constraint (cached): one that cannot compile raises here
-        if self.speculator is not None:
-            self.speculator.attach(seq)
+        prediction = params.prediction and self.folder.tokenizer.encode(params.prediction, add_special_tokens=False).ids
+        self.speculator.attach(seq, prediction)
         return seq
 
     def _check_fits(self, tokens: int) -> None:
@@ -148,7 +148,7 @@ class Engine:
         sp = self.speculator
         return EngineStats(len(s.running), len(s.waiting), self.cache.nbytes, int(self.cache.lengths.sum()),
                            self.steps, self.generated, self.prompt_tokens, s.reused_tokens, self.healthy,
-                           *((sp.drafted, sp.accepted, sp.verifications) if sp else ()))
+                           sp.drafted, sp.accepted, sp.verifications)
 
     # ---- who steps --------------------------------------------------------------------------------------------
 
@@ -208,8 +208,7 @@ class Engine:
         forced chunks and verified runs in others), sample, post-process. The caller holds the engine's lock."""
         self._take_cancellations()
         plan = self.scheduler.schedule()
-        if self.speculator is not None:
-            plan = self.speculator.draft(plan, self.scheduler.token_budget - sum(len(item.tokens) for item in plan))
+        plan = self.speculator.draft(plan, self.scheduler.token_budget - sum(len(item.tokens) for item in plan))
         if not plan:
             time.sleep(0.001)  # waiting requests that do not fit yet
             return
@@ -285,8 +284,11 @@ class Engine:
             seq.next_token = token
         else:  # a constrained row feeds its sampled token and the forced ones after it
             seq.next_token, seq.forced = picks[0][0], [t for t, _ in picks[1:len(chunks)]]
+        emitted = [t for c in chunks for t in c.token_ids]
         if seq.proposer is not None:
-            seq.proposer.extend(t for c in chunks for t in c.token_ids)
+            seq.proposer.extend(emitted)
+        if seq.prediction is not None:
+            seq.prediction.extend(emitted)
         if not seq.out.finished and seq.grammar is not None and seq.grammar.done:
             chunks.append(seq.out.cancel())
         chunk = Chunk.join(chunks)
@@ -305,7 +307,9 @@ class Engine:
         """End `seq` with `last` (its final chunk, whose usage gets the prompt tokens the prefix cache gave it, or
         an error) and free its slot."""
         if isinstance(last, Chunk) and last.usage is not None:
-            last = replace(last, usage=replace(last.usage, cached_tokens=seq.reused))
+            last = replace(last, usage=replace(last.usage, cached_tokens=seq.reused,
+                                               accepted_prediction_tokens=seq.prediction_accepted,
+                                               rejected_prediction_tokens=seq.prediction_rejected))
         self.constraints.release(seq)
         self.scheduler.finish(seq)
         self._sequences.pop(seq.id, None)

@@ -4,6 +4,13 @@ A decoding row that drafts feeds its last token plus k drafts as one chunk of k 
 logits (`Scheduled.draft`). After the call, the walk of `acceptance.verify_run` picks at each position with the
 request's own sampling chain; the row keeps the accepted drafts' keys and values and rewinds the rest by its cache
 length: GroupQueryAttention reads a row only up to its length, so nothing is copied or cleared.
+
+Two draft sources: prompt lookup (`--speculation`) and a request's predicted output (`prediction`, whether or not
+the engine speculates). A row with a prediction drafts from it first, up to PREDICTION_MAX_K tokens a call (its
+policy chooses k from its acceptance, so a prediction that keeps matching drafts long runs), and falls back on
+prompt lookup, capped at `num_speculative_tokens`, where the prediction has no guess. A row whose drafts failed
+(a preamble before the copy, an edited span) cools down; when its output has followed the prediction for
+RESUME_STREAK tokens on its own, the cooldown ends and those tokens count as accepted drafts in its estimate.
 """
 from __future__ import annotations
 
@@ -13,27 +20,47 @@ import numpy as np
 
 from llm_runtime.kv_cache import KVCache
 from llm_runtime.speculation import SpeculationConfig, verify_run
-from llm_runtime.speculation.policy import drafts_pay
+from llm_runtime.speculation.policy import DraftPolicy, drafts_pay
+from llm_runtime.speculation.prediction import PredictionLookup
 
 from .scheduler import Scheduled
 from .sequence import Sequence
+
+PREDICTION_MAX_K = 32  # drafts per call from a prediction; the policy's cost model picks fewer unless they pay
+RESUME_STREAK = 4  # output tokens in a row that follow the prediction end a row's cooldown
 
 
 class Speculator:
     """The engine's speculation: per-sequence proposer and policy, drafting within the step's token budget,
     acceptance and rewinding, and the counters /metrics reports."""
 
-    def __init__(self, config: SpeculationConfig, cache: KVCache):
-        self.config, self.cache = config, cache
+    def __init__(self, config: SpeculationConfig | None, cache: KVCache):
+        self.config, self.cache = config, cache  # config None: only predictions draft
         self.drafted = self.accepted = self.verifications = 0
 
-    def attach(self, seq: Sequence) -> None:
-        """A new sequence gets a proposer fed with its prompt and its own draft policy. Not with sliding-window
-        layers: their window-sized caches drop the oldest rows to make room, and a rewind cannot bring them back."""
-        if self.cache.window_rows:
+    def attach(self, seq: Sequence, prediction: list[int] | None = None) -> None:
+        """A new sequence gets a proposer fed with its prompt (when the engine speculates), a prediction proposer
+        (when the request brings one, as token ids) and its own draft policy. Not with sliding-window layers: their
+        window-sized caches drop the oldest rows to make room, and a rewind cannot bring them back."""
+        if self.cache.window_rows or (self.config is None and not prediction):
             return
-        seq.proposer = self.config.proposer(seq.prompt_ids)
-        seq.policy = self.config.policy()
+        if self.config is not None:
+            seq.proposer = self.config.proposer(seq.prompt_ids)
+        if prediction:
+            seq.prediction = PredictionLookup(prediction)
+            seq.policy = DraftPolicy(max_k=PREDICTION_MAX_K, accepted=4.0, tried=5.0)  # a prior that trusts it
+        else:
+            seq.policy = self.config.policy()
+
+    def _guess(self, seq: Sequence, k: int) -> tuple[list[int], bool]:
+        """Up to k drafts and whether they come from the prediction."""
+        if seq.prediction is not None:
+            guess = seq.prediction.propose(k)
+            if guess:
+                return guess, True
+        if seq.proposer is None:
+            return [], False
+        return seq.proposer.propose(min(k, self.config.num_speculative_tokens)), False
 
     def draft(self, plan: list[Scheduled], budget: int) -> list[Scheduled]:
         """The plan with drafts added to its one-token decodes (not constrained rows), at most `budget` draft
@@ -45,12 +72,14 @@ class Speculator:
         expected = 0.0
         for item in decodes:
             seq = item.seq
-            if budget <= 0 or seq.proposer is None or seq.grammar is not None:
+            if budget <= 0 or seq.policy is None or seq.grammar is not None:
                 continue  # a constrained row does not draft: its mask holds for one position, not a run
+            if seq.prediction is not None and seq.policy.cooldown and seq.prediction.streak >= RESUME_STREAK:
+                seq.policy.resume(seq.prediction.take_streak())
             k = min(seq.policy.k(len(decodes), seq.params.max_tokens - seq.out.generated), budget)
-            guess = seq.proposer.propose(k) if k > 0 else []
+            guess, predicted = self._guess(seq, k) if k > 0 else ([], False)
             if guess:
-                drafted[id(item)] = Scheduled(seq, item.tokens + guess, tuple(guess))
+                drafted[id(item)] = Scheduled(seq, item.tokens + guess, tuple(guess), predicted=predicted)
                 expected += seq.policy.expected(len(guess))
                 budget -= len(guess)
         if not drafted:
@@ -72,6 +101,9 @@ class Speculator:
         self.drafted += len(item.draft)
         self.accepted += accepted
         self.verifications += 1
+        if item.predicted:  # usage's accepted_prediction_tokens and rejected_prediction_tokens
+            seq.prediction_accepted += accepted
+            seq.prediction_rejected += len(item.draft) - accepted
         seq.cached += 1 + accepted
         self.cache.lengths[seq.slot] = seq.cached
         return run

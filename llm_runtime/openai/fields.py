@@ -80,7 +80,6 @@ FIELDS: dict[str, dict[str, FieldRule]] = {
         "web_search_options": unsupported("there is no web search"),
         "reasoning_effort": unsupported("the model is not a reasoning model"),
         "verbosity": unsupported("the model has no verbosity setting"),
-        "prediction": hint("predicted outputs only make OpenAI's generation faster, never different"),
         "store": hint("nothing is stored for OpenAI's distillation or evals"),
         "metadata": hint("tags for stored completions; nothing is stored"),
         "service_tier": hint("there is one tier"),

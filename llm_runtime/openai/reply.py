@@ -61,6 +61,7 @@ class ReplyStream:
         self.completion_tokens = 0
         self.n = n
         self.cached = [0] * choices  # each choice's prompt tokens taken from the prefix cache
+        self.accepted_prediction = self.rejected_prediction = 0  # drafted prediction tokens, over all choices
         self.offsets = [0] * choices  # characters of each choice's tokens so far (text_offset), after any echo
 
     def _chunk(self, choice: dict) -> dict:
@@ -83,6 +84,8 @@ class ReplyStream:
         self.completion_tokens += len(chunk.token_ids)
         if chunk.usage is not None:
             self.cached[i] = chunk.usage.cached_tokens
+            self.accepted_prediction += chunk.usage.accepted_prediction_tokens
+            self.rejected_prediction += chunk.usage.rejected_prediction_tokens
         if self.tool_deltas is not None:
             return self._tool_chunks(i, chunk)
         if not chunk.text and not chunk.finish_reason and not chunk.logprobs:
@@ -122,6 +125,10 @@ class ReplyStream:
         usage = {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                  "total_tokens": self.prompt_tokens + self.completion_tokens,
                  "prompt_tokens_details": {"cached_tokens": cached}}
+        if self.chat:
+            usage["completion_tokens_details"] = {"reasoning_tokens": 0,
+                                                  "accepted_prediction_tokens": self.accepted_prediction,
+                                                  "rejected_prediction_tokens": self.rejected_prediction}
         return [{**self.base, "choices": [], "usage": usage}]
 
 

@@ -96,6 +96,8 @@ def parse_request(body: dict, endpoint: str, base: SamplingParams | None = None,
     if model is not None and not isinstance(model, str):
         raise ParameterError("model", "must be a string")
     if endpoint == "chat":
+        if params.prediction is not None:
+            _check_prediction(params, fields)
         tools = parse_tools(fields.get("tools"))
         choice = parse_tool_choice(fields.get("tool_choice"), tools)
         parallel = _bool(fields, "parallel_tool_calls", default=True)
@@ -126,6 +128,8 @@ def _sampling(fields: dict, endpoint: str, base: SamplingParams | None = None,
               defaults: dict | None = None) -> SamplingParams:
     # declared fields keep their names; max_completion_tokens, response_format and completions' logprobs map apart
     kw = {f.name: fields[f.name] for f in REQUEST_FIELDS if endpoint in f.endpoints and f.name in fields}
+    if "prediction" in kw:
+        kw["prediction"] = prediction_text(kw["prediction"])
     constraint = format_constraint(fields.get("response_format"))
     if constraint is not None:
         kw["constraint"] = constraint
@@ -148,6 +152,30 @@ def _sampling(fields: dict, endpoint: str, base: SamplingParams | None = None,
         if e.param == "top_logprobs" and endpoint == "completions":
             raise ParameterError("logprobs", str(e).replace("top_logprobs", "logprobs", 1)) from None
         raise
+
+
+def prediction_text(prediction) -> str:
+    """OpenAI's `prediction` object ({"type": "content", "content": text or text parts}) -> its text."""
+    if not isinstance(prediction, dict) or prediction.get("type") != "content" or set(prediction) - {"type", "content"}:
+        raise ParameterError("prediction", 'must be an object {"type": "content", "content": ...}')
+    content = prediction.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and content and all(
+            isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content):
+        return "".join(p["text"] for p in content)
+    raise ParameterError("prediction.content", "must be a string or a list of text parts")
+
+
+def _check_prediction(params: SamplingParams, fields: dict) -> None:
+    """What OpenAI refuses with Predicted Outputs is refused here too (400 invalid_value, naming the field)."""
+    for name, refused, what in (("n", params.n > 1, "n greater than 1"), ("logprobs", params.logprobs, "logprobs"),
+                                ("tools", bool(fields.get("tools")), "tools (function calling)"),
+                                ("presence_penalty", params.presence_penalty > 0, "presence_penalty greater than 0"),
+                                ("frequency_penalty", params.frequency_penalty > 0, "frequency_penalty greater than 0")):
+        if refused:
+            raise ParameterError(name, f"Invalid parameter: {what} is not supported with predicted outputs.",
+                                 "invalid_value")
 
 
 def _fields_of(base: SamplingParams, without: dict) -> dict:

@@ -42,6 +42,7 @@ class Kind(Enum):
     STRINGS = "string or list of strings"  # `limit`: each string's length
     TOKEN_IDS = "list of token ids"  # `limit`: each id
     TOKEN_BIAS = "object: token id -> number"  # `limit`: each value
+    PREDICTION = "object: {type: content, content: string or text parts}"  # SamplingParams holds the text
 
 
 CHAT, COMPLETIONS, RESPONSES = "chat", "completions", "responses"
@@ -104,6 +105,9 @@ REQUEST_FIELDS = (
                  extension=True),
     RequestField("grammar", Kind.TEXT, "a Lark grammar (llguidance's dialect) the reply matches", None,
                  CHAT_AND_COMPLETIONS, extension=True),
+    RequestField("prediction", Kind.PREDICTION, "Predicted Outputs: text the reply is expected to repeat (a file "
+                 "being edited); drafts verified like any, so the reply is the same, sooner; not with n > 1, tools, "
+                 "logprobs or penalties > 0 (OpenAI's limits); the Python API takes the text", None, (CHAT,)),
 )
 
 # field -> range (of each entry, for lists and objects): SamplingParams checks these, the server's models declare them

@@ -49,6 +49,7 @@ class SamplingParams:
     regex: str | None = None  # a regular expression the whole reply must match
     grammar: str | None = None  # a Lark grammar (llguidance's dialect) the reply must match
     json_object: bool = False  # the reply is any JSON object
+    prediction: str | None = None  # a predicted output: a draft source, tokenized when the request is submitted
     skip_special_tokens: bool = True  # special tokens are left out of the text (tool-call markers need them)
     constraint: Constraint | None = field(default=None, repr=False)  # built from the fields above, or given whole
 
@@ -65,6 +66,8 @@ class SamplingParams:
         if self.top_logprobs and not self.logprobs:
             raise ParameterError("top_logprobs", "requires logprobs to be true")
         _bool("json_object", self.json_object)
+        if self.prediction is not None and not isinstance(self.prediction, str):
+            raise ParameterError("prediction", f"must be a string, got {type(self.prediction).__name__}")
         _bool("skip_special_tokens", self.skip_special_tokens)
         object.__setattr__(self, "constraint", _constraint(self))
 

@@ -90,6 +90,12 @@ class DraftPolicy:
         self.batch = batch
         return min(max(best_k(self.rate, self.max_k, batch), 1), remaining - 1)
 
+    def resume(self, matched: int) -> None:
+        """End a cooldown on outside evidence: the output followed the draft source for `matched` tokens on its
+        own, which drafts would have had accepted (a prediction that the output is copying again)."""
+        self.update(matched, matched)
+        self.cooldown = 0
+
     def update(self, drafted: int, accepted: int) -> None:
         """Record one verification: `accepted` of `drafted` drafts were taken (the first rejection ends the run:
         the drafts after it were never tried)."""
