@@ -22,6 +22,7 @@ import os
 import platform
 import random
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -215,7 +216,7 @@ def report(args, s: Soak, samples: list[dict], t0: float, t1: float, after: dict
     late = [d for t, d in ok if t >= (t1 - t0) - window]
     loads = [x["load"] for x in samples]
     lines = [f"# {datetime.now(timezone.utc):%Y-%m-%d}, soak of `llm-runtime serve`", "",
-             f"Command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`", "",
+             f"Command: `python benchmarks/{Path(__file__).name} {shlex.join(sys.argv[1:])}`", "",
              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores ({_cpu_name()}); "
              f"load average (1 min) {min(loads, default=0):.1f}-{max(loads, default=0):.1f} over the run "
              f"(the soak's own clients included). Model `{args.model}`, {args.clients} clients, "
