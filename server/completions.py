@@ -107,6 +107,8 @@ async def complete(request: Request, r: OpenAIRequest, llm, model: str, metrics:
         collecting.cancel()
         return Response(status_code=499)
     if e := collecting.exception():
+        if isinstance(e, ParameterError):  # a constraint that fails mid-reply (llm_runtime/structured)
+            raise _refused(e, r.chat)
         log.error("generation failed", exc_info=e)
         raise APIError(500, f"generation failed: {e}", "server_error")
     return JSONResponse(fold(collecting.result(), r.chat, r.choices, r.params.logprobs))
@@ -126,6 +128,8 @@ async def _sse(chunks, handles):
     try:
         async for c in chunks:
             yield json.dumps(c, separators=(",", ":"))
+    except ParameterError as e:  # a constraint that fails mid-reply: the request's error, as an event
+        yield json.dumps(bad_request(str(e), e.param, e.code).body())
     except Exception as e:  # a failure after streaming began: an error event, then [DONE]
         log.error("generation failed", exc_info=e)
         yield json.dumps(APIError(500, f"generation failed: {e}", "server_error").body())

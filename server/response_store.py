@@ -75,18 +75,25 @@ class ResponseStore:
         self._local = threading.local()
         self._ready = threading.Lock()
         self._made = False
+        self._open: dict[threading.Thread, sqlite3.Connection] = {}
 
     def _db(self) -> sqlite3.Connection:
-        """This thread's connection; the first one makes the folder, the file and its table."""
+        """This thread's connection; the first one makes the folder, the file and its table. A new one closes those
+        of threads that have ended: worker threads come and go, and theirs would hold two file descriptors each
+        until the cyclic garbage collector found them."""
         db = getattr(self._local, "db", None)
         if db is None:
             with self._ready:
                 if not self._made:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
-                db = sqlite3.connect(self.path, timeout=LOCK_WAIT_S)  # a writer waits for another's lock
+                # another thread closes it once this one has ended; until then only this one uses it
+                db = sqlite3.connect(self.path, timeout=LOCK_WAIT_S, check_same_thread=False)
                 if not self._made:
                     _prepare(db)
                     self._made = True
+                for ended in [t for t in self._open if not t.is_alive()]:
+                    self._open.pop(ended).close()
+                self._open[threading.current_thread()] = db
             db.execute("PRAGMA synchronous=NORMAL")  # in WAL mode: durable at each checkpoint, never corrupt
             self._local.db = db
         return db

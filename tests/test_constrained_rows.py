@@ -171,6 +171,17 @@ def test_bad_constraints_fail_at_submit_with_the_reason(smol_llm):
     assert e.value.param == "regex" and smol_llm.engine.constraints.active == 0
 
 
+def test_a_constraint_too_large_to_build_fails_each_time(tiny_llm):
+    """`a{1000000}` compiles, then llguidance's lexer limit is met at the first token; the next request, sharing the
+    compiled form, meets it at its first mask, which then allows only EOS. Each is a ParameterError (found by
+    fuzzing the server: a 500, then an empty reply with finish_reason "stop" that matched nothing)."""
+    for _ in range(2):
+        with pytest.raises(ParameterError, match="regex cannot be enforced: lexer error") as e:
+            tiny_llm.generate("x", SamplingParams(regex="a{1000000}", max_tokens=4))
+        assert e.value.param == "regex"
+    assert tiny_llm.engine.constraints.active == 0
+
+
 def test_a_constraint_compiles_once(smol_llm):
     compiler = smol_llm.engine.constraints.compiler
     before = compiler.compiles

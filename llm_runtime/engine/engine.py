@@ -16,6 +16,7 @@ from functools import partial
 import numpy as np
 
 from llm_runtime.completion import Chunk, TokenLogprob
+from llm_runtime.errors import ParameterError
 from llm_runtime.graph.runner import ModelRunner
 from llm_runtime.kv_cache import CacheFullError, KVCache, round_up
 from llm_runtime.sampling.params import SamplingParams
@@ -248,6 +249,9 @@ class Engine:
                     else:
                         picks = [self.next_token(seq, rows[0], masks.row(seq) if masks is not None else None)]
                         picks += self._forced(seq, picks[0][0])
+                except ParameterError as e:  # the request's constraint failed mid-reply: its own error, no bug
+                    self._finish(seq, e)
+                    continue
                 except Exception as e:  # one request's sampling failure ends that request, not the engine
                     log.exception("request %d failed", seq.id)
                     self._finish(seq, EngineError(f"generation failed: {e}"))

@@ -13,6 +13,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
+from llm_runtime.errors import ParameterError
+
 from .constraint import GrammarCompiler
 from .grammar_state import GrammarState
 from .token_mask import MaskBatch
@@ -81,12 +83,14 @@ class ConstrainedRows:
     def advance(self, seq, token: int, room: int) -> list[int]:
         """Consume a sampled token; the forced tokens after it (at most `room`), consumed too."""
         grammar = seq.grammar
-        if not grammar.consume(token):
-            raise RuntimeError(f"token {token} broke the grammar: {grammar.error}")
-        forced = grammar.forced()[:max(room, 0)] if self.fast_forward else []
-        if forced and not grammar.consume_forced(forced):
-            raise RuntimeError(f"forced tokens broke the grammar: {grammar.error}")
-        return forced
+        forced = []
+        if grammar.consume(token):
+            forced = grammar.forced()[:max(room, 0)] if self.fast_forward else []
+            if not forced or grammar.consume_forced(forced):
+                return forced
+        # a token the mask allowed fails only where llguidance meets a limit in what it builds lazily (a regex of
+        # `a{1000000}` compiles, then its lexer grows too large at the first mask or token): the request's fault
+        raise ParameterError(seq.params.constraint.param, f"cannot be enforced: {grammar.error.splitlines()[0]}")
 
     def release(self, seq) -> None:
         if getattr(seq, "grammar", None) is not None:

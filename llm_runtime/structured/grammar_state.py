@@ -28,6 +28,8 @@ class GrammarState:
 
     def consume(self, token: int) -> bool:
         """Advance over a sampled token; False (and an error state) if the grammar did not allow it."""
+        if self.matcher.is_error():  # its mask allowed only EOS, which an erring matcher takes: no match
+            return False
         if token in self.eos_ids and self.accepting:
             return True  # the end of the reply: nothing left to match
         ok = self.matcher.consume_token(int(token))

@@ -146,7 +146,8 @@ def parse_tool_choice(choice, tools: tuple[Tool, ...], param: str = "tool_choice
         if choice == "required" and not tools:
             raise ParameterError(param, "is 'required' but no tools were given")
         return choice
-    name = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+    function = choice.get("function") if isinstance(choice, dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
     if isinstance(choice, dict) and "name" in choice and name is None:  # legacy function_call={"name": ...}
         name = choice["name"]
     if not isinstance(name, str):
