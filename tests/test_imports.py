@@ -96,6 +96,13 @@ def test_every_package_has_a_layer():
     assert {package_of(name) for name in MODULES if name != "llm_runtime"} == set(LAYERS)
 
 
+def test_every_folder_of_code_is_installed():
+    """pyproject.toml lists every folder that holds our modules, so the wheel misses none."""
+    listed = set(package_dirs().values())
+    folders = {f.parent for top in {*listed} for f in top.rglob("*.py") if "__pycache__" not in f.parts}
+    assert folders <= listed
+
+
 def test_layers_point_one_way():
     assert layer_violations() == []
 
