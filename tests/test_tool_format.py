@@ -1,5 +1,5 @@
-"""Tool formats: picked from the chat template's text; for "required" and a named tool_choice (and always in the
-generic format) the grammar admits only calls whose arguments match the tool's schema. Random walks through the
+"""Tool formats: picked from the chat template's text; for "required", a named tool_choice and "auto" (always in
+the generic format; "auto" but for Llama 3's) the grammar admits only calls whose arguments match the tool's schema. Random walks through the
 grammar (any allowed token at each step) stand in for a model: every walk that ends parses and validates."""
 from __future__ import annotations
 
@@ -51,10 +51,12 @@ def test_detect_format_from_the_template_text():
     assert detect_format(CHATML) is GENERIC and detect_format(None) is GENERIC
 
 
-def walk(compiler, constraint, rng, limit=400) -> str | None:
-    """Random tokens the grammar allows, fast-forwarding what it forces, until it ends (None past `limit`)."""
+def walk(compiler, constraint, rng, limit=400, prefix=()) -> str | None:
+    """Random tokens the grammar allows after `prefix`, fast-forwarding what it forces, until it ends (None past
+    `limit`)."""
     state = GrammarState(compiler.matcher(constraint), [compiler.tokenizer.eos_token])
-    masks, ids = MaskBatch(compiler.vocab_size), []
+    masks, ids = MaskBatch(compiler.vocab_size), list(prefix)
+    assert all(state.consume(token) for token in prefix)
     while len(ids) < limit:
         forced = state.forced()
         if forced:
@@ -75,8 +77,8 @@ def walk(compiler, constraint, rng, limit=400) -> str | None:
 @pytest.mark.parametrize("choice", ["required", "add", "auto"])
 def test_enforced_calls_always_parse_and_match_the_schema(compiler, tokenizer, fmt, choice):
     constraint = fmt.constraint(TOOLS, choice, parallel=True, tokenizer=tokenizer)
-    if choice == "auto" and fmt.native:
-        assert constraint is None  # the model chooses freely
+    if choice == "auto" and fmt is LLAMA3:
+        assert constraint is None  # its call is JSON from the first token: it cannot be told from an answer
         return
     rng, replies = np.random.default_rng(0), []
     while len(replies) < 6:
@@ -87,9 +89,25 @@ def test_enforced_calls_always_parse_and_match_the_schema(compiler, tokenizer, f
         if choice == "auto" and not reply.tool_calls:
             assert isinstance(reply.content, str)
             continue
-        assert reply.tool_calls and reply.content is None, reply
+        assert reply.tool_calls and (choice == "auto" or reply.content is None), reply  # auto: text may come first
         for call in reply.tool_calls:
             assert choice in ("required", "auto") or call.name == choice
+            jsonschema.validate(json.loads(call.arguments), SCHEMAS[call.name])
+
+
+@pytest.mark.parametrize("fmt", [HERMES, MISTRAL])
+def test_auto_holds_a_call_the_reply_starts_after_its_text(compiler, tokenizer, fmt):
+    """With "auto" the reply may be text, then calls: once the marker comes, the call follows the schema (a model
+    asked for a non-strict tool wrote keys it made up, or ran on, before)."""
+    constraint = fmt.constraint(TOOLS, "auto", parallel=True, tokenizer=tokenizer)
+    prefix = tokenizer.encode("Let me see.", add_special_tokens=False).ids + [tokenizer.token_to_id(fmt.start)]
+    rng, replies = np.random.default_rng(2), []
+    while len(replies) < 6:
+        if (text := walk(compiler, constraint, rng, prefix=prefix)) is not None:
+            replies.append(parse_reply(fmt, text, stream_arguments=True))
+    for reply in replies:
+        assert reply.tool_calls and reply.content.strip() == "Let me see.", reply
+        for call in reply.tool_calls:
             jsonschema.validate(json.loads(call.arguments), SCHEMAS[call.name])
 
 

@@ -1,5 +1,6 @@
 """How a model writes tool calls: one row per native format, picked from the chat template's text, and the
-grammar that enforces a call when `tool_choice` is "required" or names a function.
+grammar that enforces a call when `tool_choice` is "required" or names a function, and with "auto" holds the
+calls a reply makes to their schemas.
 
     hermes   (Qwen2.5, Qwen3, Hermes)  <tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>, one block per call
     llama3   (Llama 3.1-3.3, JSON)     {"name": ..., "parameters": {...}} as the whole reply
@@ -46,7 +47,9 @@ class ToolFormat:
 
     def constraint(self, tools: tuple[Tool, ...], choice: str, parallel: bool, tokenizer: Tokenizer) -> Constraint | None:
         """The grammar a reply must follow for `choice` ("auto", "required" or a tool's name), or None when the
-        model chooses freely (native formats with "auto")."""
+        model chooses freely: "none", and "auto" where a call cannot be told from text (Llama 3's JSON reply, or a
+        marker the tokenizer splits). With "auto" the model may answer in text or call; the calls it makes are
+        held to their schemas like required ones."""
         if choice == "none" or not tools:
             return None
         if choice not in ("auto", "required"):
@@ -56,19 +59,23 @@ class ToolFormat:
         parallel = parallel and self.parallel
         if self.envelope:
             return Constraint.json_schema(self.envelope_schema(tools, choice == "auto", parallel), "tools")
-        if choice == "auto":
-            return None
+        marker = tokenizer.token_to_id(self.start)
+        if choice == "auto" and (self.json_at_start or marker is None):
+            return None  # a call that is JSON from the start, or a marker of several tokens, cannot be told from text
         call = _json_rule(self.call_schema(tools))
+        rules = ""
         if self.json_at_start:  # llama3: the reply is the call
-            lark = f"start: {call}\n"
+            calls = call
         elif self.end:  # hermes: a block per call
             block = f'{_literal(self.start, tokenizer)} "\\n" {call} "\\n" {_literal(self.end, tokenizer)}'
-            more = f' ("\\n" block){{0,{MAX_CALLS - 1}}}' if parallel else ""
-            lark = f"start: block{more}\nblock: {block}\n"
+            calls = "block" + (f' ("\\n" block){{0,{MAX_CALLS - 1}}}' if parallel else "")
+            rules = f"block: {block}\n"
         else:  # mistral: a list after the marker
             items = {"type": "array", "items": self.call_schema(tools), "minItems": 1, "maxItems": _most(parallel)}
-            lark = f'start: {_literal(self.start, tokenizer)} " "? {_json_rule(items)}\n'
-        return Constraint("grammar", lark, "tools")
+            calls = f'{_literal(self.start, tokenizer)} " "? {_json_rule(items)}'
+        if choice == "auto":  # any text without the marker, then calls or nothing: the calls it makes are held
+            return Constraint("grammar", f"start: text ({calls})?\ntext: <[^{marker}]>*\n{rules}", "tools")
+        return Constraint("grammar", f"start: {calls}\n{rules}", "tools")
 
     def envelope_schema(self, tools: tuple[Tool, ...], may_answer: bool, parallel: bool) -> dict:
         """The generic reply: tool calls, or (when the model may answer) a plain answer."""

@@ -45,6 +45,8 @@ class ToolRequest:
     def params(self, params: SamplingParams, tokenizer: Tokenizer) -> SamplingParams:
         """`params` with the constraint that enforces this choice, and the call markers kept in the text."""
         constraint = self.fmt.constraint(self.tools, self.choice, self.parallel, tokenizer)
+        if constraint is not None and self.choice == "auto" and params.constrained:
+            constraint = None  # the request's own constraint (a response format) wins; "auto" calls stay free then
         if constraint is None:
             return dataclasses.replace(params, skip_special_tokens=False) if self.choice != "none" else params
         if params.constrained:
