@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS = {
     "llm_runtime.model_builder": 0,  # imports nothing of the runtime
     "llm_runtime.kv_cache": 1, "llm_runtime.errors": 1, "llm_runtime.completion": 1, "llm_runtime.prompts": 1,
-    "llm_runtime.models": 2, "llm_runtime.speculation": 2, "llm_runtime.structured": 2, "llm_runtime.chat": 2,
+    "llm_runtime.models": 2, "llm_runtime.adapters": 2, "llm_runtime.speculation": 2, "llm_runtime.structured": 2, "llm_runtime.chat": 2,
     "llm_runtime.graph": 3, "llm_runtime.sampling": 3,
     "llm_runtime.tools": 4, "llm_runtime.engine": 4,
     "llm_runtime.openai": 5, "llm_runtime.evaluation": 5, "llm_runtime.llm_config": 5,
