@@ -25,7 +25,7 @@ import pytest
 from peft_adapters import base_config, peft_model
 
 from llm_runtime.adapters import read_adapter, read_onnx_adapter, read_peft_folder, write_onnx_adapter
-from llm_runtime.adapters.genai_adapter import parameter_name
+from llm_runtime.adapters.genai_adapter import lora_inputs, parameter_name
 from llm_runtime.errors import AdapterError
 
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -183,9 +183,18 @@ def genai_greedy(model, adapters, name: str | None, n: int) -> list[int]:
     return out
 
 
-def test_genai_generates_with_our_adapter_as_peft_does(tiny_hf, llama_peft, tmp_path):
-    import onnxruntime_genai as og
+def peft_greedy(model, n: int) -> list[int]:
     import torch
+
+    with torch.no_grad():
+        return model.generate(input_ids=torch.tensor([PROMPT]), do_sample=False, max_new_tokens=n,
+                              min_new_tokens=n)[0, len(PROMPT):].tolist()
+
+
+def test_genai_generates_with_our_adapters_as_peft_does(tiny_hf, llama_peft, tmp_path):
+    """The model takes all seven linears at one rank; a second adapter (q and v only, ranks 2 and 6) is padded to
+    it with zeros, and both adapters run in one onnxruntime-genai model."""
+    import onnxruntime_genai as og
 
     hf = tiny_hf("llama-gqa2")
     subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o",
@@ -193,17 +202,32 @@ def test_genai_generates_with_our_adapter_as_peft_does(tiny_hf, llama_peft, tmp_
                     "--extra_options", f"adapter_path={llama_peft}"],
                    check=True, capture_output=True, env={**os.environ, **OFFLINE})
     extract_adapter_inputs(tmp_path / "baked", tmp_path / "model")
-    write_onnx_adapter(read_adapter(llama_peft, "a"), tmp_path / "a.onnx_adapter", naming="genai")
+    inputs = lora_inputs(tmp_path / "model" / "model.onnx")
+    assert len(inputs) == 14 and inputs["model.layers.1.self_attn.k_proj"] == (64, 32)
+    peft_model(hf, seed=5, r=6, lora_alpha=3, target_modules=["q_proj", "v_proj"],
+               rank_pattern={"v_proj": 2}).save_pretrained(tmp_path / "qv")
+    for name, folder in (("all", llama_peft), ("qv", tmp_path / "qv")):
+        write_onnx_adapter(read_adapter(folder, name), tmp_path / f"{name}.onnx_adapter", "genai", pad_to=inputs)
     model = og.Model(str(tmp_path / "model"))
     adapters = og.Adapters(model)
-    adapters.load(str(tmp_path / "a.onnx_adapter"), "a")
+    for name in ("all", "qv"):
+        adapters.load(str(tmp_path / f"{name}.onnx_adapter"), name)
     reference = peft_model(hf, adapter=llama_peft)
-    with torch.no_grad():
-        run = lambda: reference.generate(input_ids=torch.tensor([PROMPT]), do_sample=False, max_new_tokens=24,
-                                         min_new_tokens=24)[0, len(PROMPT):].tolist()
-        with_adapter = run()
-        with reference.disable_adapter():
-            base = run()
-    assert with_adapter != base
-    assert genai_greedy(model, adapters, "a", 24) == with_adapter
+    with reference.disable_adapter():
+        base = peft_greedy(reference, 24)
+    for name, folder in (("all", llama_peft), ("qv", tmp_path / "qv")):
+        want = peft_greedy(peft_model(hf, adapter=folder), 24)
+        assert want != base
+        assert genai_greedy(model, adapters, name, 24) == want, name
     assert genai_greedy(model, adapters, None, 24) == base
+
+
+def test_padding_refuses_a_module_the_model_lacks(llama_peft, tmp_path):
+    adapter = read_adapter(llama_peft, "a")
+    fewer = {m: (p.a.shape[1], p.b.shape[0]) for m, p in adapter.pairs.items() if "mlp" not in m}
+    with pytest.raises(AdapterError, match="adapts model.layers.0.mlp.down_proj, for which the model takes no LoRA"):
+        write_onnx_adapter(adapter, tmp_path / "a.onnx_adapter", pad_to=fewer)
+    wrong = {**{m: (p.a.shape[1], p.b.shape[0]) for m, p in adapter.pairs.items()},
+             "model.layers.0.self_attn.k_proj": (64, 64)}
+    with pytest.raises(AdapterError, match="k_proj has in 64 and out 32; the model's LoRA inputs have in 64 and out 64"):
+        write_onnx_adapter(adapter, tmp_path / "a.onnx_adapter", pad_to=wrong)

@@ -11,10 +11,16 @@ the scale folded into B:
 A model built by onnxruntime-genai's builder names its modules `model.layers.0.attn.q_proj` (attention is `attn`,
 not `self_attn`; the MLP's names are Hugging Face's), and its LoRA MatMuls' weights `...lora_A.MatMul.weight`
 before ExtractAdapters renames them. All of these are read; `write_onnx_adapter` writes either naming.
+
+ExtractAdapters gives every LoRA input of a model one symbolic rank, `lora_r`, and a rank-0 default: an adapter
+for such a model must feed all of them at one rank, in the model's dtype. `lora_inputs` reads what a model takes,
+and `write_onnx_adapter(..., pad_to=lora_inputs(model))` pads every factor with zeros to the adapter's largest rank
+and writes zero factors for the modules it does not adapt, which changes no output.
 """
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -82,13 +88,51 @@ def read_onnx_adapter(path: Path, name: str, config: ModelConfig | None = None) 
     return LoraAdapter(name=name, pairs=split_fused(pairs, config, where), source=where)
 
 
-def write_onnx_adapter(adapter: LoraAdapter, path: Path, naming: str = "hf", dtype=np.float32) -> Path:
+def lora_inputs(model_path: Path) -> dict[str, tuple[int, int]]:
+    """Hugging Face module name -> (in, out) of every LoRA input pair of an ONNX model (A [in, r], B [r, out])."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(model_path), load_external_data=False).graph
+    except Exception as e:  # onnx raises DecodeError, OSError... on a bad file
+        raise AdapterError(f"{model_path}: not a readable ONNX model ({type(e).__name__}: {e})") from None
+    dims = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
+    shapes = {}
+    for key, shape in dims.items():
+        m, b = NAME.fullmatch(key), dims.get(key.replace(".lora_A.", ".lora_B."))
+        if m and m["factor"] == "A" and len(shape) == 2 and b is not None and len(b) == 2:
+            shapes[GENAI_ATTN.sub(r"\1self_attn.", m["module"])] = (shape[0], b[1])
+    return shapes
+
+
+def padded(adapter: LoraAdapter, shapes: Mapping[str, tuple[int, int]]) -> dict[str, LoraPair]:
+    """Factors for every module of `shapes` at the adapter's largest rank: its own padded with zeros, zeros for the
+    rest (x @ 0 adds nothing)."""
+    extra = sorted(set(adapter.pairs) - set(shapes))
+    if extra:
+        raise AdapterError(f"adapter {adapter.name!r} adapts {extra[0]}, for which the model takes no LoRA input")
+    r, out = adapter.rank, {}
+    for module, (d_in, d_out) in shapes.items():
+        a, b = np.zeros((r, d_in), np.float32), np.zeros((d_out, r), np.float32)
+        if module in adapter.pairs:
+            pair = adapter.pairs[module]
+            if pair.a.shape[1] != d_in or pair.b.shape[0] != d_out:
+                raise AdapterError(f"adapter {adapter.name!r}: {module} has in {pair.a.shape[1]} and out "
+                                   f"{pair.b.shape[0]}; the model's LoRA inputs have in {d_in} and out {d_out}")
+            a[: pair.rank], b[:, : pair.rank] = pair.a, pair.b
+        out[module] = LoraPair(a, b)
+    return out
+
+
+def write_onnx_adapter(adapter: LoraAdapter, path: Path, naming: str = "hf", dtype=np.float32,
+                       pad_to: Mapping[str, tuple[int, int]] | None = None) -> Path:
     """Write `adapter` as an .onnx_adapter: each factor as the MatMul's right-hand side ([in, r] and [r, out],
-    scale in B), named for a model with Hugging Face module names ("hf") or onnxruntime-genai builder's ("genai")."""
+    scale in B), named for a model with Hugging Face module names ("hf") or onnxruntime-genai builder's ("genai").
+    `pad_to` (module -> (in, out), as `lora_inputs` reads them) writes one rank for all of a model's LoRA inputs."""
     import onnxruntime as ort
 
     params = {}
-    for module, pair in adapter.pairs.items():
+    for module, pair in (adapter.pairs if pad_to is None else padded(adapter, pad_to)).items():
         for factor, value in (("A", pair.a), ("B", pair.b)):
             params[parameter_name(module, factor, naming)] = ort.OrtValue.ortvalue_from_numpy(
                 np.ascontiguousarray(value.T, dtype=dtype))
