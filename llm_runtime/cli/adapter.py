@@ -1,6 +1,7 @@
 """`llm-runtime adapter convert SRC OUT --to folder|onnx_adapter`: a LoRA adapter from any format we read (PEFT
 folder or ours, llama.cpp GGUF LoRA, .onnx_adapter) written as our folder or as onnxruntime-genai's .onnx_adapter;
-with `--base`, checked against that model first."""
+with `--base`, checked against that model first; with `--pad-for`, padded to feed every LoRA input of an ONNX
+model."""
 from __future__ import annotations
 
 import argparse
@@ -23,6 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     convert.add_argument("--naming", choices=("hf", "genai"), default="hf",
                          help="onnx_adapter parameter names: Hugging Face module names (Olive's convert-adapters) "
                               "or onnxruntime-genai builder's (model.layers.N.attn.q_proj)")
+    convert.add_argument("--pad-for", type=Path, metavar="MODEL.onnx",
+                         help="onnx_adapter for this model: every LoRA input it takes, at one rank (zeros added)")
 
 
 def base_config(path: Path):
@@ -50,7 +53,10 @@ def run(args) -> int:
     if args.to == "folder":
         write_folder(adapter, args.output)
     else:
-        write_onnx_adapter(adapter, args.output, args.naming)
+        from llm_runtime.adapters.genai_adapter import lora_inputs
+
+        pad_to = lora_inputs(args.pad_for) if args.pad_for else None
+        write_onnx_adapter(adapter, args.output, args.naming, pad_to=pad_to)
     print(f"wrote {args.output}: {adapter.name}, {len(adapter.pairs)} linears, rank up to {adapter.rank}, "
           f"{adapter.nbytes / 1e6:.2f} MB")
     return 0
