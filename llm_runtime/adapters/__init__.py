@@ -8,5 +8,5 @@ from .lora import LoraAdapter, LoraPair
 from .peft_folder import read_peft_folder
 from .reader import read_adapter
 
-__all__ = ["LoraAdapter", "LoraPair", "check_fits", "linear_shapes", "read_adapter", "read_folder", "write_folder",
-           "read_onnx_adapter", "write_onnx_adapter", "read_gguf_lora", "read_peft_folder"]
+__all__ = ["LoraAdapter", "LoraPair", "check_fits", "linear_shapes", "read_adapter", "read_folder", "read_gguf_lora",
+           "read_onnx_adapter", "read_peft_folder", "write_folder", "write_onnx_adapter"]

@@ -90,6 +90,8 @@ def factor_name(key: str, where: str) -> tuple[str, str]:
                 raise AdapterError(f"{where}: the adapter targets {module}, an embedding or the lm_head; only "
                                    "linears inside the layers are applied")
             return module, factor
+    if name.endswith(".lora_B.bias"):
+        raise AdapterError(f"{where}: tensor {key} is a bias on lora_B (lora_bias); it is not applied")
     if "lora_magnitude_vector" in name:
         raise AdapterError(f"{where}: tensor {key} is a DoRA magnitude vector; DoRA is not applied")
     if "lora_embedding" in name:
