@@ -1,6 +1,7 @@
 """Predicted Outputs on code edits: the same greedy replies with the original file as prediction, and how much sooner.
 
     python benchmarks/predicted_outputs.py [--model default] [--rounds 1] [--max-tokens 192] [--threads 2]
+                                           [--edits 8] [--concurrent 8] [--cached-prompts] [--no-single]
                                            [--near-ties]
 
 Each edit is a real source file of 100-400 lines from an installed package with an instruction (rename a variable,
@@ -10,7 +11,10 @@ drafts), alternating with and without a prediction; the replies are asserted to 
 batch-invariant build, such as fp32; an int4 build's multi-row kernels round differently and may part on a
 near-tie: `--near-ties` counts the replies that differ instead of asserting). Batch 1: decode tok/s, (tokens - 1)
 / (time from the first token to the last), summed over the edits. Batch 8: all edits submitted together,
-aggregate tok/s from submit to the last token, prompts computed anew (the prefix cache is reset before each).
+aggregate tok/s from submit to the last token (and per CPU second of this process), prompts computed anew (the prefix cache is reset before each), or
+with `--cached-prompts` taken from the prefix cache in both arms (an untimed warm-up submits them together first,
+each to its own slot), so that the figure is the decode phase's (on a slow machine a larger model's prefill
+would be most of the time). `--no-single` skips the batch-1 part.
 Also: usage's accepted and rejected prediction tokens, and tokens emitted per verification (from the engine's
 counters). The load average before and after is printed: on a shared machine, figures move with it.
 """
@@ -69,11 +73,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--max-tokens", type=int, default=192)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--edits", type=int, default=len(EDITS), help="the first N edits (a larger model: fewer)")
+    ap.add_argument("--concurrent", type=int, default=8, help="edits submitted together (0: skip that part)")
+    ap.add_argument("--cached-prompts", action="store_true", help="concurrent part: prompts from the prefix cache")
+    ap.add_argument("--no-single", action="store_true", help="skip the batch-1 part")
     ap.add_argument("--near-ties", action="store_true", help="count differing replies instead of asserting")
     args = ap.parse_args()
     print(f"load average before: {os.getloadavg()}", flush=True)
     llm = LLM(str(resolve_model(args.model)), threads=args.threads)
-    todo = edits(llm)
+    todo = edits(llm)[:args.edits]
 
     def params(edit: dict | None) -> SamplingParams:
         return SamplingParams(max_tokens=args.max_tokens, temperature=0, prediction=edit and edit["prediction"])
@@ -85,7 +93,7 @@ def main() -> None:
         assert args.near_ties or a == b, f"{what}: the replies differ"
         return int(a != b)
     start = llm.engine.stats()
-    for r in range(args.rounds):
+    for r in range(0 if args.no_single else args.rounds):
         for i, edit in enumerate(todo):
             runs = {}
             for name in ("plain", "predicted") if (r + i) % 2 == 0 else ("predicted", "plain"):
@@ -99,29 +107,39 @@ def main() -> None:
                   f"plain {(len(runs['plain'][0]) - 1) / runs['plain'][1]:.1f} tok/s, predicted "
                   f"{(len(runs['predicted'][0]) - 1) / runs['predicted'][1]:.1f} tok/s, accepted "
                   f"{u.accepted_prediction_tokens}, rejected {u.rejected_prediction_tokens}", flush=True)
-    end = llm.engine.stats()
-    verifications = end.verifications - start.verifications
-    rates = {k: n / s for k, (n, s) in totals.items()}
-    print(f"\nbatch 1, decode tok/s over {len(todo)} edits x {args.rounds} round(s), {args.max_tokens} tokens at most, "
-          f"threads={args.threads}: plain {rates['plain']:.1f}, predicted {rates['predicted']:.1f}, "
-          f"ratio {rates['predicted'] / rates['plain']:.2f}")
-    print(f"prediction tokens accepted {accepted}, rejected {rejected} (acceptance "
-          f"{accepted / max(accepted + rejected, 1):.2f}); {verifications} verifications, "
-          f"{(end.accepted_tokens - start.accepted_tokens) / max(verifications, 1) + 1:.2f} tokens per verification; "
-          f"{differ} of {len(todo) * args.rounds} replies differ")
+    if not args.no_single:
+        end = llm.engine.stats()
+        verifications = end.verifications - start.verifications
+        rates = {k: n / s for k, (n, s) in totals.items()}
+        print(f"\nbatch 1, decode tok/s over {len(todo)} edits x {args.rounds} round(s), {args.max_tokens} tokens at most, "
+              f"threads={args.threads}: plain {rates['plain']:.1f}, predicted {rates['predicted']:.1f}, "
+              f"ratio {rates['predicted'] / rates['plain']:.2f}")
+        print(f"prediction tokens accepted {accepted}, rejected {rejected} (acceptance "
+              f"{accepted / max(accepted + rejected, 1):.2f}); {verifications} verifications, "
+              f"{(end.accepted_tokens - start.accepted_tokens) / max(verifications, 1) + 1:.2f} tokens per verification; "
+              f"{differ} of {len(todo) * args.rounds} replies differ")
 
-    print("\n8 concurrent edits, aggregate tok/s (submit to last token)")
-    for r in range(args.rounds):
+    print(f"\n{args.concurrent} concurrent edits, aggregate tok/s (submit to last token)")
+    if args.cached_prompts and args.concurrent:  # every prompt in a slot of its own, for both arms to reuse
+        llm.reset_prefix_cache()
+        warm = SamplingParams(max_tokens=1, temperature=0)
+        for handle in [llm.submit(e["ids"], warm) for e in todo[:args.concurrent]]:
+            handle.result()
+    for r in range(args.rounds if args.concurrent else 0):
         row, replies = {}, {}
         for name in ("plain", "predicted") if r % 2 == 0 else ("predicted", "plain"):
-            llm.reset_prefix_cache()  # both pay for their prompts: the second would reuse the first's
-            begin = time.perf_counter()
-            handles = [llm.submit(e["ids"], params(e if name == "predicted" else None)) for e in todo[:8]]
+            if not args.cached_prompts:
+                llm.reset_prefix_cache()  # both pay for their prompts: the second would reuse the first's
+            begin, cpu = time.perf_counter(), time.process_time()
+            handles = [llm.submit(e["ids"], params(e if name == "predicted" else None)) for e in todo[:args.concurrent]]
             replies[name] = [h.result().token_ids for h in handles]
-            row[name] = sum(map(len, replies[name])) / (time.perf_counter() - begin)
+            tokens = sum(map(len, replies[name]))
+            row[name] = tokens / (time.perf_counter() - begin), tokens / (time.process_time() - cpu)
         n = sum(check_same(a, b, "concurrent") for a, b in zip(replies["plain"], replies["predicted"]))
-        print(f"round {r + 1}: plain {row['plain']:.1f}, predicted {row['predicted']:.1f}, "
-              f"ratio {row['predicted'] / row['plain']:.2f}; {n} replies differ")
+        (wall, cpu), (wall_p, cpu_p) = row["plain"], row["predicted"]
+        print(f"round {r + 1}: plain {wall:.1f}, predicted {wall_p:.1f}, ratio {wall_p / wall:.2f}; per CPU second "
+              f"(this process's threads, which other jobs on the machine disturb less): plain {cpu:.1f}, predicted "
+              f"{cpu_p:.1f}, ratio {cpu_p / cpu:.2f}; {n} replies differ")
     print(f"load average after: {os.getloadavg()}")
 
 
