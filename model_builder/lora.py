@@ -129,7 +129,7 @@ def plain_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     graph.node.extend(kept)
     is_lora = lambda name: name == C.LORA_INDEX or name.startswith(C.LORA_PREFIX)  # noqa: E731
     inputs = [i for i in graph.input if not is_lora(i.name)]
-    inits = [t for t in graph.initializer if not is_lora(t.name)]
+    inits = [t for t in graph.initializer if not is_lora(t.name) and "/lora/" not in t.name]
     del graph.input[:]
     graph.input.extend(inputs)
     del graph.initializer[:]

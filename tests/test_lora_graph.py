@@ -87,6 +87,7 @@ def test_the_plain_graph_is_the_build_without_lora(tiny_build):
     assert [(n.op_type, list(n.input), list(n.output)) for n in derived.node] == \
         [(n.op_type, list(n.input), list(n.output)) for n in plain.node]
     assert [i.name for i in derived.input] == [i.name for i in plain.input]
+    assert [t.name for t in derived.initializer] == [t.name for t in plain.initializer]
     lora = onnx.load(str(lora_folder / "model.lora.onnx"), load_external_data=False).graph
     layers = 2
     # per layer: qkv, o and down sites (MatMul, Mul, MatMul, Add), gate_up (the same, Split, two Adds); 3 masks

@@ -151,8 +151,8 @@ class AdapterRegistry:
                 raise AdapterSlotsFullError(f"all {table.slots} adapter slots hold adapters that requests are using")
             victim = min(idle, key=lambda e: e.used)
             log.info("adapter %r evicted from slot %d for %r", victim.adapter.name, victim.slot, entry.adapter.name)
-            self._free(victim)
             free = [victim.slot]
+            self._free(victim)
         table.write(free[0], entry.adapter)
         entry.slot = free[0]
         self._by_slot[entry.slot] = entry
