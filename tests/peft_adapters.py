@@ -67,13 +67,17 @@ def peft_logits(model, name: str | None, ids: list[int]) -> np.ndarray:
 
 
 def peft_greedy(model, name: str | None, ids: list[int], n: int) -> tuple[list[int], list[float]]:
-    """`n` greedy tokens under `name` (no stop), and the gap between the top two logits at each."""
-    out, gaps = [], []
-    seq = list(ids)
-    for _ in range(n):
-        logits = peft_logits(model, name, seq)[-1]
-        top2 = np.sort(logits)[-2:]
-        out.append(int(logits.argmax()))
-        gaps.append(float(top2[1] - top2[0]))
-        seq.append(out[-1])
-    return out, gaps
+    """`n` greedy tokens under `name` (None: the base model; no stop), and the gap between the top two logits at
+    each."""
+    def run():
+        out = model.generate(input_ids=torch.tensor([ids]), do_sample=False, max_new_tokens=n, min_new_tokens=n,
+                             eos_token_id=None, pad_token_id=0, output_logits=True, return_dict_in_generate=True)
+        top2 = [torch.topk(step[0].float(), 2).values for step in out.logits]
+        return out.sequences[0, len(ids):].tolist(), [float(t[0] - t[1]) for t in top2]
+
+    with torch.no_grad():
+        if name is None:
+            with model.disable_adapter():
+                return run()
+        model.set_adapter(name)
+        return run()
