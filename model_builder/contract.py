@@ -22,7 +22,8 @@ plain one (`model.lora.onnx`; `model.onnx` stays the graph above, node for node)
   lora_index                  int64 [batch]    each row's adapter slot, 1..slots; 0: the base model (no adapter)
   lora.slot_of.{n}            int64 [W_n]      the slot of each factor column of sites of n modules:
                                                W_n = slots * n * rank, column c in slot c // (n * rank) + 1
-  lora.{site}.a               io [in, W_n]     A.T of the site's n modules, slot after slot, module after module
+  lora.{site}.a               io [W_n, in]     A of the site's n modules, slot after slot, module after module
+                                               (a runtime may bind any range of whole slots: W_n shrinks)
   lora.{site}.b               io [W_n, out]    B.T (scale folded in) of each module in its rows and its own output
                                                columns (block-diagonal for a packed site)
 A site is one packed linear's input: `layers.{i}.qkv` (q, k, v), `layers.{i}.o`, `layers.{i}.gate_up` (gate,

@@ -5,7 +5,9 @@ The factors are graph inputs, not weights: the runtime binds a slot table it own
 every loaded adapter's factors side by side, and each row's `lora_index` masks the columns of its own slot, so one
 call mixes rows of several adapters and rows of none (index 0). Masking rather than gathering per row: a gather
 copies a row's factors (about 30 MB per row at rank 16 on the default model, every step) where the masked product
-reads each loaded adapter once per call, whatever the number of rows. Q, K and V read one input and are one site (A
+reads each adapter once per call, whatever the number of rows, and the runner binds only the range of slots a call's
+rows use (A is stored slot after slot, [W, in], read transposed by FusedMatMul, so any range of slots is one
+contiguous view). Q, K and V read one input and are one site (A
 side by side, B block-diagonal into the packed Q|K|V output); so are gate and up: one MatMul-Mul-MatMul per site
 instead of per module, since on a small model the cost of a LoRA graph is much in its node count.
 """
@@ -17,7 +19,7 @@ from onnx import TensorProto
 
 from . import contract as C
 from .config import ModelConfig
-from .graph_writer import GraphWriter
+from .graph_writer import MS_DOMAIN, GraphWriter
 from .weights import ATTN, LAYER, MLP
 
 MODULES = {**ATTN, **MLP}  # target -> module name within a layer
@@ -80,8 +82,8 @@ class LoraEmitter:
     # x [B, S, in], y [B, S, out] -> y + each row's x @ A[slot] @ B[slot]
     def add(self, i: int, group: str, x: str, y: str) -> str:
         """
-        x [B, S, in] -> MatMul(A [in, W]) -> Mul(mask [B, 1, W]) -> MatMul(B [W, out]) -> Add(y)
-        W = slots * n * rank: every loaded adapter's columns; the mask keeps the row's own.
+        x [B, S, in] -> FusedMatMul(A [W, in], transB) -> Mul(mask [B, 1, W]) -> MatMul(B [W, out]) -> Add(y)
+        W = slots * n * rank: the columns of the slots bound for this call; the mask keeps the row's own.
         """
         site = self.site(i, group)
         if site is None:
@@ -92,11 +94,12 @@ class LoraEmitter:
         """x [B, S, in] -> [B, S, out]: the factors' product for each row's slot (zeros at index 0)."""
         layer, group = site.name.rsplit(".", 1)
         g, p, io, n = self.g, f"/model/{layer}/lora/{group}", ONNX_TYPE[self.io], len(site.modules)
-        a = g.input(site.a_name, io, [site.in_dim, f"lora_columns_{n}"])
-        g.initializer(site.a_name, np.zeros((site.in_dim, 0), self.io))
+        a = g.input(site.a_name, io, [f"lora_columns_{n}", site.in_dim])
+        g.initializer(site.a_name, np.zeros((0, site.in_dim), self.io))
         b = g.input(site.b_name, io, [f"lora_columns_{n}", site.out_dim])
         g.initializer(site.b_name, np.zeros((0, site.out_dim), self.io))
-        down = g.op("Mul", [g.op("MatMul", [x, a], f"{p}/MatMulA"), self.mask(n)], f"{p}/Mask")
+        xa = g.op("FusedMatMul", [x, a], f"{p}/MatMulA", MS_DOMAIN, transA=0, transB=1, alpha=1.0)
+        down = g.op("Mul", [xa, self.mask(n)], f"{p}/Mask")
         return g.op("MatMul", [down, b], f"{p}/MatMulB")
 
     # x [B, S, H], gate and up [B, S, I] -> (gate, up) each plus its rows' adapters

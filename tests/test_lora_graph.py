@@ -102,3 +102,17 @@ def test_targets_a_build_lacks_are_refused_with_the_module_named(tiny_build, ref
     with pytest.raises(AdapterMismatchError, match=r"model.layers.0.self_attn.k_proj.*LoRA targets: q_proj, v_proj"):
         llm.load_adapter("attn", adapters["attn-r4"])
     assert llm.adapter_names() == []
+
+
+def test_a_call_binds_only_the_slots_its_rows_use(tiny_build, reference):
+    """Rows of slots 2 and 3 only, then slot 3 alone: the bound views start past slot 1, and rows still index
+    their own slot."""
+    model, adapters = reference("llama-gqa2")
+    llm = LLM(tiny_build("llama-gqa2", lora_targets=ALL), adapters=adapters)
+    pins = {name: llm.adapters.acquire(name) for name in ROW_ADAPTERS[1:]}
+    late = sorted(pins.values(), key=lambda p: p.slot)[1:]
+    for rows in (late, late[1:]):
+        logits, _ = mixed_call(llm, PROMPTS[:len(rows)], [p.slot for p in rows])
+        assert llm.runner._lora.table[1:] == (rows[0].slot, rows[-1].slot)
+        for row, pin in enumerate(rows):
+            np.testing.assert_allclose(logits[row], peft_logits(model, pin.name, PROMPTS[row]), atol=1e-4, rtol=0)

@@ -21,10 +21,12 @@ def adapter(name: str, rank: int, seed: int = 0, modules=(Q, V, DOWN)) -> LoraAd
 
 
 def delta(table: SlotTable, slot: int, site: LoraSite, x: np.ndarray) -> np.ndarray:
-    """What the graph adds for a row of `slot`: x @ A, masked to the slot's columns, @ B."""
+    """What the graph adds for a row of `slot`: x @ A.T, masked to the slot's columns, @ B; from the views of the
+    slots 1..slot as the runner binds them."""
     n = len(site.modules)
-    mask = table.tables[LORA_SLOT_OF % n] == slot
-    return ((x @ table.tables[site.a_name]) * mask) @ table.tables[site.b_name]
+    views = table.views(1, max(slot, 1))
+    mask = views[LORA_SLOT_OF % n] == slot
+    return ((x @ views[site.a_name].T) * mask) @ views[site.b_name]
 
 
 def expected(ad: LoraAdapter, site: LoraSite, x: np.ndarray) -> np.ndarray:

@@ -1,9 +1,12 @@
 """The slot table a LoRA graph reads (model_builder/contract.py): every loaded adapter's factors side by side, one
 slot each; a row's `lora_index` (1..slots, 0 for the base model) masks the columns of its slot.
 
-    tables[lora.{site}.a]: [in, slots * n * rank]   slot k, module j: A.T in columns ((k-1)*n + j) * rank + 0..r
+    tables[lora.{site}.a]: [slots * n * rank, in]   slot k, module j: A in rows ((k-1)*n + j) * rank + 0..r
     tables[lora.{site}.b]: [slots * n * rank, out]  the same rows: B.T (scale folded) at the module's own columns
-    tables[lora.slot_of.{n}]: [slots * n * rank]    each column's slot
+    tables[lora.slot_of.{n}]: [slots * n * rank]    each row's slot
+
+Every table is slot-major, so the slots lo..hi of all of them are contiguous views (`views`): a call binds only
+the slots its rows use.
 
 Adapters of a lower rank than the table's are padded with zeros, which add nothing. A table never changes shape:
 growing (more slots, a higher rank) makes a new table with the old slots copied in, so a graph call that reads the
@@ -35,7 +38,7 @@ class SlotTable:
         self.tables: dict[str, np.ndarray] = {}
         for s in sites:
             n = len(s.modules)
-            self.tables[s.a_name] = np.zeros((s.in_dim, slots * n * rank), self.dtype)
+            self.tables[s.a_name] = np.zeros((slots * n * rank, s.in_dim), self.dtype)
             self.tables[s.b_name] = np.zeros((slots * n * rank, s.out_dim), self.dtype)
             self.tables[LORA_SLOT_OF % n] = np.repeat(np.arange(1, slots + 1, dtype=np.int64), n * rank)
         self._where = {m: (s, j, first, cols) for s in sites for j, (m, first, cols) in enumerate(s.modules)}
@@ -72,14 +75,24 @@ class SlotTable:
         for module, pair in adapter.pairs.items():
             site, j, first, cols = self._where[module]
             c = self._columns(site, slot, j, pair.rank)
-            self.tables[site.a_name][:, c] = pair.a.T
+            self.tables[site.a_name][c] = pair.a
             self.tables[site.b_name][c, first:first + cols] = pair.b.T
 
     def clear(self, slot: int) -> None:
         for s in self.sites:
             c = slice((slot - 1) * len(s.modules) * self.rank, slot * len(s.modules) * self.rank)
-            self.tables[s.a_name][:, c] = 0
+            self.tables[s.a_name][c] = 0
             self.tables[s.b_name][c] = 0
+
+    def views(self, lo: int, hi: int) -> dict[str, np.ndarray]:
+        """Every table's rows of slots lo..hi (1-based, inclusive): contiguous views, no copy."""
+        out = {}
+        for s in self.sites:
+            w = len(s.modules) * self.rank
+            rows = slice((lo - 1) * w, hi * w)
+            out[s.a_name], out[s.b_name] = self.tables[s.a_name][rows], self.tables[s.b_name][rows]
+            out[LORA_SLOT_OF % len(s.modules)] = self.tables[LORA_SLOT_OF % len(s.modules)][rows]
+        return out
 
     def grown(self, slots: int, rank: int) -> "SlotTable":
         """A new table of at least this table's slots and rank holding the same adapters in the same slots."""
@@ -88,6 +101,6 @@ class SlotTable:
             for slot in range(1, self.slots + 1):
                 for j in range(len(s.modules)):
                     old, to = self._columns(s, slot, j), new._columns(s, slot, j, self.rank)
-                    new.tables[s.a_name][:, to] = self.tables[s.a_name][:, old]
+                    new.tables[s.a_name][to] = self.tables[s.a_name][old]
                     new.tables[s.b_name][to] = self.tables[s.b_name][old]
         return new

@@ -1,8 +1,9 @@
 """Tensors in, logits out: one graph call over cache slots, with IO binding and no per-step cache copy.
 
 A LoRA build has two sessions on one data file: the plain graph runs every call in which no row has an adapter,
-the LoRA graph the others, with the adapters' slot table bound by pointer (rebound when the registry swaps in a
-grown table). Measured on the default model (benchmarks/results/2026-12-08-epyc-avx2-lora.md), the LoRA graph's
+the LoRA graph the others, with the range of the adapters' slot table that the call's rows use bound by pointer
+(rebound when the range changes or the registry swaps in a grown table): a call reads only the factors of slots
+in that range, not of every loaded adapter. Measured on the default model (benchmarks/results/2026-12-08-epyc-avx2-lora.md), the LoRA graph's
 extra nodes cost base-only decode steps far more than the 3% two sessions' memory is worth saving."""
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ class _Bound:
         self.session, self.binding = session, session.io_binding()
         self.cache_key: tuple | None = None
         self.host: dict[str, np.ndarray] = {}  # host arrays bound by pointer, kept alive while bound
-        self.table = None  # the adapter SlotTable bound (the LoRA session)
+        self.table: tuple | None = None  # (SlotTable, first slot, last slot) bound (the LoRA session)
 
 
 class ModelRunner:
@@ -107,14 +108,16 @@ class ModelRunner:
         values = b.host[name] = np.ascontiguousarray(values)
         b.binding.bind_input(name, "cpu", 0, values.dtype, list(values.shape), values.ctypes.data)
 
-    def _bind_adapters(self) -> None:
-        """The registry's current slot table, bound once per table (a load writes into a slot no running row
-        reads; a grown table is a new object)."""
-        table = self.adapters.table
-        if self._b.table is not table or self.copies_at_bind:
-            for name, values in table.tables.items():
+    def _bind_adapters(self, index: np.ndarray) -> None:
+        """The slots lo..hi of the registry's current table that rows of `index` use, bound once per (table, lo,
+        hi): a load writes into a slot no running row reads; a grown table is a new object."""
+        used = index[index > 0]
+        table, lo, hi = self.adapters.table, int(used.min()), int(used.max())
+        b = self._b
+        if b.table is None or b.table[0] is not table or b.table[1:] != (lo, hi) or self.copies_at_bind:
+            for name, values in table.views(lo, hi).items():
                 self._feed(name, values)
-            self._b.table = table
+            b.table = (table, lo, hi)
 
     def _output(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         """A host output buffer of `shape`, rebound only when the shape changes."""
@@ -153,7 +156,7 @@ class ModelRunner:
         self._b = self._lora if lora else self._plain
         self._bind_cache(cache, first, rows)
         if lora:
-            self._bind_adapters()
+            self._bind_adapters(step.lora_index)
             self._feed(C.LORA_INDEX, step.lora_index)
         self._feed(self.contract.input_ids, step.input_ids)
         self._feed(self.contract.attention_mask, self._mask(step.totals, t, width, cache.capacity))
