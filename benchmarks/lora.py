@@ -7,7 +7,9 @@
 - batch16: 16 concurrent rows across 4 adapters against 16 base rows (aggregate generated tok/s);
 - load: loading a rank-`rank` adapter into the LLM while a stream runs (load seconds; the stream's longest gap
   between tokens during the load, against its longest gap in a stream without a load);
-- memory: RSS after loading the plain LLM, then after the LoRA LLM with its adapters (two sessions).
+- memory: RSS after loading the plain LLM, then after the LoRA LLM with its adapters (two sessions);
+- graph: the median time of one decode call (one row, 100 cached tokens): the plain graph, the LoRA graph with no
+  slot bound (rank 0: what base-only steps would cost with one session instead of two), and with one adapter.
 
 Adapters are random (every LoRA site of the build at `rank`), so their text is noise; the speeds are what counts.
 """
@@ -26,6 +28,7 @@ import numpy as np
 
 from llm_runtime import LLM, SamplingParams
 from llm_runtime.adapters import LoraAdapter, LoraConfig, LoraPair
+from llm_runtime.graph.runner import Step
 from llm_runtime.model_builder.contract import LORA_TARGETS
 
 PROMPT = "Write a long story about a lighthouse keeper and the sea."
@@ -85,6 +88,40 @@ def load_while_streaming(llm: LLM, adapter: LoraAdapter, tokens: int) -> tuple[f
     return load_s[0], max(gaps)
 
 
+def call_ms(llm: LLM, index: int | None, reps: int = 200) -> float:
+    """Median ms of one decode call; index None: the LoRA session with empty factors bound (rank 0)."""
+    runner = llm.runner
+    llm.cache.ensure_capacity(512)
+    step = Step(np.full((1, 1), 100, np.int64), np.array([100]), np.array([1]), np.arange(1), 0,
+                None if index is None else np.array([index], np.int64))
+
+    def call():
+        if index is not None:
+            return runner.run(step, llm.cache)
+        # the LoRA graph with no slot bound: what a base-only step would cost without the plain session
+        runner._b = runner._lora
+        runner._bind_cache(llm.cache, 0, 1)
+        for name, view in runner.adapters.table.views(1, 0).items():
+            runner._feed(name, view)
+        runner._lora.table = None
+        runner._feed("lora_index", np.zeros(1, np.int64))
+        runner._feed("input_ids", step.input_ids)
+        runner._feed("attention_mask", np.ones((1, 100), np.int64))
+        runner._feed("query_seqlens", step.query_lens)
+        runner._feed("logits_indices", step.logits_at)
+        runner._output("logits", (1, 1, runner.vocab))
+        runner._lora.session.run_with_iobinding(runner._lora.binding)
+
+    for _ in range(10):
+        call()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default")
@@ -104,7 +141,8 @@ def main() -> None:
     rss_both = rss_mib()
     rows: dict[str, list[float]] = {k: [] for k in ("single_base", "single_adapter", "plain_base", "loaded_base",
                                                     "batch16_base", "batch16_4adapters", "load_s", "load_max_gap_ms",
-                                                    "stream_max_gap_ms")}
+                                                    "stream_max_gap_ms", "call_plain_ms", "call_lora_rank0_ms",
+                                                    "call_lora_adapter_ms")}
     for r in range(args.rounds):
         rows["single_base"].append(decode_tps(lora, None, args.tokens))
         rows["single_adapter"].append(decode_tps(lora, names[0], args.tokens))
@@ -116,6 +154,9 @@ def main() -> None:
         decode_tps(lora, None, args.tokens, gaps)
         rows["stream_max_gap_ms"].append(1000 * max(gaps))
         load_s, gap = load_while_streaming(lora, random_adapter(lora, names[3], args.rank, 100 + r), args.tokens)
+        rows["call_plain_ms"].append(call_ms(lora, 0))
+        rows["call_lora_rank0_ms"].append(call_ms(lora, None))
+        rows["call_lora_adapter_ms"].append(call_ms(lora, 1))
         rows["load_s"].append(load_s)
         rows["load_max_gap_ms"].append(1000 * gap)
         print(f"round {r}: " + ", ".join(f"{k} {v[-1]:.3g}" for k, v in rows.items()), flush=True)
@@ -126,7 +167,8 @@ def main() -> None:
         "adapter_table_mib": lora.adapters.nbytes / 2**20, "median": med,
         "ratios": {"single_adapter_vs_base": med["single_adapter"] / med["single_base"],
                    "base_with_adapters_loaded_vs_plain": med["loaded_base"] / med["plain_base"],
-                   "batch16_4adapters_vs_base": med["batch16_4adapters"] / med["batch16_base"]},
+                   "batch16_4adapters_vs_base": med["batch16_4adapters"] / med["batch16_base"],
+                   "lora_graph_rank0_vs_plain_call": med["call_lora_rank0_ms"] / med["call_plain_ms"]},
         "rounds": rows,
     }
     print(json.dumps({k: result[k] for k in result if k != "rounds"}, indent=1))

@@ -116,3 +116,18 @@ def test_a_call_binds_only_the_slots_its_rows_use(tiny_build, reference):
         assert llm.runner._lora.table[1:] == (rows[0].slot, rows[-1].slot)
         for row, pin in enumerate(rows):
             np.testing.assert_allclose(logits[row], peft_logits(model, pin.name, PROMPTS[row]), atol=1e-4, rtol=0)
+
+
+def test_the_build_command_takes_lora_targets(tiny_hf, tmp_path, capsys):
+    import json
+
+    from llm_runtime.cli.main import main
+
+    out = tmp_path / "m"
+    assert main(["build", str(tiny_hf("llama-gqa2")), "-o", str(out), "--precision", "fp32", "--lora-targets", "v,q"]) == 0
+    manifest = json.loads((out / "llm_runtime.json").read_text())["lora"]
+    assert manifest["targets"] == ["q", "v"] and manifest["model"] == "model.lora.onnx"
+    assert [s["name"] for s in manifest["sites"]] == ["layers.0.qkv", "layers.1.qkv"]
+    with pytest.raises(SystemExit):
+        main(["build", str(tiny_hf("llama-gqa2")), "-o", str(out), "--lora-targets", "q,lm_head"])
+    assert "unknown LoRA target 'lm_head'" in capsys.readouterr().err

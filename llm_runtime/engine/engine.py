@@ -15,7 +15,7 @@ from functools import partial
 
 import numpy as np
 
-from llm_runtime.adapters.registry import BASE, UnknownAdapterError
+from llm_runtime.adapters.registry import BASE, AdapterPin, UnknownAdapterError
 from llm_runtime.completion import Chunk, TokenLogprob
 from llm_runtime.errors import ParameterError
 from llm_runtime.graph.runner import ModelRunner
@@ -131,7 +131,7 @@ class Engine:
             raise
         return seq
 
-    def _adapter(self, name: str | None):
+    def _adapter(self, name: str | None) -> AdapterPin:
         """The pin of the request's adapter (the base model's for None). Raises ParameterError for a name that is
         not loaded or a model without LoRA inputs, AdapterSlotsFullError when every slot is held by requests."""
         if name is None:
