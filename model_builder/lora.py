@@ -7,9 +7,9 @@ call mixes rows of several adapters and rows of none (index 0). Masking rather t
 copies a row's factors (about 30 MB per row at rank 16 on the default model, every step) where the masked product
 reads each adapter once per call, whatever the number of rows, and the runner binds only the range of slots a call's
 rows use (A is stored slot after slot, [W, in], read transposed by FusedMatMul, so any range of slots is one
-contiguous view). Q, K and V read one input and are one site (A
-side by side, B block-diagonal into the packed Q|K|V output); so are gate and up: one MatMul-Mul-MatMul per site
-instead of per module, since on a small model the cost of a LoRA graph is much in its node count.
+contiguous view). Q, K and V read one input and are one site (A side by side, B block-diagonal into the packed
+Q|K|V output); so are gate and up: one FusedMatMul-Mul-MatMul per site instead of per module, since on a small
+model much of a LoRA graph's cost is its node count (the block-diagonal B's zeros are its price in bytes).
 """
 from __future__ import annotations
 
