@@ -26,8 +26,7 @@ plain one (`model.lora.onnx`; `model.onnx` stays the graph above, node for node)
                                                (a runtime may bind any range of whole slots: W_n shrinks)
   lora.{site}.b               io [W_n, out]    B.T (scale folded in) of each module in its rows and its own output
                                                columns (block-diagonal for a packed site)
-A site is one packed linear's input: `layers.{i}.qkv` (q, k, v), `layers.{i}.o`, `layers.{i}.gate_up` (gate,
-up), `layers.{i}.down`; the manifest's `lora` lists each with its Hugging Face module names, their output columns
+A site is one (packed) linear: `layers.{i}.qkv` (q, k, v), `layers.{i}.o`, `.gate`, `.up`, `.down`; the manifest's `lora` lists each with its Hugging Face module names, their output columns
 and the input width (`LoraSite`).
 """
 from __future__ import annotations

@@ -188,7 +188,7 @@ class DecoderEmitter:
     def mlp(self, i: int, x: str) -> str:
         """x -> gate_proj -> activation --+--> Mul -> down_proj
            x -> up_proj ------------------+
-        A LoRA build adds each row's adapter to gate and up (one site) and to down (lora.py)."""
+        A LoRA build adds each row's adapter to gate, up and down (lora.py)."""
         g, cfg, prefix, p = self.g, self.cfg, LAYER.format(i=i), f"/model/layers.{i}/mlp"
         up_shape, down_shape = (cfg.intermediate_size, cfg.hidden_size), (cfg.hidden_size, cfg.intermediate_size)
 
@@ -199,7 +199,7 @@ class DecoderEmitter:
 
         gate, up = proj("gate", x, up_shape), proj("up", x, up_shape)
         if self.lora is not None:
-            gate, up = self.lora.add_pair(i, x, gate, up)
+            gate, up = self.lora.add(i, "gate", x, gate), self.lora.add(i, "up", x, up)
         act = g.op("Mul", [self.activation(f"{p}/act", gate), up], f"{p}/Mul")
         down = proj("down", act, down_shape)
         return self.lora.add(i, "down", act, down) if self.lora is not None else down

@@ -8,8 +8,9 @@ copies a row's factors (about 30 MB per row at rank 16 on the default model, eve
 reads each adapter once per call, whatever the number of rows, and the runner binds only the range of slots a call's
 rows use (A is stored slot after slot, [W, in], read transposed by FusedMatMul, so any range of slots is one
 contiguous view). Q, K and V read one input and are one site (A side by side, B block-diagonal into the packed
-Q|K|V output); so are gate and up: one FusedMatMul-Mul-MatMul per site instead of per module, since on a small
-model much of a LoRA graph's cost is its node count (the block-diagonal B's zeros are its price in bytes).
+Q|K|V output): one FusedMatMul-Mul-MatMul instead of three, since on a small model much of a LoRA graph's cost is
+its node count, for B's zeros (2/3 of qkv's B). Gate and up are a site each: their linears are apart, and one site
+would read a B half zeros (1/5 of a slot's bytes on the default model) to save two nodes a layer.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from .graph_writer import MS_DOMAIN, GraphWriter
 from .weights import ATTN, LAYER, MLP
 
 MODULES = {**ATTN, **MLP}  # target -> module name within a layer
-GROUPS = ("qkv", "o", "gate_up", "down")
+GROUPS = ("qkv", "o", "gate", "up", "down")
 ONNX_TYPE = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float16): TensorProto.FLOAT16}
 JOIN = "/lora/join"  # the Add nodes that join a delta to its linear: the plain graph keeps their first input
 
@@ -33,7 +34,7 @@ def lora_sites(cfg: ModelConfig, targets: tuple[str, ...]) -> list[C.LoraSite]:
     output columns of the packed linear (k alone writes the K columns of Q|K|V)."""
     h, inter = cfg.hidden_size, cfg.intermediate_size
     layout = {"qkv": (h, [("q", cfg.q_size), ("k", cfg.kv_size), ("v", cfg.kv_size)]),
-              "o": (cfg.q_size, [("o", h)]), "gate_up": (h, [("gate", inter), ("up", inter)]),
+              "o": (cfg.q_size, [("o", h)]), "gate": (h, [("gate", inter)]), "up": (h, [("up", inter)]),
               "down": (inter, [("down", h)])}
     sites = []
     for i in range(cfg.num_layers):
@@ -101,18 +102,6 @@ class LoraEmitter:
         xa = g.op("FusedMatMul", [x, a], f"{p}/MatMulA", MS_DOMAIN, transA=0, transB=1, alpha=1.0)
         down = g.op("Mul", [xa, self.mask(n)], f"{p}/Mask")
         return g.op("MatMul", [down, b], f"{p}/MatMulB")
-
-    # x [B, S, H], gate and up [B, S, I] -> (gate, up) each plus its rows' adapters
-    def add_pair(self, i: int, x: str, gate: str, up: str) -> tuple[str, str]:
-        """The gate_up site's delta [B, S, 2I] -> Split -> added to gate and to up (a half with no module adds
-        zeros: one Split is cheaper than a Slice per half)."""
-        site = self.site(i, "gate_up")
-        if site is None:
-            return gate, up
-        g, p = self.g, f"/model/layers.{i}/lora/gate_up"
-        d_gate, d_up = g.node("Split", [self.delta(site, x)], 2, f"{p}/Split", axis=-1, num_outputs=2)
-        return (g.op("Add", [gate, d_gate], f"/model/layers.{i}{JOIN}/gate"),
-                g.op("Add", [up, d_up], f"/model/layers.{i}{JOIN}/up"))
 
 
 def plain_graph(model: onnx.ModelProto) -> onnx.ModelProto:

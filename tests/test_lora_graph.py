@@ -90,8 +90,8 @@ def test_the_plain_graph_is_the_build_without_lora(tiny_build):
     assert [t.name for t in derived.initializer] == [t.name for t in plain.initializer]
     lora = onnx.load(str(lora_folder / "model.lora.onnx"), load_external_data=False).graph
     layers = 2
-    # per layer: qkv, o and down sites (MatMul, Mul, MatMul, Add), gate_up (the same, Split, two Adds); 3 masks
-    assert len(lora.node) - len(plain.node) == layers * (3 * 4 + 6) + 3 * 3
+    # per layer: the qkv, o, gate, up and down sites (FusedMatMul, Mul, MatMul, Add); masks of 3 and 1 modules
+    assert len(lora.node) - len(plain.node) == layers * 5 * 4 + 2 * 3
 
 
 def test_targets_a_build_lacks_are_refused_with_the_module_named(tiny_build, reference):
