@@ -76,7 +76,7 @@ class LoraSite:
         return {"name": self.name, "in": self.in_dim, "out": self.out_dim, "modules": [list(m) for m in self.modules]}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LoraSite":
+    def from_dict(cls, d: dict) -> LoraSite:
         return cls(d["name"], int(d["in"]), int(d["out"]), tuple((m, int(c), int(n)) for m, c, n in d["modules"]))
 
 

@@ -119,11 +119,15 @@ def plain_graph(model: onnx.ModelProto) -> onnx.ModelProto:
                 node.input[k] = renamed[name]
     del graph.node[:]
     graph.node.extend(kept)
-    is_lora = lambda name: name == C.LORA_INDEX or name.startswith(C.LORA_PREFIX)  # noqa: E731
-    inputs = [i for i in graph.input if not is_lora(i.name)]
-    inits = [t for t in graph.initializer if not is_lora(t.name) and "/lora/" not in t.name]
+    inputs = [i for i in graph.input if not _is_lora(i.name)]
+    inits = [t for t in graph.initializer if not _is_lora(t.name) and "/lora/" not in t.name]
     del graph.input[:]
     graph.input.extend(inputs)
     del graph.initializer[:]
     graph.initializer.extend(inits)
     return out
+
+
+def _is_lora(name: str) -> bool:
+    """A LoRA input (or its default initializer)."""
+    return name == C.LORA_INDEX or name.startswith(C.LORA_PREFIX)

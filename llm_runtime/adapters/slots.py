@@ -94,7 +94,7 @@ class SlotTable:
             out[LORA_SLOT_OF % len(s.modules)] = self.tables[LORA_SLOT_OF % len(s.modules)][rows]
         return out
 
-    def grown(self, slots: int, rank: int) -> "SlotTable":
+    def grown(self, slots: int, rank: int) -> SlotTable:
         """A new table of at least this table's slots and rank holding the same adapters in the same slots."""
         new = SlotTable(self.sites, self.dtype, max(slots, self.slots), max(rank, self.rank))
         for s in self.sites:
