@@ -64,6 +64,8 @@ def test_factors_of_another_shape_or_module_are_refused():
         table.check(LoraAdapter("x", {"model.layers.0.self_attn.o_proj": LoraPair(np.zeros((2, 8)), np.zeros((8, 2)))}))
     with pytest.raises(AdapterMismatchError, match=r"expected \(2, 8\) and \(8, 2\)"):
         table.check(LoraAdapter("x", {Q: LoraPair(np.zeros((2, 9)), np.zeros((8, 2)))}))
+    with pytest.raises(AdapterMismatchError, match="not finite"):
+        table.check(LoraAdapter("x", {Q: LoraPair(np.zeros((2, 8)), np.full((8, 2), np.inf))}))
 
 
 def test_the_table_grows_by_doubling_up_to_max_slots_then_evicts_the_least_recently_used_idle_adapter():

@@ -61,6 +61,9 @@ class SlotTable:
                 raise AdapterMismatchError(
                     f"adapter {adapter.name!r}: {module} has factors {pair.a.shape} and {pair.b.shape}, "
                     f"expected {want_a} and {want_b} (an adapter for another base model?)")
+            # a bound slot's columns are masked (multiplied by 0) for other rows: an inf there would be NaN for all
+            if not (np.isfinite(pair.a).all() and np.isfinite(pair.b).all()):
+                raise AdapterMismatchError(f"adapter {adapter.name!r}: {module} has factors that are not finite")
 
     def _columns(self, site: LoraSite, slot: int, j: int, rank: int | None = None) -> slice:
         r = self.rank if rank is None else rank
