@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from llm_runtime.adapters import LoraAdapter, LoraConfig
+from llm_runtime.adapters.registry import AdapterRegistry, UnknownAdapterError
 from llm_runtime.chat.template import ChatTemplate
 from llm_runtime.completion import Chunk, Completion
 from llm_runtime.engine import Engine, EngineConfig, RequestHandle
@@ -17,7 +20,6 @@ from llm_runtime.graph.session import make_session
 from llm_runtime.kv_cache import KVCache
 from llm_runtime.llm_config import LLMConfig
 from llm_runtime.models.folder import ModelFolder
-from llm_runtime.models.resolver import resolve_model
 from llm_runtime.sampling.params import SamplingParams
 from llm_runtime.speculation import SpeculationConfig
 from llm_runtime.tools.format import detect_format
@@ -30,25 +32,35 @@ class LLM:
     """A model ready to generate. `model`: a built folder, "default", a Hugging Face folder, a .gguf file or a
     Hub name such as "Qwen/Qwen2.5-0.5B-Instruct" (the last three are built into the cache on first use), or a
     whole LLMConfig (what the doors build from their
-    flags); the other arguments become one through `LLMConfig.of`."""
+    flags); the other arguments become one through `LLMConfig.of`.
+
+    `adapters` ({name: adapter file or LoraAdapter}) or `lora` (a LoraConfig) serve LoRA adapters: a model named by
+    its source is built with LoRA inputs (a folder of its own), and `SamplingParams(adapter=name)` picks one per
+    request."""
 
     def __init__(self, model: str | Path | LLMConfig = "default", provider: str | None = None,
                  threads: int | None = None, optimization: str | None = None, optimized_model_path: str | None = None,
                  provider_options: dict | None = None, engine: EngineConfig | None = None,
-                 speculation: str | SpeculationConfig | None = None, num_speculative_tokens: int | None = None):
+                 speculation: str | SpeculationConfig | None = None, num_speculative_tokens: int | None = None,
+                 adapters: dict[str, str | Path | LoraAdapter] | None = None, lora: LoraConfig | None = None):
         # the settings left None keep LLMConfig's defaults (provider cpu, onnxruntime's threads, EngineConfig());
         # speculation="ngram": prompt-lookup drafts verified in the engine's step (validated before loading)
         settings = (provider, threads, optimization, optimized_model_path, provider_options, engine, speculation,
-                    num_speculative_tokens)
+                    num_speculative_tokens, adapters, lora)
         if isinstance(model, LLMConfig) and any(s is not None for s in settings):
             raise TypeError("LLM(config) takes its settings from the LLMConfig: give no other argument")
         config = model if isinstance(model, LLMConfig) else LLMConfig.of(model, *settings)
         self.config = config
         self.provider = resolve(config.provider)
         cap = CAPABILITIES[self.provider]
-        self.folder = ModelFolder.open(resolve_model(config.model, cap.build_provider))
+        self.folder = ModelFolder.open(config.model_folder())
         session = make_session(self.folder.model_file, self.provider, config.session)
-        self.runner = ModelRunner(self.folder, session)
+        self.adapters = self._adapter_registry(config.lora)
+        lora_session = None
+        if self.adapters is not None:  # the LoRA graph beside the plain one; no saved copy of its optimized graph
+            lora_session = make_session(self.folder.path / self.folder.manifest["lora"]["model"], self.provider,
+                                        replace(config.session, optimized_model_path=None))
+        self.runner = ModelRunner(self.folder, session, lora_session, self.adapters)
         c = self.folder.contract
         # one cache for every door: a slot per running sequence, each sized to its prompt plus max_tokens
         self.cache = KVCache(c.num_layers, c.num_kv_heads, c.head_dim, np.dtype(c.kv_dtype),
@@ -58,6 +70,44 @@ class LLM:
         self.engine = Engine(self.runner, self.cache, config.engine, config.speculation)
         self.tokenizer = self.folder.tokenizer
         self.template = ChatTemplate.for_model(self.folder)
+        for name, source in config.adapters:
+            self.load_adapter(name, source)
+
+    def _adapter_registry(self, lora: LoraConfig | None) -> AdapterRegistry | None:
+        if lora is None:
+            return None
+        sites = self.folder.contract.lora_sites
+        if not sites:
+            raise ValueError(f"{self.folder.path} was built without LoRA inputs: build it with LoRA targets "
+                             "(`llm-runtime build --lora-targets ...`), or name its source so that it is built so")
+        return AdapterRegistry(sites, np.dtype(self.folder.contract.kv_dtype), lora.max_slots, lora.max_bytes)
+
+    # ---- LoRA adapters ----------------------------------------------------------------------------------------
+
+    def load_adapter(self, name: str, adapter: str | Path | LoraAdapter, replace_loaded: bool = False) -> None:
+        """Load a LoRA adapter under `name` (a file or folder read by `llm_runtime.adapters.read_adapter`, or a
+        LoraAdapter) while the model runs: requests may name it as soon as this returns. Raises
+        AdapterMismatchError (a ValueError) when it does not fit this build, ValueError when `name` is taken
+        (unless `replace_loaded`: requests running under the old one finish under it)."""
+        if self.adapters is None:
+            raise ValueError("this LLM serves no adapters: create it with adapters={...} or lora=LoraConfig()")
+        if not isinstance(adapter, LoraAdapter):
+            from llm_runtime.adapters import read_adapter  # the file formats' readers
+            adapter = read_adapter(adapter, name)
+        self.adapters.load(replace(adapter, name=name) if adapter.name != name else adapter, replace_loaded)
+
+    def unload_adapter(self, name: str) -> None:
+        """Forget adapter `name`: new requests cannot name it; the running ones that use it finish under it."""
+        try:
+            if self.adapters is None:
+                raise UnknownAdapterError(name)
+            self.adapters.unload(name)
+        except UnknownAdapterError:
+            raise ParameterError("adapter", f"no adapter named {name!r} is loaded") from None
+
+    def adapter_names(self) -> list[str]:
+        """The names of the loaded adapters."""
+        return self.adapters.names() if self.adapters is not None else []
 
     def reset_prefix_cache(self) -> None:
         """Forget which prompt tokens the cache holds, so the next prompts are computed whole (cold-prefill

@@ -11,6 +11,7 @@ from .config import ModelConfig
 from .contract import GraphContract
 from .graph_writer import MS_DOMAIN, GraphWriter
 from .linear import linear
+from .lora import LoraEmitter
 from .precision import BuildOptions
 from .weights import ATTN, LAYER, NORM, Weights
 
@@ -26,6 +27,7 @@ class AttentionParts:
     w: Weights
     contract: GraphContract
     rms_norm: Callable[[str, str, str, int], str]  # (node prefix, x, weight name, size) -> normed x
+    lora: LoraEmitter | None = None  # a LoRA build's sites
 
 
 class AttentionLengths(NamedTuple):
@@ -41,6 +43,7 @@ def attention(e: AttentionParts, i: int, x: str, lengths: AttentionLengths,
     x -> qkv_proj (packed Q|K|V) ------------------------------------------------+
     qk_norm: -> Split -> Q, K: Reshape [B,S,heads,hd] -> RMSNorm -> Reshape --> GroupQueryAttention -> o_proj
     GroupQueryAttention: this layer's rotary tables fused, past/present cache, sliding window, soft-cap, scale.
+    A LoRA build adds each row's adapter to the packed Q|K|V and to o_proj's output (lora.py).
     """
     g, cfg, prefix, p = e.g, e.cfg, LAYER.format(i=i), f"/model/layers.{i}/attn"
     names = [prefix + ATTN[k] + ".weight" for k in "qkv"]
@@ -48,6 +51,8 @@ def attention(e: AttentionParts, i: int, x: str, lengths: AttentionLengths,
     has_bias = e.arch.qkv_bias or cfg.attention_bias
     biases = [prefix + ATTN[k] + ".bias" for k in "qkv"] if has_bias else None
     qkv = linear(g, f"{p}/qkv_proj", x, e.w, names, shapes, e.opts, e.opts.bits, biases)
+    if e.lora is not None:
+        qkv = e.lora.add(i, "qkv", x, qkv)
     qkv_inputs = qk_normed(e, i, qkv) if e.arch.qk_norm else [qkv, "", ""]
     past_k, past_v = e.contract.past_names(i)
     present_k, present_v = e.contract.present_names(i)
@@ -68,8 +73,9 @@ def attention(e: AttentionParts, i: int, x: str, lengths: AttentionLengths,
                         rotary_interleaved=int(e.arch.rotary_interleaved), scale=float(cfg.attn_scale), **attrs)
     o_name = prefix + ATTN["o"] + ".bias"
     o_bias = [o_name] if cfg.attention_bias and e.w.has(o_name) else None
-    return linear(g, f"{p}/o_proj", attn, e.w, [prefix + ATTN["o"] + ".weight"],
-                  [(cfg.hidden_size, cfg.q_size)], e.opts, e.opts.bits, o_bias)
+    out = linear(g, f"{p}/o_proj", attn, e.w, [prefix + ATTN["o"] + ".weight"],
+                 [(cfg.hidden_size, cfg.q_size)], e.opts, e.opts.bits, o_bias)
+    return e.lora.add(i, "o", attn, out) if e.lora is not None else out
 
 
 # packed qkv [B, S, (heads + 2 kv_heads) * hd] -> [Q, K, V], Q and K normed per head

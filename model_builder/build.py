@@ -20,11 +20,12 @@ from tqdm import tqdm
 from llm_runtime.model_builder import __version__
 
 from .architectures import architecture
-from .built_folder import DATA_FILE, MANIFEST, MODEL_FILE
+from .built_folder import DATA_FILE, LORA_MODEL_FILE, MANIFEST, MODEL_FILE
 from .config import model_config
 from .contract import CONTRACT_VERSION, GraphContract
 from .decoder import DecoderEmitter
 from .genai_config import genai_config
+from .lora import lora_sites, plain_graph
 from .graph_writer import GraphWriter
 from .precision import BuildOptions, BuildTarget, Precision
 from .quant_summary import QuantSummary
@@ -74,18 +75,23 @@ def build(source: str | Path, out: str | Path, opts: BuildOptions = BuildOptions
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        contract = GraphContract(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, opts.io_dtype.__name__)
+        contract = GraphContract(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, opts.io_dtype.__name__,
+                                 lora_sites=tuple(lora_sites(cfg, opts.lora_targets)))
         g = GraphWriter(tmp, DATA_FILE)
         bar = tqdm(total=cfg.num_layers + 1, desc=f"building {opts.precision.value}", unit="layer",
                    disable=not progress)
         weights = Weights(src, cfg)
         try:
             DecoderEmitter(g, cfg, arch, opts, weights, contract, progress=lambda: bar.update()).emit()
-            g.save(tmp / MODEL_FILE, f"{cfg.model_type}-decoder",
+            g.save(tmp / (LORA_MODEL_FILE if opts.lora_targets else MODEL_FILE), f"{cfg.model_type}-decoder",
                    {"llm_runtime.contract_version": str(CONTRACT_VERSION)})
         finally:
             bar.close()
             g.close()
+        if opts.lora_targets:  # the plain graph beside it, on the same data file: base-only steps run it
+            onnx.checker.check_model(str(tmp / LORA_MODEL_FILE))
+            onnx.save_model(plain_graph(onnx.load(str(tmp / LORA_MODEL_FILE), load_external_data=False)),
+                            str(tmp / MODEL_FILE))
         onnx.checker.check_model(str(tmp / MODEL_FILE))
         _write_folder(tmp, src, cfg, arch, opts, contract, tok, weights.summary)
         if out.exists():
@@ -137,6 +143,9 @@ def _write_folder(folder: Path, src: WeightSource, cfg, arch, opts: BuildOptions
         "lm_head_bits": opts.head_bits,
         "query_seqlens": opts.query_seqlens,
         "window_cache": {str(i): cfg.window(i) for i in range(cfg.num_layers) if cfg.window(i)},
+        **({"lora": {"model": LORA_MODEL_FILE, "targets": list(opts.lora_targets),
+                     "sites": [s.as_dict() for s in contract.lora_sites]}}
+           if opts.lora_targets else {}),
     })
 
 

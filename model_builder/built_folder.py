@@ -8,6 +8,7 @@ from pathlib import Path
 
 MANIFEST = "llm_runtime.json"
 MODEL_FILE, DATA_FILE = "model.onnx", "model.onnx.data"
+LORA_MODEL_FILE = "model.lora.onnx"  # a LoRA build's graph with LoRA inputs, on the same data file
 
 
 def is_built(folder: Path) -> bool:

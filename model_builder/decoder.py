@@ -15,6 +15,7 @@ from .attention import AttentionLengths, AttentionParts, attention
 from .config import ModelConfig
 from .graph_writer import MS_DOMAIN, GraphWriter
 from .linear import gather_offsets, linear, matmul_nbits, nbits_initializers, quantized_part
+from .lora import LoraEmitter
 from .precision import BuildOptions
 from .rope import rotary_caches
 from .weights import LAYER, MLP, NORM, Weights
@@ -33,7 +34,8 @@ class DecoderEmitter:
         self.contract = contract
         self.io = opts.io_dtype
         self.progress = progress
-        self.attention_parts = AttentionParts(g, cfg, arch, opts, weights, contract, self.rms_norm)
+        self.lora = LoraEmitter(g, cfg, opts.lora_targets, self.io) if opts.lora_targets else None
+        self.attention_parts = AttentionParts(g, cfg, arch, opts, weights, contract, self.rms_norm, self.lora)
 
     def emit(self) -> None:
         g, cfg = self.g, self.cfg
@@ -185,7 +187,8 @@ class DecoderEmitter:
     # hidden [B, S, H] -> [B, S, H]
     def mlp(self, i: int, x: str) -> str:
         """x -> gate_proj -> activation --+--> Mul -> down_proj
-           x -> up_proj ------------------+"""
+           x -> up_proj ------------------+
+        A LoRA build adds each row's adapter to gate, up and down (lora.py)."""
         g, cfg, prefix, p = self.g, self.cfg, LAYER.format(i=i), f"/model/layers.{i}/mlp"
         up_shape, down_shape = (cfg.intermediate_size, cfg.hidden_size), (cfg.hidden_size, cfg.intermediate_size)
 
@@ -195,7 +198,11 @@ class DecoderEmitter:
                           self.opts, self.opts.bits, bias)
 
         gate, up = proj("gate", x, up_shape), proj("up", x, up_shape)
-        return proj("down", g.op("Mul", [self.activation(f"{p}/act", gate), up], f"{p}/Mul"), down_shape)
+        if self.lora is not None:
+            gate, up = self.lora.add(i, "gate", x, gate), self.lora.add(i, "up", x, up)
+        act = g.op("Mul", [self.activation(f"{p}/act", gate), up], f"{p}/Mul")
+        down = proj("down", act, down_shape)
+        return self.lora.add(i, "down", act, down) if self.lora is not None else down
 
     def activation(self, p: str, x: str) -> str:
         """SiLU as x * Sigmoid(x); GELU (tanh or exact) as one Gelu node."""

@@ -7,6 +7,7 @@ from enum import Enum
 
 import numpy as np
 
+from .contract import LORA_TARGETS
 from .source import SourceError
 
 
@@ -74,6 +75,7 @@ class BuildOptions:
     activations: str = "mixed"  # CPU MatMulNBits activations: "mixed" (FLOAT_INPUT_LINEARS float), "int8", "float"
     lm_head_bits: int | None = None  # None: a GGUF's exact table as stored, else LM_HEAD_BITS on CPU; 4 or 8: those
     query_seqlens: bool = True  # the batching input; False for onnxruntime < 1.32 (one sequence per call)
+    lora_targets: tuple[str, ...] = ()  # linears that carry per-row LoRA inputs (contract.LORA_TARGETS); () none
 
     def __post_init__(self):
         if (self.precision, self.target) not in IO_DTYPE:
@@ -90,6 +92,11 @@ class BuildOptions:
             raise SourceError(f"activations must be one of {', '.join(ACTIVATIONS)}, got {self.activations!r}")
         if self.lm_head_bits not in (None, 4, 8):
             raise SourceError(f"lm_head bits must be 4 or 8, got {self.lm_head_bits}")
+        unknown = [t for t in self.lora_targets if t not in LORA_TARGETS]
+        if unknown:
+            raise SourceError(f"LoRA targets must be among {', '.join(LORA_TARGETS)}, got {unknown[0]!r}")
+        # one order whatever order they were given in: the folder name and the graph do not depend on it
+        object.__setattr__(self, "lora_targets", tuple(t for t in LORA_TARGETS if t in self.lora_targets))
 
     @property
     def grid(self) -> str:
@@ -107,6 +114,8 @@ class BuildOptions:
         tag = f"{self.precision.value}-{self.target.value}" + ("" if self.query_seqlens else "-single")
         if self.bits:
             tag += f"-{'requant' if self.requantize else 'exact'}-{self.quantizer}-{self.activations}-r{RECIPE}"
+        if self.lora_targets:
+            tag += "-lora-" + "".join(t[0] if t in "qkvo" else t[:2] for t in self.lora_targets)
         return tag
 
     @property

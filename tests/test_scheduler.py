@@ -170,7 +170,7 @@ def test_the_donor_holds_the_longest_shared_prefix_then_the_most_of_it_ready():
     (short.slot, short.cached), (long.slot, long.cached) = (0, 24), (1, 10)
     d = find_donor(sharing(30, 2), [short, long], {})
     assert (d.slot, d.shared, d.ready, d.free) == (1, 30, 10, False)
-    d = find_donor(sharing(30, 2), [short, long], {3: sharing(30, 1).prompt_ids})
+    d = find_donor(sharing(30, 2), [short, long], {3: (0, sharing(30, 1).prompt_ids)})
     assert (d.slot, d.shared, d.ready, d.free) == (3, 30, 30, True)  # a finished sequence's slot, all ready
 
 
@@ -188,7 +188,7 @@ def test_a_finished_sequences_slot_keeps_its_tokens_for_the_next_turn():
     s, cache = make(slots=3, budget=64, chunk=64)
     a = sharing(20, 1)
     finished(s, cache, a)
-    assert s.retained == {a.slot: a.prompt_ids} and cache.free_slots == 3  # the prompt, not the fed output
+    assert s.retained == {a.slot: (0, a.prompt_ids)} and cache.free_slots == 3  # the prompt, not the fed output
     turn = Sequence(a.prompt_ids + [99, 99, 7, 8], SamplingParams(max_tokens=4))  # the history, then a new message
     s.add(turn)
     plan = s.schedule()

@@ -15,6 +15,7 @@ from functools import partial
 
 import numpy as np
 
+from llm_runtime.adapters.registry import BASE, AdapterPin, UnknownAdapterError
 from llm_runtime.completion import Chunk, TokenLogprob
 from llm_runtime.errors import ParameterError
 from llm_runtime.graph.runner import ModelRunner
@@ -90,11 +91,18 @@ class Engine:
                    inline: bool = False) -> list[RequestHandle]:
         """Queue several requests at once: the same step sees them all (all or none are queued). `inline`: the
         caller's thread will iterate the handles; it steps the engine itself while nothing else runs."""
-        seqs = [self._sequence(ids, params, loop) for ids in prompts]
+        seqs: list[Sequence] = []
+        try:
+            for ids in prompts:
+                seqs.append(self._sequence(ids, params, loop))
+        except BaseException:
+            for seq in seqs:
+                self._release(seq)
+            raise
         with self._lock:
             if len(self.scheduler.waiting) + len(seqs) > self.scheduler.max_waiting:
                 for seq in seqs:
-                    self.constraints.release(seq)
+                    self._release(seq)
                 raise QueueFullError(f"the waiting queue is full ({self.scheduler.max_waiting} requests)")
             inline = inline and loop is None and not self._background and self.scheduler.idle
             for seq in seqs:
@@ -116,7 +124,34 @@ class Engine:
         self.constraints.attach(seq)  # compiles the constraint (cached): one that cannot compile raises here
         prediction = params.prediction and self.folder.tokenizer.encode(params.prediction, add_special_tokens=False).ids
         self.speculator.attach(seq, prediction)
+        try:
+            seq.adapter = self._adapter(params.adapter)
+        except BaseException:
+            self.constraints.release(seq)
+            raise
         return seq
+
+    def _adapter(self, name: str | None) -> AdapterPin:
+        """The pin of the request's adapter (the base model's for None). Raises ParameterError for a name that is
+        not loaded or a model without LoRA inputs, AdapterSlotsFullError when every slot is held by requests."""
+        if name is None:
+            return BASE
+        adapters = self.runner.adapters
+        if adapters is None:
+            raise ParameterError("adapter", f"this model serves no adapters (asked for {name!r}): load it with "
+                                 "adapters, or build it with LoRA targets")
+        try:
+            return adapters.acquire(name)
+        except UnknownAdapterError:
+            known = ", ".join(adapters.names()) or "none"
+            raise ParameterError("adapter", f"unknown adapter {name!r} (loaded: {known})") from None
+
+    def _release(self, seq: Sequence) -> None:
+        """What a sequence holds beside its cache slot: its grammar state and its adapter."""
+        self.constraints.release(seq)
+        if seq.adapter.key:
+            self.runner.adapters.release(seq.adapter)
+            seq.adapter = BASE
 
     def _check_fits(self, tokens: int) -> None:
         """A request the cache's cap cannot hold even alone would wait forever: refuse it now."""
@@ -314,8 +349,8 @@ class Engine:
             last = replace(last, usage=replace(last.usage, cached_tokens=seq.reused,
                                                accepted_prediction_tokens=seq.prediction_accepted,
                                                rejected_prediction_tokens=seq.prediction_rejected))
-        self.constraints.release(seq)
         self.scheduler.finish(seq)
+        self._release(seq)
         self._sequences.pop(seq.id, None)
         seq.handle.put(last)
         seq.handle.close()

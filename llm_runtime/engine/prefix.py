@@ -2,7 +2,8 @@
 history of a conversation) takes the keys and values of those tokens instead of computing them again: copied from
 a running sequence's slot, or in place from the slot a finished sequence left. Only prompt tokens are shared:
 they were computed by multi-token calls, like the newcomer's own prefill (bit-identical); generated tokens were
-fed by one-token calls, which round differently."""
+fed by one-token calls, which round differently. Keys and values depend on the adapter they were computed under:
+only a prefix cached under the same adapter (the same load of it) is shared."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,9 +20,13 @@ class Donor:
     free: bool  # a finished sequence's slot: the newcomer takes the slot itself, no copy
 
 
-def find_donor(seq: Sequence, running: list[Sequence], retained: dict[int, list[int]]) -> Donor | None:
+def find_donor(seq: Sequence, running: list[Sequence], retained: dict[int, tuple[int, list[int]]]) -> Donor | None:
     """The best source of `seq`'s prompt prefix: the most shared tokens, then the most of them ready, then a free
-    slot (no copy). `running`: sequences whose slots can be copied; `retained`: free slot -> tokens it holds."""
-    donors = [Donor(o.slot, n, min(n, o.cached), False) for o in running if (n := reusable(o.prompt_ids, seq.prompt_ids))]
-    donors += [Donor(slot, n, n, True) for slot, held in retained.items() if (n := reusable(held, seq.prompt_ids))]
+    slot (no copy). `running`: sequences whose slots can be copied; `retained`: free slot -> (the adapter key the
+    tokens were computed under, the tokens it holds)."""
+    key = seq.adapter.key
+    donors = [Donor(o.slot, n, min(n, o.cached), False) for o in running
+              if o.adapter.key == key and (n := reusable(o.prompt_ids, seq.prompt_ids))]
+    donors += [Donor(slot, n, n, True) for slot, (held_key, held) in retained.items()
+               if held_key == key and (n := reusable(held, seq.prompt_ids))]
     return max(donors, key=lambda d: (d.shared, d.ready, d.free), default=None)

@@ -52,8 +52,9 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.reused_tokens = 0  # prompt tokens taken from another sequence's cache instead of computed
-        # free slot -> the prompt tokens a finished sequence left in it, until the slot is given to another sequence
-        self.retained: dict[int, list[int]] = {}
+        # free slot -> (adapter key, the prompt tokens a finished sequence left in it under that adapter), until the
+        # slot is given to another sequence
+        self.retained: dict[int, tuple[int, list[int]]] = {}
 
     def add(self, seq: Sequence) -> None:
         if len(self.waiting) >= self.max_waiting:
@@ -131,7 +132,7 @@ class Scheduler:
             self.running.remove(seq)
             self.cache.free_slot(seq.slot)
             if seq.cached >= MIN_SHARED and not self.cache.window_rows:
-                self.retained[seq.slot] = seq.prompt_ids[:seq.cached]
+                self.retained[seq.slot] = (seq.adapter.key, seq.prompt_ids[:seq.cached])
         elif seq.status is Status.WAITING and seq in self.waiting:
             self.waiting.remove(seq)
         seq.status = Status.FINISHED

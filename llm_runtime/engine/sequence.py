@@ -5,6 +5,7 @@ import itertools
 from dataclasses import dataclass, field
 from enum import Enum
 
+from llm_runtime.adapters.registry import BASE, AdapterPin
 from llm_runtime.sampling.params import SamplingParams
 from llm_runtime.sampling.request_sampler import RequestSampler
 from llm_runtime.speculation import DraftPolicy, Proposer
@@ -42,6 +43,7 @@ class Sequence:
     policy: DraftPolicy | None = None  # how many it drafts (None: it never drafts)
     prediction_accepted: int = 0  # drafted prediction tokens accepted (usage's accepted_prediction_tokens)
     prediction_rejected: int = 0  # drafted prediction tokens rejected (usage's rejected_prediction_tokens)
+    adapter: AdapterPin = BASE  # its LoRA adapter's slot and key, held from submission to its end
 
     @property
     def prefilling(self) -> bool:

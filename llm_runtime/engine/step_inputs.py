@@ -54,16 +54,19 @@ def build_step(items: list[Scheduled], cache: KVCache) -> Step:
     totals = np.maximum(cache.lengths[first:first + rows], 1)  # idle rows keep their length (at least 1, the op's rule)
     query = np.zeros(rows, np.int64)
     logits_at = []
+    lora = np.zeros(rows, np.int64) if any(item.seq.adapter.slot for item in items) else None  # [rows]
     for item in items:
         row, n = item.seq.slot - first, len(item.tokens)
         ids[row, :n] = item.tokens
+        if lora is not None:
+            lora[row] = item.seq.adapter.slot
         totals[row] = item.seq.cached + n
         query[row] = n
         if item.draft:  # every position of a verified run
             logits_at.extend(range(row * width, row * width + n))
         elif item.wants_logits:
             logits_at.append(row * width + n - 1)
-    return Step(ids, totals, query, np.array(logits_at, np.int64), first)
+    return Step(ids, totals, query, np.array(logits_at, np.int64), first, lora)
 
 
 class DecodeInputs:
@@ -80,16 +83,18 @@ class DecodeInputs:
         sampling = sum(item.wants_logits for item in items)  # riding forced tokens need no logits
         if s is None or s.first_slot != first or len(s.totals) != rows or len(s.logits_at) != sampling:
             s = self._step = Step(np.zeros((rows, 1), np.int64), np.ones(rows, np.int64), np.zeros(rows, np.int64),
-                                  np.zeros(sampling, np.int64), first)
+                                  np.zeros(sampling, np.int64), first, np.zeros(rows, np.int64))
         if len(items) < rows:  # idle slots in the range keep their length (at least 1) and compute nothing
             np.maximum(cache.lengths[first:first + rows], 1, out=s.totals)
             s.query_lens[:] = 0
+            s.lora_index[:] = 0
         i = 0
         for item in items:
             row = item.seq.slot - first
             s.input_ids[row, 0] = item.tokens[0]
             s.totals[row] = item.seq.cached + 1
             s.query_lens[row] = 1
+            s.lora_index[row] = item.seq.adapter.slot
             if item.wants_logits:
                 s.logits_at[i] = row
                 i += 1

@@ -1,6 +1,6 @@
 """onnxruntime's load-time warning about the contract's optional inputs, muted exactly and nothing else.
 
-The optional inputs (`query_seqlens`, `logits_indices`) are graph inputs with default initializers, so that
+The optional inputs (`query_seqlens`, `logits_indices`, a LoRA build's `lora_index` and `lora.*` factors) are graph inputs with default initializers, so that
 onnxruntime-genai, which feeds only the inputs it knows, runs our graphs unchanged. The other way ONNX has to
 declare them, optional-typed inputs without a default, crashes onnxruntime-genai 0.18 when it opens the model
 (a segmentation fault in `og.Model`). onnxruntime warns about every initializer that is also a graph input
@@ -18,11 +18,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from llm_runtime.model_builder.contract import OPTIONAL_INPUTS
+from llm_runtime.model_builder.contract import LORA_INDEX, LORA_PREFIX, OPTIONAL_INPUTS
 
+# the optional inputs, and a LoRA build's index and factor inputs (rank-0 defaults)
 DEFAULT_INPUT_WARNING = re.compile(
-    rb"Initializer (%s) appears in graph inputs and will not be treated as constant" %
-    b"|".join(re.escape(name.encode()) for name in OPTIONAL_INPUTS))
+    rb"Initializer (%s|%s[\w.]+) appears in graph inputs and will not be treated as constant" %
+    (b"|".join(re.escape(name.encode()) for name in (*OPTIONAL_INPUTS, LORA_INDEX)), re.escape(LORA_PREFIX.encode())))
 _redirect = threading.Lock()  # one redirection of fd 2 at a time: nested ones would restore the wrong target
 
 

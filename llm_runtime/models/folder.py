@@ -64,7 +64,8 @@ class ModelFolder:
         template = template_file.read_text() if template_file.exists() else tok_cfg.get("chat_template")
         gen = _json(path / "generation_config.json")
         eos = sorted(set(_ids(model.get("eos_token_id")) + _ids(gen.get("eos_token_id"))))
-        return cls(path=path, genai=genai, contract=GraphContract.from_genai_config(genai, kv_dtype, manifest.get("window_cache")),
+        return cls(path=path, genai=genai, contract=GraphContract.from_genai_config(genai, kv_dtype, manifest.get("window_cache"),
+                                                                                 manifest.get("lora")),
                    tokenizer=Tokenizer.from_file(str(path / "tokenizer.json")), tokenizer_config=tok_cfg,
                    chat_template=template, eos_token_ids=eos, context_length=int(model["context_length"]),
                    vocab_size=int(model["vocab_size"]), manifest=manifest,

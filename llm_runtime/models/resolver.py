@@ -26,11 +26,11 @@ log = logging.getLogger(__name__)
 ORT_HAS_QUERY_SEQLENS = Version(ort.__version__).release >= (1, 32)
 
 
-def build_options_for(provider_build: str) -> BuildOptions:
+def build_options_for(provider_build: str, lora_targets: tuple[str, ...] = ()) -> BuildOptions:
     """int4 everywhere (the precision that runs fastest on CPU and fits GPUs best), with the batching input
-    when this onnxruntime knows it (1.32 and newer)."""
+    when this onnxruntime knows it (1.32 and newer); LoRA inputs on `lora_targets` (a folder of its own)."""
     return BuildOptions(precision=Precision.INT4, target=BuildTarget(provider_build),
-                        query_seqlens=ORT_HAS_QUERY_SEQLENS)
+                        query_seqlens=ORT_HAS_QUERY_SEQLENS, lora_targets=lora_targets)
 
 
 def resolve_model(model: str | Path, provider_build: str = "cpu", progress: bool = True,

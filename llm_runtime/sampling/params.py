@@ -51,6 +51,7 @@ class SamplingParams:
     json_object: bool = False  # the reply is any JSON object
     prediction: str | None = None  # a predicted output: a draft source, tokenized when the request is submitted
     skip_special_tokens: bool = True  # special tokens are left out of the text (tool-call markers need them)
+    adapter: str | None = None  # the name of a loaded LoRA adapter to generate with (LLM.load_adapter); None: the base
     constraint: Constraint | None = field(default=None, repr=False)  # built from the fields above, or given whole
 
     def __post_init__(self):
@@ -69,6 +70,8 @@ class SamplingParams:
         if self.prediction is not None and not isinstance(self.prediction, str):
             raise ParameterError("prediction", f"must be a string, got {type(self.prediction).__name__}")
         _bool("skip_special_tokens", self.skip_special_tokens)
+        if self.adapter is not None and (not isinstance(self.adapter, str) or not self.adapter):
+            raise ParameterError("adapter", f"must be an adapter's name, got {self.adapter!r}")
         object.__setattr__(self, "constraint", _constraint(self))
 
     @property
