@@ -11,3 +11,8 @@ class ParameterError(ValueError):
         whole = message.startswith(param) or message[:1].isupper()
         super().__init__(message if whole else f"{param} {message}")
         self.param, self.code = param, code
+
+
+class AdapterError(ValueError):
+    """A LoRA adapter file that cannot be read, or an adapter that does not fit its base model; raised before
+    anything is loaded, with a message that names the file, the module and the shapes involved."""

@@ -1,79 +1,60 @@
-"""Random PEFT LoRA adapters on a transformers model, and the same adapters as LoraAdapter objects: the reference
-side of the LoRA tests (the file-format readers are tested on their own)."""
+"""Random PEFT LoRA adapters on tiny models, and PEFT's own delta per linear: the reference every reader of ours
+is checked against."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from pathlib import Path
 
 import numpy as np
-import torch
 
-from llm_runtime.adapters import LoraAdapter, LoraPair
-
-PREFIX = "base_model.model."
+from llm_runtime.model_builder.config import ModelConfig, model_config
 
 
-@dataclass(frozen=True)
-class AdapterSpec:
-    name: str
-    rank: int
-    alpha: float
-    targets: tuple[str, ...]  # PEFT target module names ("q_proj", ...)
-    rslora: bool = False
-    seed: int = 0
-    std: float = 0.1  # of the random A and B (PEFT starts B at zero, which would add nothing)
+def base_config(hf: Path) -> ModelConfig:
+    return model_config(json.loads((Path(hf) / "config.json").read_text()))
 
 
-def peft_model(base, specs: list[AdapterSpec]):
-    """`base` (a transformers model, changed in place) wrapped with one random PEFT adapter per spec."""
-    from peft import LoraConfig, get_peft_model
+def peft_model(hf: Path, adapter: Path | None = None, seed: int = 0, **lora):
+    """A PeftModel on the base at `hf`: loaded from the folder `adapter`, or new with random nonzero factors."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
 
-    model = None
-    for spec in specs:
-        config = LoraConfig(r=spec.rank, lora_alpha=spec.alpha, target_modules=list(spec.targets), lora_dropout=0.0,
-                            use_rslora=spec.rslora, init_lora_weights=False)
-        if model is None:
-            model = get_peft_model(base, config, adapter_name=spec.name)
-        else:
-            model.add_adapter(spec.name, config)
-        generator = torch.Generator().manual_seed(spec.seed)
-        with torch.no_grad():
-            for key, p in model.named_parameters():
-                if f".{spec.name}." in key and "lora_" in key:
-                    p.copy_(torch.randn(p.shape, generator=generator) * spec.std)
-    return model.eval()
+    base = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()
+    if adapter is not None:
+        return PeftModel.from_pretrained(base, adapter).eval()
+    torch.manual_seed(seed)
+    model = get_peft_model(base, LoraConfig(init_lora_weights=False, **lora)).eval()
+    with torch.no_grad():  # PEFT's init gives small B; larger ones make a wrong scale or row order visible
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.5)
+    return model
 
 
-def lora_adapter(model, spec: AdapterSpec) -> LoraAdapter:
-    """The spec's adapter read out of a PEFT model's state dict, its scale folded into B."""
-    scale = spec.alpha / (spec.rank ** 0.5 if spec.rslora else spec.rank)
-    state = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
-    pairs = {}
-    for key, a in state.items():
-        if key.endswith(f"lora_A.{spec.name}.weight"):
-            module = key[len(PREFIX):-len(f".lora_A.{spec.name}.weight")]
-            b = state[key.replace("lora_A", "lora_B")]
-            pairs[module] = LoraPair(np.ascontiguousarray(a), np.ascontiguousarray(b * scale, dtype=np.float32))
-    return LoraAdapter(spec.name, pairs, source="peft test adapter")
+def save_peft(hf: Path, out: Path, seed: int = 0, **lora) -> Path:
+    peft_model(hf, seed=seed, **lora).save_pretrained(out)
+    return Path(out)
 
 
-def peft_logits(model, name: str | None, ids: list[int]) -> np.ndarray:
-    """float32 [S, V]: the logits of every position of `ids` under adapter `name` (None: the base model)."""
+def peft_deltas(model, x_seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """PEFT module name (no prefix) -> (x [5, in], layer(x) - base_layer(x) [5, out]) for every LoRA linear."""
+    import torch
+    from peft.tuners.lora import LoraLayer
+
+    rng = np.random.default_rng(x_seed)
+    out = {}
     with torch.no_grad():
-        if name is None:
-            with model.disable_adapter():
-                return model(torch.tensor([ids])).logits[0].float().numpy()
-        model.set_adapter(name)
-        return model(torch.tensor([ids])).logits[0].float().numpy()
+        for name, module in model.base_model.model.named_modules():
+            if isinstance(module, LoraLayer):
+                x = rng.standard_normal((5, module.in_features)).astype(np.float32)
+                t = torch.from_numpy(x)
+                out[name] = (x, (module(t) - module.base_layer(t)).numpy())
+    return out
 
 
-def peft_greedy(model, name: str | None, ids: list[int], n: int) -> tuple[list[int], list[float]]:
-    """`n` greedy tokens under `name` (no stop), and the gap between the top two logits at each."""
-    out, gaps = [], []
-    seq = list(ids)
-    for _ in range(n):
-        logits = peft_logits(model, name, seq)[-1]
-        top2 = np.sort(logits)[-2:]
-        out.append(int(logits.argmax()))
-        gaps.append(float(top2[1] - top2[0]))
-        seq.append(out[-1])
-    return out, gaps
+def logits(model, ids: list[int]) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].numpy()

@@ -5,7 +5,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from peft_adapters import AdapterSpec, lora_adapter, peft_logits, peft_model
+from lora_reference import AdapterSpec, lora_adapter, peft_logits, peft_model
 from transformers import AutoModelForCausalLM
 
 from llm_runtime import LLM

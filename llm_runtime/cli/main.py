@@ -25,6 +25,8 @@ COMMANDS = {
               "serve an OpenAI-compatible API (chat, completions, responses; streaming) and a chat page"),
     "perplexity": ("llm_runtime.cli.perplexity",
                    "perplexity of a model on a text, and KL divergence from a reference"),
+    "adapter": ("llm_runtime.cli.adapter",
+                "convert a LoRA adapter (PEFT folder, GGUF LoRA, .onnx_adapter) to our folder or an .onnx_adapter"),
 }
 
 
