@@ -188,6 +188,8 @@ class ModelCard(BaseModel):
     owned_by: str
     # extension: the sampling a request that leaves these fields out gets (serve --generation-config)
     generation_config: dict[str, float] = {}
+    root: str | None = None  # a LoRA adapter's: the file or folder it was read from
+    parent: str | None = None  # a LoRA adapter's: the served model it runs on
 
 
 class ModelList(BaseModel):
