@@ -30,9 +30,10 @@ RANK = 16
 
 def write_adapter(folder: Path, seed: int) -> Path:
     """A random rank-16 adapter of the default model on q/k/v/o/gate/up/down of every layer, as our folder."""
-    from llm_runtime.adapters import LoraAdapter, LoraPair, linear_shapes, write_folder
     from llm_runtime.model_builder.config import model_config
     from llm_runtime.model_builder.gguf_source import GGUFSource
+
+    from llm_runtime.adapters import LoraAdapter, LoraPair, linear_shapes, write_folder
     from llm_runtime.models.default import GGUF_NAME, home
 
     cfg = model_config(GGUFSource(home() / "models" / GGUF_NAME).config)

@@ -10,13 +10,13 @@ import threading
 import httpx
 import openai
 import pytest
-from peft_adapters import peft_model, save_peft
+from llm_runtime.model_builder.contract import LORA_TARGETS
 from lora_reference import peft_greedy
+from peft_adapters import peft_model, save_peft
 from server_process import CLI, launched
 
 from llm_runtime import LLM, SamplingParams
 from llm_runtime.cli.main import main
-from llm_runtime.model_builder.contract import LORA_TARGETS
 
 CASE = "llama-gqa2"
 KEY = "sk-doors"
@@ -187,3 +187,13 @@ def test_a_batch_file_mixes_base_and_adapter_lines(build, folders, llm, tmp_path
     for i, name in enumerate([None, "attn", "mlp", None]):
         assert bodies[str(i)]["choices"][0]["text"] == llm.submit(PROMPT, greedy(name)).result().text, i
     assert bodies["1"]["model"] == "attn" and bodies["3"]["model"] != "other"
+
+
+def test_generate_takes_lora_and_adapter(build, folders, llm, capsys):
+    argv = ["generate", "--model", str(build), "--lora", f"mlp={folders['mlp']}", "--max-tokens", str(TOKENS),
+            "--ignore-eos", "Hello there"]
+    assert main([*argv, "--adapter", "mlp"]) == 0
+    text = llm.generate("Hello there", greedy("mlp")).text
+    assert capsys.readouterr().out == text + "\n" and text != llm.generate("Hello there", greedy()).text
+    assert main([*argv, "--adapter", "nope"]) != 0
+    assert "unknown adapter 'nope' (loaded: mlp)" in capsys.readouterr().err
