@@ -73,7 +73,7 @@ def router(models: ModelRegistry) -> APIRouter:
 def _serving(models: ModelRegistry) -> Model:
     """The loaded model that serves adapters (a LoRA build), or a 400."""
     for model in models.loaded():
-        if model.llm.adapters is not None:
+        if getattr(model.llm, "adapters", None) is not None:
             return model
     raise bad_request("no served model serves LoRA adapters (serve --enable-lora or --lora NAME=PATH)",
                       code="adapters_disabled")

@@ -184,7 +184,8 @@ def create_app(models, served_model_name: str | None = None, api_keys: list[str]
     @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus():
         engines = {m.name: m.llm.engine.stats() for m in models.loaded()}
-        adapters = {m.name: len(m.llm.adapter_names()) for m in models.loaded() if m.llm.adapters is not None}
+        adapters = {m.name: len(m.llm.adapter_names()) for m in models.loaded()
+                    if getattr(m.llm, "adapters", None) is not None}
         return PlainTextResponse(metrics.render(engines, models.names, adapters),
                                  media_type="text/plain; version=0.0.4")
 

@@ -52,7 +52,8 @@ class Model:
 
 def adapter_roots(config) -> dict[str, str]:
     """An LLMConfig's adapters to load at start, name -> the file or folder (a LoraAdapter's `source`)."""
-    return {name: str(getattr(source, "source", source)) for name, source in config.adapters}
+    adapters = getattr(config, "adapters", ())  # None: an LLM still loading, or a stand-in without a config
+    return {name: str(getattr(source, "source", source)) for name, source in adapters}
 
 
 def not_found(name: str) -> APIError:
@@ -84,7 +85,7 @@ class ModelRegistry:
     def single(cls, name: str, llm) -> "ModelRegistry":
         """One model, given ready with its adapters (or None while the caller loads it: then set
         `registry.models[name].llm`)."""
-        return cls([Model(name, None, llm, adapters=adapter_roots(llm.config) if llm is not None else {})])
+        return cls([Model(name, None, llm, adapters=adapter_roots(getattr(llm, "config", None)))])
 
     @property
     def names(self) -> list[str]:

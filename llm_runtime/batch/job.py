@@ -62,7 +62,7 @@ class BatchJob:
         self.llm, self.src, self.output, self.model_name = llm, src, output, model_name
         self.params = params
         self.defaults = dict(getattr(getattr(llm, "folder", None), "sampling", {}))
-        self.adapters = set(llm.adapter_names())
+        self.adapters = set(getattr(llm, "adapter_names", list)())  # a line's model may name one
         self.max_concurrency = max_concurrency
         self.stop = stop or threading.Event()
         self.on_line = on_line or (lambda: None)
