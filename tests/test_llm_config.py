@@ -134,3 +134,19 @@ def test_lora_flags_show_their_defaults_and_refuse_bad_values(capsys):
                            (["--max-loras", "0"], "max_slots must be >= 1")):
         assert main(["generate", *flags, "hi"]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_serve_on_ray_hands_its_replicas_the_adapters(tiny_build, capsys):
+    """Each replica loads the --lora adapters by path from the config it is given (LLMServer's init args)."""
+    pytest.importorskip("ray")
+    from llm_runtime.adapters import LoraConfig
+    from llm_runtime.model_builder.contract import LORA_TARGETS
+    from llm_runtime.server.ray_serve import application
+
+    model = str(tiny_build("llama-gqa2", lora_targets=LORA_TARGETS))
+    args = parsed("serve --ray", ["--model", model, "--lora", "a=/adapters/a", "--max-loras", "2"])
+    config = application(llm_config(args), "tiny", replicas=args.replicas)._bound_deployment.init_args[0]
+    assert config.adapters == (("a", "/adapters/a"),) and config.lora == LoraConfig(max_slots=2)
+    assert pickle.loads(pickle.dumps(config)) == config
+    assert main(["serve", "--ray", "--model", model, "--allow-adapter-updates"]) == 2
+    assert "--allow-adapter-updates is not supported with --ray" in capsys.readouterr().err
