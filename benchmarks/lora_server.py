@@ -82,7 +82,7 @@ async def load_under_streams(base: str, adapter: Path, name: str, streams: int, 
         for a, b in zip(times, times[1:]):  # a gap that overlaps the load counts as during it
             (during if b > start and a < end else outside).append(b - a)
     return {"load_s": end - start, "gap_during": max(during, default=0.0), "gap_outside": max(outside, default=0.0),
-            "gaps_during": len(during)}
+            "gaps_during": len(during), "gap_p50": statistics.median(outside)}
 
 
 def main() -> None:
@@ -121,7 +121,7 @@ def main() -> None:
                                                 args.stream_tokens)) for i in range(args.loads)]
         for i, r in enumerate(loads):
             print(f"load {i}: {r['load_s'] * 1e3:.0f} ms; longest chunk gap during it {r['gap_during'] * 1e3:.0f} ms "
-                  f"({r['gaps_during']} gaps), outside {r['gap_outside'] * 1e3:.0f} ms")
+                  f"({r['gaps_during']} gaps), outside {r['gap_outside'] * 1e3:.0f} ms (median {r['gap_p50'] * 1e3:.0f} ms)")
         print(f"load time median {statistics.median(r['load_s'] for r in loads) * 1e3:.0f} ms, "
               f"max {max(r['load_s'] for r in loads) * 1e3:.0f} ms; longest gap during loads "
               f"{max(r['gap_during'] for r in loads) * 1e3:.0f} ms, outside {max(r['gap_outside'] for r in loads) * 1e3:.0f} ms")
