@@ -121,10 +121,12 @@ def main() -> None:
                                                 args.stream_tokens)) for i in range(args.loads)]
         for i, r in enumerate(loads):
             print(f"load {i}: {r['load_s'] * 1e3:.0f} ms; longest chunk gap during it {r['gap_during'] * 1e3:.0f} ms "
-                  f"({r['gaps_during']} gaps), outside {r['gap_outside'] * 1e3:.0f} ms (median {r['gap_p50'] * 1e3:.0f} ms)")
+                  f"({r['gaps_during']} gaps), outside {r['gap_outside'] * 1e3:.0f} ms "
+                  f"(median {r['gap_p50'] * 1e3:.0f} ms)")
         print(f"load time median {statistics.median(r['load_s'] for r in loads) * 1e3:.0f} ms, "
               f"max {max(r['load_s'] for r in loads) * 1e3:.0f} ms; longest gap during loads "
-              f"{max(r['gap_during'] for r in loads) * 1e3:.0f} ms, outside {max(r['gap_outside'] for r in loads) * 1e3:.0f} ms")
+              f"{max(r['gap_during'] for r in loads) * 1e3:.0f} ms, "
+              f"outside {max(r['gap_outside'] for r in loads) * 1e3:.0f} ms")
     finally:
         for proc in procs:
             proc.terminate()

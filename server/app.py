@@ -118,8 +118,8 @@ def create_app(models, served_model_name: str | None = None, api_keys: list[str]
     `data_dir`: where stored responses live (default $LLM_RUNTIME_HOME/server). `access_log`: one INFO line per
     request (server/access_log.py). `retention`: how long and how much of the stored responses are kept (default
     Retention(); swept while the app runs). `adapter_updates`: POST /v1/load_lora_adapter and
-    /v1/unload_lora_adapter (server/adapters.py) load and unload LoRA adapters. `app.state.drain`: set its `draining` to refuse new requests
-    (server/drain.py)."""
+    /v1/unload_lora_adapter (server/adapters.py) load and unload LoRA adapters. `app.state.drain`: set its
+    `draining` to refuse new requests (server/drain.py)."""
     store = ResponseStore(Path(data_dir or default_data_dir()) / STORE_FILE, retention or Retention())
 
     @contextlib.asynccontextmanager

@@ -308,10 +308,11 @@ def test_batch_on_ray_with_adapters_equals_the_local_job(tiny_build, tiny_hf, tm
     model = str(tiny_build("llama-gqa2", lora_targets=LORA_TARGETS))
     adapter = save_peft(tiny_hf("llama-gqa2"), tmp_path / "attn", seed=1, r=4, lora_alpha=8,
                         target_modules=["q_proj", "v_proj"])
-    rows = [{"custom_id": f"{i}", "prompt": f"The number {i // 2} is", **GREEDY, **({"model": "attn"} if i % 2 else {})}
-            for i in range(8)]  # pairs of one prompt: the base, then the adapter
+    rows = [{"custom_id": f"{i}", "prompt": f"The number {i // 2} is", **GREEDY,
+             **({"model": "attn"} if i % 2 else {})} for i in range(8)]  # pairs of one prompt: base, then adapter
     src = jsonl(tmp_path / "in.jsonl", rows)
-    for out, ray_flags in (("local.jsonl", []), ("ray.jsonl", ["--ray", "--replicas", "2", "--threads-per-replica", "1"])):
+    on_ray = ["--ray", "--replicas", "2", "--threads-per-replica", "1"]
+    for out, ray_flags in (("local.jsonl", []), ("ray.jsonl", on_ray)):
         assert main(["batch", str(src), "-o", str(tmp_path / out), "--model", model, "--lora", f"attn={adapter}",
                      *ray_flags]) == 0
     local, on_ray = texts(read(tmp_path / "local.jsonl")), texts(read(tmp_path / "ray.jsonl"))
