@@ -64,7 +64,7 @@ async def load_under_streams(base: str, adapter: Path, name: str, streams: int, 
     host, port = base.split("//")[1].split(":")
     texts = prompts(streams)
     bodies = [json.dumps({"model": "bench" if k % 2 == 0 else "r16-a", "stream": True, "max_tokens": tokens,
-                          "ignore_eos": True, "temperature": 0,
+                          "ignore_eos": True, "temperature": 0, "stream_options": {"include_usage": True},
                           "messages": [{"role": "user", "content": texts[k]}]}).encode() for k in range(streams)]
     running = [asyncio.ensure_future(stream_request(host, int(port), b)) for b in bodies]
     await asyncio.sleep(1.0)  # every stream past its prompt
@@ -77,6 +77,8 @@ async def load_under_streams(base: str, adapter: Path, name: str, streams: int, 
         u = await client.post(f"{base}/v1/unload_lora_adapter", json={"lora_name": name})
         u.raise_for_status()
     results = await asyncio.gather(*running)
+    if any(n != tokens for _, n in results):  # no request lost or cut short by the load and the unload
+        raise RuntimeError(f"streams ended early: {[n for _, n in results]} of {tokens} tokens")
     during, outside = [], []
     for times, _ in results:
         for a, b in zip(times, times[1:]):  # a gap that overlaps the load counts as during it
