@@ -12,24 +12,14 @@ import logging
 import anyio
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, Field
 
 from llm_runtime.errors import ParameterError
 
 from .errors import ERROR_RESPONSES, APIError, bad_request
 from .models import Model, ModelRegistry
+from .schemas import LoadLoraAdapter, UnloadLoraAdapter
 
 log = logging.getLogger(__name__)
-Name = Field(min_length=1, max_length=256)
-
-
-class LoadLoraAdapter(BaseModel):
-    lora_name: str = Name
-    lora_path: str = Field(min_length=1, max_length=4096)  # a PEFT folder, a GGUF LoRA or an .onnx_adapter
-
-
-class UnloadLoraAdapter(BaseModel):
-    lora_name: str = Name
 
 
 def router(models: ModelRegistry) -> APIRouter:

@@ -197,6 +197,15 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+class LoadLoraAdapter(BaseModel):
+    lora_name: str = Field(min_length=1, max_length=256)
+    lora_path: str = Field(min_length=1, max_length=4096)  # a PEFT folder, a GGUF LoRA or an .onnx_adapter
+
+
+class UnloadLoraAdapter(BaseModel):
+    lora_name: str = Field(min_length=1, max_length=256)
+
+
 def ok(model: type[BaseModel], stream: bool = False) -> dict:
     """The 200 entry of `responses=`: JSON of `model`, or (streaming) server-sent events."""
     event = {"type": "object", "properties": {"data": {"type": "string"}}, "required": ["data"]}
