@@ -13,7 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import PlainTextResponse
 
-from llm_runtime.server import errors, responses, web_ui
+from llm_runtime.server import adapters, errors, responses, web_ui
 
 from .access_log import AccessLog, StatusRecorder
 from .completions import complete, parse
@@ -28,7 +28,8 @@ from .schemas import ChatCompletion, ChatRequest, CompletionRequest, ModelCard, 
 
 log = logging.getLogger(__name__)
 MAX_BODY = 4 << 20
-ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/responses")
+ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/responses", "/v1/load_lora_adapter",
+          "/v1/unload_lora_adapter")
 STORE_FILE = "responses.sqlite3"
 
 
@@ -109,14 +110,16 @@ def default_data_dir() -> Path:
 
 def create_app(models, served_model_name: str | None = None, api_keys: list[str] = (), cors_origins: list[str] = (),
                public_metrics: bool = False, web: bool = True, data_dir: Path | None = None,
-               access_log: bool = False, retention: Retention | None = None) -> FastAPI:
+               access_log: bool = False, retention: Retention | None = None,
+               adapter_updates: bool = False) -> FastAPI:
     """The app over `models`: a ModelRegistry (server/models.py), or one LLM served as `served_model_name` (None
     while it loads: set `app.state.models.models[name].llm` when ready; until then /health and /v1 answer 503).
     With `api_keys`, /v1 and /metrics (unless `public_metrics`) need one of them. `web`: the chat page at `/`.
     `data_dir`: where stored responses live (default $LLM_RUNTIME_HOME/server). `access_log`: one INFO line per
     request (server/access_log.py). `retention`: how long and how much of the stored responses are kept (default
-    Retention(); swept while the app runs). `app.state.drain`: set its `draining` to refuse new requests
-    (server/drain.py)."""
+    Retention(); swept while the app runs). `adapter_updates`: POST /v1/load_lora_adapter and
+    /v1/unload_lora_adapter (server/adapters.py) load and unload LoRA adapters. `app.state.drain`: set its
+    `draining` to refuse new requests (server/drain.py)."""
     store = ResponseStore(Path(data_dir or default_data_dir()) / STORE_FILE, retention or Retention())
 
     @contextlib.asynccontextmanager
@@ -143,29 +146,35 @@ def create_app(models, served_model_name: str | None = None, api_keys: list[str]
 
     @app.post("/v1/chat/completions", response_model=None, responses={**ok(ChatCompletion, True), **ERROR_RESPONSES})
     async def chat_completions(req: ChatRequest, request: Request):
-        r = parse(req.body(), "chat", models.check(req.model).sampling_defaults())
+        models.check(req.model)
+        r = parse(req.body(), "chat", models.sampling_defaults(req.model))
         async with models.use(req.model) as llm:
             return await complete(request, r, llm, req.model, metrics)
 
     @app.post("/v1/completions", response_model=None, responses={**ok(TextCompletion, True), **ERROR_RESPONSES})
     async def completions(req: CompletionRequest, request: Request):
-        r = parse(req.body(), "completions", models.check(req.model).sampling_defaults())
+        models.check(req.model)
+        r = parse(req.body(), "completions", models.sampling_defaults(req.model))
         async with models.use(req.model) as llm:
             return await complete(request, r, llm, req.model, metrics)
 
     def model_card(name: str) -> dict:
-        return {"id": name, "object": "model", "created": int(start_time), "owned_by": "llm-runtime",
-                "generation_config": models.sampling_defaults(name)}
+        """A served model's card, or an adapter's: its `parent` is the model it runs on, its `root` its file."""
+        base = models.check(name)
+        card = {"id": name, "object": "model", "created": int(start_time), "owned_by": "llm-runtime",
+                "generation_config": base.sampling_defaults()}
+        return card if base.name == name else {**card, "root": base.adapters[name], "parent": base.name}
 
     start_time = time.time()
 
     @app.get("/v1/models", response_model=ModelList, responses=ERROR_RESPONSES)
     async def list_models():
-        return {"object": "list", "data": [model_card(name) for name in models.names]}
+        names = [n for m in models.models.values() for n in (m.name, *m.adapters)]
+        return {"object": "list", "data": [model_card(name) for name in names]}
 
     @app.get("/v1/models/{model}", response_model=ModelCard, responses=ERROR_RESPONSES)
     async def model(model: str):
-        return model_card(models.check(model).name)
+        return model_card(model)
 
     @app.get("/health", responses={503: {"model": errors.ErrorBody, "description": "loading or unhealthy"}})
     async def health():
@@ -175,7 +184,10 @@ def create_app(models, served_model_name: str | None = None, api_keys: list[str]
     @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus():
         engines = {m.name: m.llm.engine.stats() for m in models.loaded()}
-        return PlainTextResponse(metrics.render(engines, models.names), media_type="text/plain; version=0.0.4")
+        adapters = {m.name: len(m.llm.adapter_names()) for m in models.loaded()
+                    if getattr(m.llm, "adapters", None) is not None}
+        return PlainTextResponse(metrics.render(engines, models.names, adapters),
+                                 media_type="text/plain; version=0.0.4")
 
     def openapi() -> dict:
         """FastAPI's document, less the 422 it adds by default: a validation error is a 400 here."""
@@ -188,6 +200,8 @@ def create_app(models, served_model_name: str | None = None, api_keys: list[str]
         return app.openapi_schema
 
     app.include_router(responses.router(models, store, metrics, keyed=bool(api_keys)))
+    if adapter_updates:
+        app.include_router(adapters.router(models))
     app.openapi = openapi
     if web:
         app.include_router(web_ui.router)

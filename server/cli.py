@@ -17,7 +17,8 @@ Serve an OpenAI-compatible HTTP API on the batching engine, and a chat page:
   POST /v1/chat/completions  chat ("stream": true streams; tools, JSON schemas)
   POST /v1/completions       text completion
   POST /v1/responses         the Responses API (GET, DELETE /v1/responses/ID; DELETE /v1/responses: all of a key's)
-  GET  /v1/models            the served models
+  GET  /v1/models            the served models and their LoRA adapters (--lora NAME=PATH: `model: NAME`)
+  POST /v1/load_lora_adapter, /v1/unload_lora_adapter  with --allow-adapter-updates
   GET  /                     the chat page, in a browser (off: --no-web-ui)
   GET  /metrics              Prometheus metrics (API key unless --public-metrics)
   GET  /health               200 once the models are loaded, 503 until then (and while draining)
@@ -39,6 +40,9 @@ def add_arguments(p) -> None:
                         "--model, one each, in the same order")
     p.add_argument("--max-loaded", type=int, help="models loaded at once: each loads on its first request and the "
                                                   "least recently used idle one is unloaded (default: all, at start)")
+    p.add_argument("--allow-adapter-updates", action="store_true",
+                   help="serve POST /v1/load_lora_adapter and /v1/unload_lora_adapter (behind the API key; implies "
+                        "--enable-lora)")
     p.add_argument("--cors-origin", action="append", default=[], help="allowed CORS origin (repeatable; none: off)")
     p.add_argument("--public-metrics", action="store_true", help="serve /metrics without the API key")
     p.add_argument("--no-web-ui", action="store_true", help="do not serve the chat page at /")
@@ -90,13 +94,16 @@ def run(args) -> int:
 
     from .app import create_app, default_data_dir
     from .drain import DrainingServer
-    from .models import Model, ModelRegistry
+    from .models import Model, ModelRegistry, adapter_roots
 
     if not 0 <= args.port < 65536:
         raise ValueError(f"--port must be in 0..65535, got {args.port}")
     if args.shutdown_timeout < 0:
         raise ValueError(f"--shutdown-timeout must be >= 0, got {args.shutdown_timeout}")
     sources = args.model or ["default"]
+    if args.lora and len(sources) > 1:
+        raise ValueError("--lora serves adapters of one model: give one --model with it")
+    args.enable_lora = args.enable_lora or args.allow_adapter_updates or None
     configs = [llm_config(args, source) for source in sources]
     names = served_names(sources, args.served_model_name)
     generation = GenerationConfig.of(args.generation_config, args.override_generation_config)
@@ -115,10 +122,11 @@ def run(args) -> int:
         return load
 
     lazy = args.max_loaded is not None
-    registry = ModelRegistry([Model(n, loader(c) if lazy else None, generation=generation)
-                              for n, c in zip(names, configs)], args.max_loaded)
+    registry = ModelRegistry([Model(n, loader(c) if lazy else None, generation=generation,
+                                    adapters=adapter_roots(c)) for n, c in zip(names, configs)], args.max_loaded)
     app = create_app(registry, None, keys, args.cors_origin, args.public_metrics, web=not args.no_web_ui,
-                     data_dir=data_dir, access_log=not args.no_access_log, retention=retention.retention(args))
+                     data_dir=data_dir, access_log=not args.no_access_log, retention=retention.retention(args),
+                     adapter_updates=args.allow_adapter_updates)
     # uvicorn's own start lines and access log are off: ours name the API and the chat page, and time requests
     server = DrainingServer(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False,
                                            timeout_graceful_shutdown=args.shutdown_timeout),
@@ -160,6 +168,9 @@ def run_on_ray(args) -> int:
     if len(args.model or ()) > 1 or args.max_loaded is not None:
         raise ValueError("--ray serves one model (replicas of it): several --model and --max-loaded are not "
                          "supported with --ray")
+    if args.allow_adapter_updates:
+        raise ValueError("--allow-adapter-updates is not supported with --ray (a load would reach one replica): "
+                         "give the adapters with --lora, which every replica loads")
     if args.generation_config != "auto" or args.override_generation_config:
         raise ValueError("--generation-config and --override-generation-config are not supported with --ray (its "
                          "replicas sample with the model's recommended settings)")

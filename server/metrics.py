@@ -47,9 +47,10 @@ class Metrics:
             with self.lock:
                 (self.ttft if first else self.itl).observe(seconds)
 
-    def render(self, engines: dict, names: list[str]) -> str:
+    def render(self, engines: dict, names: list[str], adapters: dict[str, int] | None = None) -> str:
         """The text of a scrape. `engines`: served name -> EngineStats of each loaded model; `names`: every served
-        name. One model's engine lines carry no label (as before several models); with several, `model="name"`."""
+        name; `adapters`: served name -> LoRA adapters loaded, of each loaded model that serves them. One model's
+        engine lines carry no label (as before several models); with several, `model="name"`."""
         lines = ["# TYPE llm_requests_total counter"]
         with self.lock:
             lines += [f'llm_requests_total{{endpoint="{e}",status="{s}"}} {n}'
@@ -58,6 +59,9 @@ class Metrics:
             lines += self.itl.lines("llm_inter_token_latency_seconds")
         lines += ["# TYPE llm_model_loaded gauge"] + [f'llm_model_loaded{{model="{n}"}} {int(n in engines)}'
                                                        for n in names]
+        if adapters:
+            lines += ["# TYPE llm_lora_adapters_loaded gauge"] + [f'llm_lora_adapters_loaded{{model="{n}"}} {k}'
+                                                                   for n, k in adapters.items()]
         rows = [(f'{{model="{n}"}}' if len(names) > 1 else "", engines[n]) for n in names if n in engines]
         if rows:  # none while the only model loads
             for kind, values in (("gauge", _gauges), ("counter", _counters)):

@@ -4,6 +4,9 @@ Without a limit every model is loaded at start (requests get 503 while it loads)
 loads on its first request; when `max_loaded` models are loaded, the least recently used idle one (no request
 being prepared, nothing running or waiting in its engine) is unloaded first, and a request waits while every
 loaded model is busy (503 after `wait_s`).
+
+A request's `model` may also name a LoRA adapter one model serves: it runs on that model with
+`SamplingParams.adapter` set to the name, which comes in with the model's sampling defaults (`sampling_defaults`).
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ class Model:
     last_used: float = field(default_factory=time.monotonic)
     generation: GenerationConfig = field(default_factory=GenerationConfig)  # serve --generation-config
     recommended: dict | None = None  # the folder's recommended sampling; None: read from the LLM once loaded
+    adapters: dict[str, str] = field(default_factory=dict)  # LoRA adapter name -> its file or folder (/v1/models' root)
 
     def sampling_defaults(self) -> dict:
         """What a request that leaves a sampling field out gets (then SamplingParams' own default)."""
@@ -44,6 +48,12 @@ class Model:
             return False
         stats = self.llm.engine.stats()
         return stats.running == 0 and stats.waiting == 0
+
+
+def adapter_roots(config) -> dict[str, str]:
+    """An LLMConfig's adapters to load at start, name -> the file or folder (a LoraAdapter's `source`)."""
+    adapters = getattr(config, "adapters", ())  # None: an LLM still loading, or a stand-in without a config
+    return {name: str(getattr(source, "source", source)) for name, source in adapters}
 
 
 def not_found(name: str) -> APIError:
@@ -65,28 +75,52 @@ class ModelRegistry:
         if max_loaded is not None and max_loaded < 1:
             raise ValueError(f"--max-loaded must be >= 1, got {max_loaded}")
         self.models = {m.name: m for m in models}
+        for model in models:
+            for adapter in model.adapters:
+                self.check_adapter_name(adapter)
         self.max_loaded, self.wait_s = max_loaded, wait_s
         self._lock: asyncio.Lock | None = None  # made on the serving loop, at first use
 
     @classmethod
     def single(cls, name: str, llm) -> "ModelRegistry":
-        """One model, given ready (or None while the caller loads it: then set `registry.models[name].llm`)."""
-        return cls([Model(name, None, llm)])
+        """One model, given ready with its adapters (or None while the caller loads it: then set
+        `registry.models[name].llm`)."""
+        return cls([Model(name, None, llm, adapters=adapter_roots(getattr(llm, "config", None)))])
 
     @property
     def names(self) -> list[str]:
         return list(self.models)
 
     def check(self, name: str) -> Model:
-        """The model of that name, or a 404 in OpenAI's shape."""
-        if (model := self.models.get(name)) is None:
+        """The model of that name (the model an adapter of that name belongs to), or a 404 in OpenAI's shape."""
+        if (model := self.models.get(name) or self.parent(name)) is None:
             raise not_found(name)
         return model
 
+    def parent(self, adapter) -> Model | None:
+        """The model that serves the adapter named `adapter`, if one does."""
+        return next((m for m in self.models.values() if adapter in m.adapters), None)
+
+    def taken(self, name: str) -> bool:
+        """Whether a served model or adapter has the name `name`."""
+        return name in self.models or self.parent(name) is not None
+
+    def check_adapter_name(self, name: str) -> None:
+        """ValueError for an adapter name that a served model or another model's adapter has."""
+        if name in self.models:
+            raise ValueError(f"the adapter name {name!r} is a served model's name: give the adapter another")
+        if sum(name in m.adapters for m in self.models.values()) > 1:
+            raise ValueError(f"two models serve an adapter named {name!r}")
+
     def sampling_defaults(self, name) -> dict:
-        """The named model's sampling defaults ({} for a name not served: the request is refused later)."""
-        model = self.models.get(name) if isinstance(name, str) else None
-        return model.sampling_defaults() if model is not None else {}
+        """The named model's sampling defaults ({} for a name not served: the request is refused later); an
+        adapter's name gives its model's, with `adapter` set to it."""
+        if not isinstance(name, str):
+            return {}
+        if (model := self.models.get(name)) is not None:
+            return model.sampling_defaults()
+        model = self.parent(name)
+        return {**model.sampling_defaults(), "adapter": name} if model is not None else {}
 
     def loaded(self) -> list[Model]:
         return [m for m in self.models.values() if m.llm is not None]

@@ -188,11 +188,22 @@ class ModelCard(BaseModel):
     owned_by: str
     # extension: the sampling a request that leaves these fields out gets (serve --generation-config)
     generation_config: dict[str, float] = {}
+    root: str | None = None  # a LoRA adapter's: the file or folder it was read from
+    parent: str | None = None  # a LoRA adapter's: the served model it runs on
 
 
 class ModelList(BaseModel):
     object: Literal["list"]
     data: list[ModelCard]
+
+
+class LoadLoraAdapter(BaseModel):
+    lora_name: str = Field(min_length=1, max_length=256)
+    lora_path: str = Field(min_length=1, max_length=4096)  # a PEFT folder, a GGUF LoRA or an .onnx_adapter
+
+
+class UnloadLoraAdapter(BaseModel):
+    lora_name: str = Field(min_length=1, max_length=256)
 
 
 def ok(model: type[BaseModel], stream: bool = False) -> dict:

@@ -105,3 +105,48 @@ def test_bad_flag_values_are_one_error_line_naming_the_field(capsys):
     assert "max_waiting must be an integer >= 1" in capsys.readouterr().err
     assert main(["generate", "--max-concurrency", "0", "hi"]) == 2
     assert "max_concurrency" in capsys.readouterr().err
+
+
+LORA_FLAGS = ["--lora", "a=x", "--lora-modules", "b=y", "c=p=q", "--max-loras", "2", "--max-lora-mb", "1.5",
+              "--lora-targets", "q,v"]
+
+
+@pytest.mark.parametrize("door", DOORS)
+def test_every_door_takes_the_lora_flags(door):
+    from llm_runtime.adapters import LoraConfig
+
+    lora = LoraConfig(("q", "v"), max_slots=2, max_bytes=3 << 19)
+    assert llm_config(parsed(door, LORA_FLAGS)) == LLMConfig(lora=lora, adapters=(("a", "x"), ("b", "y"), ("c", "p=q")))
+    assert llm_config(parsed(door, ["--enable-lora"])) == LLMConfig(lora=LoraConfig())
+    assert llm_config(parsed(door, ["--lora", "a=x"])).lora == LoraConfig()  # an adapter to load needs a LoRA build
+
+
+def test_lora_flags_show_their_defaults_and_refuse_bad_values(capsys):
+    from llm_runtime.adapters import LoraConfig
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert f"(default: {LoraConfig().max_slots})" in shown and f"(default: {','.join(LoraConfig().targets)})" in shown
+    for flags, message in ((["--lora", "nopath"], "--lora takes NAME=PATH, got 'nopath'"),
+                           (["--lora", "a=x", "--lora", "a=y"], "--lora names 'a' twice"),
+                           (["--lora-targets", "q,lm_head"], "LoRA targets must be among"),
+                           (["--max-loras", "0"], "max_slots must be >= 1")):
+        assert main(["generate", *flags, "hi"]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_serve_on_ray_hands_its_replicas_the_adapters(tiny_build, capsys):
+    """Each replica loads the --lora adapters by path from the config it is given (LLMServer's init args)."""
+    pytest.importorskip("ray")
+    from llm_runtime.adapters import LoraConfig
+    from llm_runtime.model_builder.contract import LORA_TARGETS
+    from llm_runtime.server.ray_serve import application
+
+    model = str(tiny_build("llama-gqa2", lora_targets=LORA_TARGETS))
+    args = parsed("serve --ray", ["--model", model, "--lora", "a=/adapters/a", "--max-loras", "2"])
+    config = application(llm_config(args), "tiny", replicas=args.replicas)._bound_deployment.init_args[0]
+    assert config.adapters == (("a", "/adapters/a"),) and config.lora == LoraConfig(max_slots=2)
+    assert pickle.loads(pickle.dumps(config)) == config
+    assert main(["serve", "--ray", "--model", model, "--allow-adapter-updates"]) == 2
+    assert "--allow-adapter-updates is not supported with --ray" in capsys.readouterr().err

@@ -297,3 +297,24 @@ def test_serve_two_replicas_stream_through_a_killed_replica(tiny_build):
         assert "llm_requests_total" in metrics and "llm_generation_tokens_total" in metrics
     finally:
         serve.shutdown()
+
+
+def test_batch_on_ray_with_adapters_equals_the_local_job(tiny_build, tiny_hf, tmp_path):
+    """Each actor loads the --lora adapters (by path, through the LLMConfig): a line's model picks one."""
+    from peft_adapters import save_peft
+
+    from llm_runtime.model_builder.contract import LORA_TARGETS
+
+    model = str(tiny_build("llama-gqa2", lora_targets=LORA_TARGETS))
+    adapter = save_peft(tiny_hf("llama-gqa2"), tmp_path / "attn", seed=1, r=4, lora_alpha=8,
+                        target_modules=["q_proj", "v_proj"])
+    rows = [{"custom_id": f"{i}", "prompt": f"The number {i // 2} is", **GREEDY,
+             **({"model": "attn"} if i % 2 else {})} for i in range(8)]  # pairs of one prompt: base, then adapter
+    src = jsonl(tmp_path / "in.jsonl", rows)
+    on_ray = ["--ray", "--replicas", "2", "--threads-per-replica", "1"]
+    for out, ray_flags in (("local.jsonl", []), ("ray.jsonl", on_ray)):
+        assert main(["batch", str(src), "-o", str(tmp_path / out), "--model", model, "--lora", f"attn={adapter}",
+                     *ray_flags]) == 0
+    local, on_ray = texts(read(tmp_path / "local.jsonl")), texts(read(tmp_path / "ray.jsonl"))
+    assert on_ray == local and all(local[f"{2 * k}"] != local[f"{2 * k + 1}"] for k in range(4))
+    assert {r["response"]["body"]["model"] for r in read(tmp_path / "ray.jsonl") if int(r["custom_id"]) % 2} == {"attn"}

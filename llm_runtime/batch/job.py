@@ -3,7 +3,8 @@
 Input lines are `{"custom_id", "prompt" | "messages", request fields...}` or OpenAI Batch API request lines
 (`{"custom_id", "method", "url", "body"}`); output lines follow OpenAI's batch output shape. The request fields
 go through the server's field policy and request mapping (llm_runtime.openai.request), so a line means what
-the same body means to the server; a batch runs one model (`model` is not checked), one choice per line (n 1)
+the same body means to the server; a batch runs one model (a line's `model` that names one of its LoRA adapters
+runs with that adapter; any other `model` is not checked), one choice per line (n 1)
 and never streams (stream: true is an error line). A line that cannot run becomes
 an error line under its custom_id (`line-N` when it has none); a repeated custom_id keeps its first line and
 the repeat is only reported (`BatchSummary.duplicates`), so the output has one line per unique custom_id.
@@ -14,7 +15,7 @@ import logging
 import queue
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from llm_runtime.completion import Chunk
@@ -61,6 +62,7 @@ class BatchJob:
         self.llm, self.src, self.output, self.model_name = llm, src, output, model_name
         self.params = params
         self.defaults = dict(getattr(getattr(llm, "folder", None), "sampling", {}))
+        self.adapters = set(getattr(llm, "adapter_names", list)())  # a line's model may name one
         self.max_concurrency = max_concurrency
         self.stop = stop or threading.Event()
         self.on_line = on_line or (lambda: None)
@@ -112,6 +114,8 @@ class BatchJob:
         try:
             ids = self._prompt_ids(req, tools)
             params = r.choice_params(0, tools, self.llm.tokenizer) if tools else r.params
+            if r.model in self.adapters:
+                params = replace(params, adapter=r.model)
             while True:
                 try:
                     handle = self.llm.submit(ids, params)
@@ -141,7 +145,8 @@ class BatchJob:
                 prompt = r.prompts[0]
                 echo = [prompt if isinstance(prompt, str) else
                         self.llm.tokenizer.decode(prompt, skip_special_tokens=False)]
-            reply = ReplyStream(r.chat, self.model_name, 1, r.params.logprobs, True, prompt_tokens, echo, tools)
+            model = r.model if r.model in self.adapters else self.model_name
+            reply = ReplyStream(r.chat, model, 1, r.params.logprobs, True, prompt_tokens, echo, tools)
             c = handle.result()  # the stream folded: one chunk holding it all
             whole = Chunk(c.text, tuple(c.token_ids), c.finish_reason, tuple(c.logprobs or ()), c.usage)
             chunks = reply.start() + reply.add(0, whole) + reply.end()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 from .llm_args import add_llm_arguments, llm_config
 from .sampling_args import add_sampling_arguments, sampling_params
@@ -9,6 +10,7 @@ from .sampling_args import add_sampling_arguments, sampling_params
 
 def add_arguments(p) -> None:
     add_llm_arguments(p)
+    p.add_argument("--adapter", help="generate with the LoRA adapter of this name (one of --lora NAME=PATH)")
     p.add_argument("--system", help="a system message")
     add_sampling_arguments(p)
 
@@ -16,7 +18,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from llm_runtime.llm import LLM
 
-    params = sampling_params(args)
+    params = replace(sampling_params(args), adapter=args.adapter)
     llm = LLM(llm_config(args))
     start = [{"role": "system", "content": args.system}] if args.system else []
     history = list(start)

@@ -34,12 +34,14 @@ class ConfigDefaultsFormatter(argparse.RawDescriptionHelpFormatter):
 
 def flag_defaults() -> dict:
     """Flag dest -> the default it stands for, from the dataclasses."""
+    from llm_runtime.adapters import LoraConfig
     from llm_runtime.llm_config import LLMConfig
     from llm_runtime.speculation import SpeculationConfig
 
-    config = LLMConfig()
+    config, lora = LLMConfig(), LoraConfig()
     return {"provider": config.provider, "threads": config.session.threads, **asdict(config.engine),
-            "num_speculative_tokens": SpeculationConfig().num_speculative_tokens}
+            "num_speculative_tokens": SpeculationConfig().num_speculative_tokens, "max_loras": lora.max_slots,
+            "lora_targets": ",".join(lora.targets)}
 
 
 def add_llm_arguments(p: argparse.ArgumentParser, several: bool = False) -> None:
@@ -60,6 +62,19 @@ def add_llm_arguments(p: argparse.ArgumentParser, several: bool = False) -> None
     p.add_argument("--speculation", choices=["ngram"],
                    help="speculative decoding: prompt-lookup drafts verified in the engine's step (same output)")
     p.add_argument("--num-speculative-tokens", type=int, help="drafts per verification at most")
+    lora = p.add_argument_group("LoRA adapters (docs/adapters.md): any of these serves adapters on a LoRA build")
+    lora.add_argument("--lora", action="append", metavar="NAME=PATH",
+                      help="load the adapter at PATH (a PEFT folder, a GGUF LoRA, an .onnx_adapter) as NAME "
+                           "(repeatable); a request names it as its model")
+    lora.add_argument("--lora-modules", dest="lora", action="extend", nargs="+", metavar="NAME=PATH",
+                      help="the same as --lora, several at once (vLLM's spelling)")
+    lora.add_argument("--enable-lora", action="store_true", default=None,
+                      help="serve adapters even with none given at start (loaded later)")
+    lora.add_argument("--max-loras", type=int, help="adapters resident in the slot table at once; more stay "
+                                                    "loaded and take a slot of an idle one when used")
+    lora.add_argument("--max-lora-mb", type=float, help="cap on the slot table's memory in MiB (default: no cap)")
+    lora.add_argument("--lora-targets", help="the linears a model named by its source is built with LoRA inputs "
+                                             "on, comma-separated")
 
 
 def llm_config(args: argparse.Namespace, model: str | None = None) -> LLMConfig:
@@ -71,4 +86,29 @@ def llm_config(args: argparse.Namespace, model: str | None = None) -> LLMConfig:
         model = args.model[0] if isinstance(args.model, list) else args.model
     engine = EngineConfig(**{name: value for name in ENGINE_FLAGS if (value := getattr(args, name)) is not None})
     return LLMConfig.of(model, args.provider, args.threads, engine=engine, speculation=args.speculation,
-                        num_speculative_tokens=args.num_speculative_tokens)
+                        num_speculative_tokens=args.num_speculative_tokens, adapters=lora_adapters(args.lora),
+                        lora=lora_config(args))
+
+
+def lora_adapters(specs: list[str] | None) -> dict[str, str]:
+    """--lora NAME=PATH ... as {name: path}; a malformed or repeated name is a ValueError."""
+    adapters: dict[str, str] = {}
+    for spec in specs or ():
+        name, eq, path = spec.partition("=")
+        if not eq or not name.strip() or not path:
+            raise ValueError(f"--lora takes NAME=PATH, got {spec!r}")
+        if name in adapters:
+            raise ValueError(f"--lora names {name!r} twice")
+        adapters[name] = path
+    return adapters
+
+
+def lora_config(args: argparse.Namespace):
+    """The LoraConfig of the LoRA flags (their left-out ones at its defaults), or None when none is given (an
+    adapter to load makes LLMConfig take the defaults)."""
+    from llm_runtime.adapters import LoraConfig
+
+    given = {"max_slots": args.max_loras, "targets": args.lora_targets and args.lora_targets.split(","),
+             "max_bytes": args.max_lora_mb and int(args.max_lora_mb * 2**20)}
+    given = {k: v for k, v in given.items() if v is not None}
+    return LoraConfig(**given) if given or args.enable_lora else None
