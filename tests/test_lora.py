@@ -78,7 +78,7 @@ def test_a_prompt_cached_under_one_adapter_is_not_reused_under_another(llm, expe
 
 
 def test_an_unknown_adapter_or_a_model_without_lora_is_a_parameter_error(llm, tiny_llm):
-    with pytest.raises(ParameterError, match="unknown adapter 'nope'.*attn-r4") as e:
+    with pytest.raises(ParameterError, match="Unknown adapter 'nope'.*attn-r4") as e:
         llm.submit(PROMPT, greedy("nope"))
     assert e.value.param == "adapter"
     with pytest.raises(ParameterError, match="serves no adapters") as e:
@@ -120,7 +120,21 @@ def test_loading_and_unloading_under_traffic_loses_no_request(tiny_build, adapte
     stop.set()
     churner.join(timeout=30)
     assert len(results) + len(errors) == 18
-    assert all(name in ("mlp-r16-rs", "qv-r8") and "unknown adapter" in str(e) for name, e in errors)
+    assert all(name in ("mlp-r16-rs", "qv-r8") and "Unknown adapter" in str(e) for name, e in errors)
     for name, tokens in results:
         assert tokens == expected[name], name
     assert sum(1 for name, _ in results if name in (None, "attn-r4")) == 12
+
+
+def test_a_request_finding_every_adapter_slot_held_is_refused_as_busy(tiny_build, adapters, expected):
+    """One slot, held by a running request: a request for another adapter is told to retry (the server's 429), and
+    takes the slot once the first ends."""
+    from llm_runtime.adapters import LoraConfig
+    from llm_runtime.engine import QueueFullError
+
+    llm = LLM(tiny_build(CASE, lora_targets=LORA_TARGETS), adapters=adapters, lora=LoraConfig(max_slots=1))
+    held = llm.submit(PROMPT, greedy("attn-r4"))
+    with pytest.raises(QueueFullError, match="adapter slots"):
+        llm.submit(PROMPT, greedy("qv-r8"))
+    assert held.result().token_ids == expected["attn-r4"]
+    assert llm.submit(PROMPT, greedy("qv-r8")).result().token_ids == expected["qv-r8"]

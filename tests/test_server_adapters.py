@@ -196,4 +196,4 @@ def test_generate_takes_lora_and_adapter(build, folders, llm, capsys):
     text = llm.generate("Hello there", greedy("mlp")).text
     assert capsys.readouterr().out == text + "\n" and text != llm.generate("Hello there", greedy()).text
     assert main([*argv, "--adapter", "nope"]) != 0
-    assert "unknown adapter 'nope' (loaded: mlp)" in capsys.readouterr().err
+    assert "Unknown adapter 'nope' (loaded: mlp)" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from functools import partial
 
 import numpy as np
 
-from llm_runtime.adapters.registry import BASE, AdapterPin, UnknownAdapterError
+from llm_runtime.adapters.registry import BASE, AdapterPin, AdapterSlotsFullError, UnknownAdapterError
 from llm_runtime.completion import Chunk, TokenLogprob
 from llm_runtime.errors import ParameterError
 from llm_runtime.graph.runner import ModelRunner
@@ -133,7 +133,7 @@ class Engine:
 
     def _adapter(self, name: str | None) -> AdapterPin:
         """The pin of the request's adapter (the base model's for None). Raises ParameterError for a name that is
-        not loaded or a model without LoRA inputs, AdapterSlotsFullError when every slot is held by requests."""
+        not loaded or a model without LoRA inputs, QueueFullError when every adapter slot is held by requests."""
         if name is None:
             return BASE
         adapters = self.runner.adapters
@@ -144,7 +144,9 @@ class Engine:
             return adapters.acquire(name)
         except UnknownAdapterError:
             known = ", ".join(adapters.names()) or "none"
-            raise ParameterError("adapter", f"unknown adapter {name!r} (loaded: {known})") from None
+            raise ParameterError("adapter", f"Unknown adapter {name!r} (loaded: {known})") from None
+        except AdapterSlotsFullError as e:  # busy, as a full queue is: the server answers 429, a batch job waits
+            raise QueueFullError(str(e)) from None
 
     def _release(self, seq: Sequence) -> None:
         """What a sequence holds beside its cache slot: its grammar state and its adapter."""
