@@ -55,6 +55,9 @@ class EngineStats:
     draft_tokens: int = 0  # speculation: drafted tokens verified
     accepted_tokens: int = 0  # of those, accepted
     verifications: int = 0  # verified runs (rows that drafted, per step)
+    draft_sources: tuple[tuple[str, int, int], ...] = ()  # (source, drafted, accepted) for each draft source
+    suffix_cache_bytes: int = 0  # the suffix cache's accounted memory (method "suffix")
+    suffix_cache_sequences: int = 0  # replies it holds
 
 
 class Engine:
@@ -81,16 +84,17 @@ class Engine:
 
     # ---- requests in ------------------------------------------------------------------------------------------
 
-    def submit(self, prompt_ids: list[int], params: SamplingParams, loop=None) -> RequestHandle:
+    def submit(self, prompt_ids: list[int], params: SamplingParams, loop=None, key: str = "") -> RequestHandle:
         """Queue a request for the background thread; raises ParameterError for bad input, CacheFullError when it
-        cannot fit the cache's cap, QueueFullError when the queue is full."""
-        return self.submit_all([prompt_ids], params, loop)[0]
+        cannot fit the cache's cap, QueueFullError when the queue is full. `key`: the id (a hash) of the API key
+        it came with, which the suffix cache's "key" mode partitions by."""
+        return self.submit_all([prompt_ids], params, loop, key=key)[0]
 
     def submit_all(self, prompts: list[list[int]], params: SamplingParams, loop=None,
-                   inline: bool = False) -> list[RequestHandle]:
+                   inline: bool = False, key: str = "") -> list[RequestHandle]:
         """Queue several requests at once: the same step sees them all (all or none are queued). `inline`: the
         caller's thread will iterate the handles; it steps the engine itself while nothing else runs."""
-        seqs = [self._sequence(ids, params, loop) for ids in prompts]
+        seqs = [self._sequence(ids, params, loop, key) for ids in prompts]
         with self._lock:
             if len(self.scheduler.waiting) + len(seqs) > self.scheduler.max_waiting:
                 for seq in seqs:
@@ -105,7 +109,7 @@ class Engine:
                 self._drive_in_background()
         return [seq.handle for seq in seqs]
 
-    def _sequence(self, prompt_ids: list[int], params: SamplingParams, loop) -> Sequence:
+    def _sequence(self, prompt_ids: list[int], params: SamplingParams, loop, key: str) -> Sequence:
         params = check_prompt(prompt_ids, params, self.folder.context_length, self.folder.vocab_size)
         self._check_fits(len(prompt_ids) + params.max_tokens)
         eos = self.folder.eos_token_ids
@@ -115,7 +119,7 @@ class Engine:
         seq.handle = RequestHandle(self, seq.id, loop, params.logprobs)
         self.constraints.attach(seq)  # compiles the constraint (cached): one that cannot compile raises here
         prediction = params.prediction and self.folder.tokenizer.encode(params.prediction, add_special_tokens=False).ids
-        self.speculator.attach(seq, prediction)
+        self.speculator.attach(seq, prediction, key)
         return seq
 
     def _check_fits(self, tokens: int) -> None:
@@ -147,9 +151,12 @@ class Engine:
     def stats(self) -> EngineStats:
         s = self.scheduler
         sp = self.speculator
+        suffix = sp.suffix
         return EngineStats(len(s.running), len(s.waiting), self.cache.nbytes, int(self.cache.lengths.sum()),
                            self.steps, self.generated, self.prompt_tokens, s.reused_tokens, self.healthy,
-                           sp.drafted, sp.accepted, sp.verifications)
+                           sp.drafted, sp.accepted, sp.verifications,
+                           tuple((source, d, a) for source, (d, a) in sp.by_source.items()),
+                           suffix.nbytes if suffix else 0, len(suffix.stored) if suffix else 0)
 
     # ---- who steps --------------------------------------------------------------------------------------------
 
@@ -288,11 +295,7 @@ class Engine:
             seq.next_token = token
         else:  # a constrained row feeds its sampled token and the forced ones after it
             seq.next_token, seq.forced = picks[0][0], [t for t, _ in picks[1:len(chunks)]]
-        emitted = [t for c in chunks for t in c.token_ids]
-        if seq.proposer is not None:
-            seq.proposer.extend(emitted)
-        if seq.prediction is not None:
-            seq.prediction.extend(emitted)
+        self.speculator.extend(seq, [t for c in chunks for t in c.token_ids])
         if not seq.out.finished and seq.grammar is not None and seq.grammar.done:
             chunks.append(seq.out.cancel())
         chunk = Chunk.join(chunks)
@@ -314,6 +317,8 @@ class Engine:
             last = replace(last, usage=replace(last.usage, cached_tokens=seq.reused,
                                                accepted_prediction_tokens=seq.prediction_accepted,
                                                rejected_prediction_tokens=seq.prediction_rejected))
+        if isinstance(last, Chunk):
+            self.speculator.finish(seq)
         self.constraints.release(seq)
         self.scheduler.finish(seq)
         self._sequences.pop(seq.id, None)

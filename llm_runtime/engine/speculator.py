@@ -5,11 +5,13 @@ logits (`Scheduled.draft`). After the call, the walk of `acceptance.verify_run` 
 request's own sampling chain; the row keeps the accepted drafts' keys and values and rewinds the rest by its cache
 length: GroupQueryAttention reads a row only up to its length, so nothing is copied or cleared.
 
-Two draft sources: prompt lookup (`--speculation`) and a request's predicted output (`prediction`, whether or not
-the engine speculates). A row with a prediction drafts from it first, up to PREDICTION_MAX_K tokens a call (its
-policy chooses k from its acceptance, so a prediction that keeps matching drafts long runs), and falls back on
-prompt lookup, capped at `num_speculative_tokens`, where the prediction has no guess. A row whose drafts failed
-(a preamble before the copy, an edited span) cools down; when its output has followed the prediction for
+Three draft sources: prompt lookup (`--speculation ngram`), the suffix cache (`--speculation suffix`: recent
+requests' outputs, beside prompt lookup) and a request's predicted output (`prediction`, whether or not the engine
+speculates). A row with a prediction drafts from it first, up to PREDICTION_MAX_K tokens a call (its policy
+chooses k from its acceptance, so a prediction that keeps matching drafts long runs), and falls back on the others,
+capped at `num_speculative_tokens`, where the prediction has no guess; between prompt lookup and the suffix cache,
+the longer match drafts (the suffix cache on a tie: its continuation is the most frequent one). A row whose drafts
+failed (a preamble before the copy, an edited span) cools down; when its output has followed the prediction for
 RESUME_STREAK tokens on its own, the cooldown ends and those tokens count as accepted drafts in its estimate.
 """
 from __future__ import annotations
@@ -22,12 +24,14 @@ from llm_runtime.kv_cache import KVCache
 from llm_runtime.speculation import SpeculationConfig, verify_run
 from llm_runtime.speculation.policy import DraftPolicy, drafts_pay
 from llm_runtime.speculation.prediction import PredictionLookup
+from llm_runtime.speculation.suffix_lookup import SuffixLookup
 
 from .scheduler import Scheduled
 from .sequence import Sequence
 
 PREDICTION_MAX_K = 32  # drafts per call from a prediction; the policy's cost model picks fewer unless they pay
 RESUME_STREAK = 4  # output tokens in a row that follow the prediction end a row's cooldown
+SOURCES = ("prediction", "ngram", "suffix")
 
 
 class Speculator:
@@ -36,31 +40,51 @@ class Speculator:
 
     def __init__(self, config: SpeculationConfig | None, cache: KVCache):
         self.config, self.cache = config, cache  # config None: only predictions draft
+        self.suffix = None if config is None or cache.window_rows else config.suffix_store()
         self.drafted = self.accepted = self.verifications = 0
+        self.by_source = {source: [0, 0] for source in SOURCES}  # source -> [drafted, accepted]
 
-    def attach(self, seq: Sequence, prediction: list[int] | None = None) -> None:
-        """A new sequence gets a proposer fed with its prompt (when the engine speculates), a prediction proposer
-        (when the request brings one, as token ids) and its own draft policy. Not with sliding-window layers: their
-        window-sized caches drop the oldest rows to make room, and a rewind cannot bring them back."""
+    def attach(self, seq: Sequence, prediction: list[int] | None = None, key: str = "") -> None:
+        """A new sequence gets a proposer fed with its prompt (when the engine speculates), a suffix-cache lookup
+        (method "suffix"; `key`: the API key's id, for the "key" mode), a prediction proposer (when the request
+        brings one, as token ids) and its own draft policy. Not with sliding-window layers: their window-sized
+        caches drop the oldest rows to make room, and a rewind cannot bring them back."""
         if self.cache.window_rows or (self.config is None and not prediction):
             return
         if self.config is not None:
             seq.proposer = self.config.proposer(seq.prompt_ids)
+        if self.suffix is not None:
+            seq.suffix = SuffixLookup(self.suffix, seq.prompt_ids, key)
         if prediction:
             seq.prediction = PredictionLookup(prediction)
             seq.policy = DraftPolicy(max_k=PREDICTION_MAX_K, accepted=4.0, tried=5.0)  # a prior that trusts it
         else:
             seq.policy = self.config.policy()
 
-    def _guess(self, seq: Sequence, k: int) -> tuple[list[int], bool]:
-        """Up to k drafts and whether they come from the prediction."""
+    def extend(self, seq: Sequence, emitted: list[int]) -> None:
+        """Feed a row's draft sources the tokens it emitted."""
+        for source in (seq.proposer, seq.suffix, seq.prediction):
+            if source is not None:
+                source.extend(emitted)
+
+    def finish(self, seq: Sequence) -> None:
+        """A row that ended with a reply (finished or cancelled) adds it to the shared suffix cache."""
+        if seq.suffix is not None and seq.suffix.own is None and len(seq.suffix.tokens) > seq.suffix.lead_in:
+            self.suffix.add(seq.suffix.partition, seq.suffix.stored())
+
+    def _guess(self, seq: Sequence, k: int) -> tuple[list[int], str]:
+        """Up to k drafts and their source."""
         if seq.prediction is not None:
             guess = seq.prediction.propose(k)
             if guess:
-                return guess, True
+                return guess, "prediction"
         if seq.proposer is None:
-            return [], False
-        return seq.proposer.propose(min(k, self.config.num_speculative_tokens)), False
+            return [], ""
+        k = min(k, self.config.num_speculative_tokens)
+        if seq.suffix is None:
+            return seq.proposer.propose(k), "ngram"
+        (ngram, n), (suffix, m) = seq.proposer.lookup(k), seq.suffix.lookup(k)
+        return (suffix, "suffix") if suffix and m >= n else (ngram, "ngram")
 
     def draft(self, plan: list[Scheduled], budget: int) -> list[Scheduled]:
         """The plan with drafts added to its one-token decodes (not constrained rows), at most `budget` draft
@@ -77,9 +101,9 @@ class Speculator:
             if seq.prediction is not None and seq.policy.cooldown and seq.prediction.streak >= RESUME_STREAK:
                 seq.policy.resume(seq.prediction.take_streak())
             k = min(seq.policy.k(len(decodes), seq.params.max_tokens - seq.out.generated), budget)
-            guess, predicted = self._guess(seq, k) if k > 0 else ([], False)
+            guess, source = self._guess(seq, k) if k > 0 else ([], "")
             if guess:
-                drafted[id(item)] = Scheduled(seq, item.tokens + guess, tuple(guess), predicted=predicted)
+                drafted[id(item)] = Scheduled(seq, item.tokens + guess, tuple(guess), source=source)
                 expected += seq.policy.expected(len(guess))
                 budget -= len(guess)
         if not drafted:
@@ -101,7 +125,9 @@ class Speculator:
         self.drafted += len(item.draft)
         self.accepted += accepted
         self.verifications += 1
-        if item.predicted:  # usage's accepted_prediction_tokens and rejected_prediction_tokens
+        counts = self.by_source[item.source]
+        counts[0], counts[1] = counts[0] + len(item.draft), counts[1] + accepted
+        if item.source == "prediction":  # usage's accepted_prediction_tokens and rejected_prediction_tokens
             seq.prediction_accepted += accepted
             seq.prediction_rejected += len(item.draft) - accepted
         seq.cached += 1 + accepted

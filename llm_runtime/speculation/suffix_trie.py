@@ -1,0 +1,147 @@
+"""A depth-capped suffix trie with occurrence counts: the index SuffixDecoding (Oliaro et al., NeurIPS 2025) drafts from.
+
+Every suffix of every stored token sequence is a path from the root, cut at `depth` tokens, and each node counts the
+occurrences of the substring it spells. So every substring of at most `depth` tokens of the stored text is a path,
+and a node's children's counts are the frequencies of the tokens that followed it. A sequence is added one token at
+a time (the paths ending at its last token each grow by one child: `depth` dict lookups per token) and removed whole
+(its paths decremented; a node whose count reaches zero is pruned together with the rest of its path, which is all
+that hangs below it: a child never counts more than its parent).
+
+Drafting: `match` finds the longest suffix of the context that is a path (a binary search: every shorter suffix of a
+path is a path too), `continuation` walks from its node to the most frequent child while the product of the
+conditional frequencies (SuffixDecoding's score of the path) stays at or above `min_prob`, for at most `factor`
+times the match length: a long, frequent match drafts far; a short or ambiguous one drafts little or nothing.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+# Bytes one node costs: the object with its four slots is 64 on CPython 3.11 (plus the allocator's share), and the
+# nodes with two or more children hold a dict as well; tracemalloc measured 67 a node on average over English
+# prose at depth 32 (tests/test_suffix_trie.py checks this estimate against a measurement)
+NODE_BYTES = 80
+
+
+class Node:
+    """A substring's occurrence count and the tokens that followed it: one child in two slots (most nodes of a
+    depth-capped trie over text have one or none), a dict from the second on."""
+
+    __slots__ = ("count", "token", "child", "children")
+
+    def __init__(self):
+        self.count = 0
+        self.token, self.child = -1, None  # the only child and its token, while there is one
+        self.children: dict[int, Node] | None = None  # token -> node, from the second child on
+
+    def get(self, token: int) -> Node | None:
+        if self.children is not None:
+            return self.children.get(token)
+        return self.child if self.token == token else None
+
+    def add(self, token: int) -> Node:
+        node = Node()
+        if self.children is not None:
+            self.children[token] = node
+        elif self.child is None:
+            self.token, self.child = token, node
+        else:
+            self.children, self.token, self.child = {self.token: self.child, token: node}, -1, None
+        return node
+
+    def drop(self, token: int) -> None:
+        if self.children is None:
+            self.token, self.child = -1, None
+            return
+        del self.children[token]
+        if len(self.children) == 1:
+            ((self.token, self.child),), self.children = self.children.items(), None
+
+    def items(self):
+        """(token, child) pairs."""
+        if self.children is not None:
+            return self.children.items()
+        return () if self.child is None else ((self.token, self.child),)
+
+
+class SuffixTrie:
+    """Substrings of up to `depth` tokens of the stored sequences, with their occurrence counts."""
+
+    def __init__(self, depth: int):
+        self.depth = depth
+        self.root = Node()
+        self.nodes = 0  # below the root
+
+    def append(self, paths: list[Node], token: int) -> list[Node]:
+        """Add `token` after a sequence whose open paths (the nodes of its last 1, 2, ... depth - 1 tokens) are
+        `paths`; returns the open paths after it, lengths 1..depth."""
+        grown = []
+        for node in [self.root, *paths[:self.depth - 1]]:
+            child = node.get(token)
+            if child is None:
+                child = node.add(token)
+                self.nodes += 1
+            child.count += 1
+            grown.append(child)
+        return grown
+
+    def insert(self, tokens: Iterable[int]) -> None:
+        """Add a whole sequence."""
+        paths: list[Node] = []
+        for t in tokens:
+            paths = self.append(paths, t)
+
+    def remove(self, tokens: Sequence[int]) -> None:
+        """Take back a sequence `insert` added (the same tokens): its counts are decremented, empty nodes pruned."""
+        for i in range(len(tokens)):
+            node = self.root
+            path = tokens[i:i + self.depth]
+            for j, t in enumerate(path):
+                child = node.get(t)
+                child.count -= 1
+                if child.count == 0:  # so is every node below it on this path, and nothing else hangs there
+                    node.drop(t)
+                    self.nodes -= len(path) - j
+                    break
+                node = child
+
+    def find(self, tokens: Sequence[int]) -> Node | None:
+        """The node the tokens spell from the root, or None."""
+        node = self.root
+        for t in tokens:
+            if (node := node.get(t)) is None:
+                return None
+        return node
+
+    def match(self, context: Sequence[int], longest: int, min_count: int = 1) -> tuple[Node, int]:
+        """The node of the longest suffix of `context` (at most `longest` tokens) that is a path counted at least
+        `min_count` times, and its length (0: the root). A binary search: a suffix of a path is a path counted
+        at least as often."""
+        lo, hi, best, end = 0, min(longest, len(context), self.depth), self.root, len(context)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            node = self.find(context[end - mid:])
+            if node is None or node.count < min_count:
+                hi = mid - 1
+            else:
+                lo, best = mid, node
+        return best, lo
+
+    @staticmethod
+    def continuation(node: Node, limit: int, min_prob: float) -> tuple[list[int], float]:
+        """Up to `limit` tokens down the most frequent children from `node` while the path's probability (the
+        product of each child's share of its siblings' counts) stays >= `min_prob`; and the score, the sum of
+        those probabilities (the expected number of drafts accepted, by the stored frequencies)."""
+        draft, p, score = [], 1.0, 0.0
+        while len(draft) < limit and (node.child is not None or node.children is not None):
+            total, token, best = 0, -1, None
+            for t, child in node.items():
+                total += child.count
+                if best is None or child.count > best.count:
+                    token, best = t, child
+            p *= best.count / total
+            if p < min_prob:
+                break
+            draft.append(token)
+            score += p
+            node = best
+        return draft, score
