@@ -12,9 +12,10 @@ store: each row's own prompt and output in a trie of its own (freed with the row
 Verification makes a reply independent of its drafts, so a shared cache passes no text between requests; how
 fast a reply comes (its acceptance) does depend on what other requests generated, which is what "key" isolates.
 
-Memory is accounted as nodes times NODE_BYTES plus the stored tokens (4 bytes each) and a per-sequence overhead,
-and capped at `max_bytes`: adding a sequence evicts the least recently added ones until the total fits again (a
-text generated again is added again, so frequent text stays). A sequence that could not fit alone is not stored.
+Memory is accounted as the tries' nodes and dicts (`SuffixTrie.nbytes`) plus the stored tokens (4 bytes each) and
+a per-sequence overhead, and capped at `max_bytes`: adding a sequence evicts the least recently added ones until the total fits again (a
+text generated again is added again, so frequent text stays); one that does not fit alone is evicted last, so the
+cap is exceeded only while a sequence is being added.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from .suffix_trie import NODE_BYTES, SuffixTrie
+from .suffix_trie import SuffixTrie
 
 MODES = ("request", "global", "key")
 SEQUENCE_BYTES = 200  # a stored sequence's entry in the eviction order (tuple, key, ordered-dict links, array header)
@@ -39,12 +40,12 @@ class SuffixCache:
         self.tries: dict[str, SuffixTrie] = {}  # partition -> its trie
         self.stored: OrderedDict[int, tuple[str, array]] = OrderedDict()  # oldest first
         self._ids = itertools.count()
-        self.nodes = self.tokens = 0
+        self.trie_bytes = self.tokens = 0
 
     @property
     def nbytes(self) -> int:
         """The accounted memory of what is stored."""
-        return self.nodes * NODE_BYTES + 4 * self.tokens + SEQUENCE_BYTES * len(self.stored)
+        return self.trie_bytes + 4 * self.tokens + SEQUENCE_BYTES * len(self.stored)
 
     def partition(self, key: str) -> str:
         """Which trie a request with API key id `key` reads and adds to."""
@@ -54,15 +55,15 @@ class SuffixCache:
         return self.tries.get(partition)
 
     def add(self, partition: str, tokens: Sequence[int]) -> None:
-        """Store a sequence, then evict the oldest others until the cap holds (one that could not fit alone is not
-        stored: its worst case is checked first)."""
-        if not tokens or _worst_bytes(len(tokens), self.depth) > self.max_bytes:
+        """Store a sequence, then evict the oldest until the cap holds again (this one last: one over the cap alone
+        is not kept)."""
+        if not tokens:
             return
         stored = array("i", tokens)
         trie = self.tries.setdefault(partition, SuffixTrie(self.depth))
-        before = trie.nodes
+        before = trie.nbytes
         trie.insert(stored)
-        self.nodes += trie.nodes - before
+        self.trie_bytes += trie.nbytes - before
         self.tokens += len(stored)
         self.stored[next(self._ids)] = (partition, stored)
         while self.nbytes > self.max_bytes:
@@ -71,15 +72,10 @@ class SuffixCache:
     def _evict_oldest(self) -> None:
         _, (partition, tokens) = self.stored.popitem(last=False)
         trie = self.tries[partition]
-        before = trie.nodes
+        before = trie.nbytes
         trie.remove(tokens)
-        self.nodes -= before - trie.nodes
+        self.trie_bytes -= before - trie.nbytes
         self.tokens -= len(tokens)
         if trie.nodes == 0:
             del self.tries[partition]
 
-
-def _worst_bytes(n: int, depth: int) -> int:
-    """The most a sequence of n tokens can add: every node of its suffixes new."""
-    nodes = sum(min(depth, n - i) for i in range(n)) if n < depth else n * depth
-    return nodes * NODE_BYTES + 4 * n + SEQUENCE_BYTES
