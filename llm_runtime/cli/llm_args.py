@@ -21,6 +21,13 @@ ENGINE_FLAGS = {
     "chunk_size": "prompt tokens of one sequence per graph call",
     "max_cache_bytes": "cap on the KV cache's memory in bytes (default: no cap)",
 }
+# SpeculationConfig field -> its flag's help (and choices); read when --speculation is given
+SPECULATION_FLAGS = {
+    "num_speculative_tokens": ("drafts per verification at most", None),
+    "suffix_cache": ("with --speculation suffix: one store of recent replies for every request (global), one per "
+                     "API key (key), or each request's own text only (request)", ("global", "key", "request")),
+    "suffix_cache_mb": ("with --speculation suffix: the store's memory cap in MiB", None),
+}
 
 
 class ConfigDefaultsFormatter(argparse.RawDescriptionHelpFormatter):
@@ -38,8 +45,9 @@ def flag_defaults() -> dict:
     from llm_runtime.speculation import SpeculationConfig
 
     config = LLMConfig()
+    speculation = asdict(SpeculationConfig())
     return {"provider": config.provider, "threads": config.session.threads, **asdict(config.engine),
-            "num_speculative_tokens": SpeculationConfig().num_speculative_tokens}
+            **{name: speculation[name] for name in SPECULATION_FLAGS}}
 
 
 def add_llm_arguments(p: argparse.ArgumentParser, several: bool = False) -> None:
@@ -57,18 +65,22 @@ def add_llm_arguments(p: argparse.ArgumentParser, several: bool = False) -> None
                                                "this machine's cores divided among the replicas)")
     for name, help in ENGINE_FLAGS.items():
         p.add_argument(f"--{name.replace('_', '-')}", type=int, help=help)
-    p.add_argument("--speculation", choices=["ngram"],
-                   help="speculative decoding: prompt-lookup drafts verified in the engine's step (same output)")
-    p.add_argument("--num-speculative-tokens", type=int, help="drafts per verification at most")
+    p.add_argument("--speculation", choices=["ngram", "suffix"],
+                   help="speculative decoding, drafts verified in the engine's step (same output): prompt lookup "
+                        "(ngram), or prompt lookup and the suffix cache of recent replies (suffix)")
+    for name, (help, choices) in SPECULATION_FLAGS.items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=str if choices else int, choices=choices, help=help)
 
 
 def llm_config(args: argparse.Namespace, model: str | None = None) -> LLMConfig:
     """The parsed flags as the LLMConfig every door loads (`model`: one of serve's several --model)."""
     from llm_runtime.engine import EngineConfig
     from llm_runtime.llm_config import LLMConfig
+    from llm_runtime.speculation import SpeculationConfig
 
     if model is None:
         model = args.model[0] if isinstance(args.model, list) else args.model
     engine = EngineConfig(**{name: value for name in ENGINE_FLAGS if (value := getattr(args, name)) is not None})
-    return LLMConfig.of(model, args.provider, args.threads, engine=engine, speculation=args.speculation,
-                        num_speculative_tokens=args.num_speculative_tokens)
+    speculation = args.speculation and SpeculationConfig(args.speculation, **{
+        name: value for name in SPECULATION_FLAGS if (value := getattr(args, name)) is not None})
+    return LLMConfig.of(model, args.provider, args.threads, engine=engine, speculation=speculation or None)
