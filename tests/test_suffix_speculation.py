@@ -126,3 +126,20 @@ def test_server_keys_partition_the_cache_and_metrics_report_it(tiny_build, plain
         assert last[suffix] > first[suffix] and last["llm_suffix_cache_sequences"] == 3
         accepted = last['llm_speculative_source_accepted_tokens_total{source="suffix"}']
         assert 0 < accepted <= last[suffix]
+
+
+@pytest.mark.parametrize("constraint", [
+    {"json_schema": {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12},
+                                                      "n": {"type": "integer"}}, "required": ["name", "n"]}},
+    {"regex": r"(ab|cd)[0-9]{3}-fixed text-[a-z]{6}"}])
+def test_constrained_rows_draft_under_their_grammar_and_give_the_same_tokens(tiny_build, plain, constraint):
+    """Greedy and seeded sampling, each request three times (from the second on, the cache drafts the first's
+    reply): the same tokens as plain decoding, forced spans included, and drafts accepted."""
+    llm = suffix_llm(tiny_build)
+    for params in (SamplingParams(max_tokens=40, temperature=0, **constraint),
+                   SamplingParams(max_tokens=40, temperature=0.9, seed=3, **constraint)):
+        expected = plain.submit(PROMPTS[0], params).result().token_ids
+        for _ in range(3):
+            assert llm.submit(PROMPTS[0], params).result().token_ids == expected, params
+    drafted, accepted = suffix_counts(llm)
+    assert drafted > 0 and accepted > 0

@@ -251,8 +251,9 @@ class Engine:
                 seq.next_token = seq.forced.pop(0)
             elif len(rows):
                 try:
-                    if item.draft:  # constrained rows never draft
-                        picks = self.speculator.accept(item, rows, partial(self.next_token, seq))
+                    accepted = 0
+                    if item.draft:
+                        picks, accepted = self._verify(item, rows, masks)
                     else:
                         picks = [self.next_token(seq, rows[0], masks.row(seq) if masks is not None else None)]
                         picks += self._forced(seq, picks[0][0])
@@ -263,7 +264,30 @@ class Engine:
                     log.exception("request %d failed", seq.id)
                     self._finish(seq, EngineError(f"generation failed: {e}"))
                     continue
-                self._emit(seq, picks)
+                self._emit(seq, picks, accepted)
+
+    def _verify(self, item: Scheduled, rows: np.ndarray, masks: CallMasks | None) -> tuple[list, int]:
+        """A verified run's picks (rows float32 [k + 1, vocab]) and how many of them are accepted drafts. A
+        constrained row picks at position 0 under the call's mask, after it under its grammar's mask then,
+        consuming each draft accepted; its grammar consumes the last pick (the bonus) and the tokens it forces after
+        it follow in the picks."""
+        seq = item.seq
+        if seq.grammar is None:
+            run = self.speculator.accept(item, rows, partial(self.next_token, seq))
+            return run, len(run) - 1
+        at = 0
+
+        def pick(row: np.ndarray) -> tuple:
+            nonlocal at
+            mask = masks.row(seq) if at == 0 else self.constraints.mask(seq)
+            token, logprob = self.next_token(seq, row, mask)
+            if at < len(item.draft) and token == item.draft[at] and not seq.grammar.consume(token):
+                raise ParameterError(seq.params.constraint.param, f"cannot be enforced: {seq.grammar.error}")
+            at += 1
+            return token, logprob
+
+        run = self.speculator.accept(item, rows, pick)
+        return run + self._forced(seq, run[-1][0], len(run) - 1), len(run) - 1
 
     def next_token(self, seq: Sequence, logits: np.ndarray,
                    mask: np.ndarray | None = None) -> tuple[int, TokenLogprob | None]:
@@ -272,19 +296,21 @@ class Engine:
         top-k/p and logprobs all see the masked distribution."""
         return seq.sampler.pick(logits if mask is None else apply_mask(logits, mask))
 
-    def _forced(self, seq: Sequence, token: int) -> list[tuple[int, TokenLogprob | None]]:
-        """A constrained row's grammar consumes its sampled token; the picks of the tokens it forces next (within
-        max_tokens), each the masked distribution's only choice: logprob 0."""
+    def _forced(self, seq: Sequence, token: int, before: int = 0) -> list[tuple[int, TokenLogprob | None]]:
+        """A constrained row's grammar consumes its sampled token (`before` other picks ahead of it this step); the
+        picks of the tokens it forces next (within max_tokens), each the masked distribution's only choice:
+        logprob 0."""
         if seq.grammar is None:
             return []
-        forced = self.constraints.advance(seq, token, seq.params.max_tokens - seq.out.generated - 1)
+        forced = self.constraints.advance(seq, token, seq.params.max_tokens - seq.out.generated - before - 1)
         want = seq.params.logprobs
         return [(f, TokenLogprob(f, seq.out.token_text(f), 0.0) if want else None) for f in forced]
 
-    def _emit(self, seq: Sequence, picks: list[tuple[int, TokenLogprob | None]]) -> None:
+    def _emit(self, seq: Sequence, picks: list[tuple[int, TokenLogprob | None]], accepted: int = 0) -> None:
         """Stream picked tokens as one chunk, up to the one that ends the request (EOS, a stop string, max_tokens
         inside a verified run or a forced chunk: the rest is dropped). A sampled token's forced tokens are fed with
-        it as one chunk in the next step; a grammar that is complete ends the request (finish_reason "stop")."""
+        it as one chunk in the next step; a grammar that is complete ends the request (finish_reason "stop").
+        `accepted`: the picks that are a verified run's accepted drafts, in the cache already."""
         chunks = []
         for token, logprob in picks:
             self.generated += 1
@@ -294,7 +320,7 @@ class Engine:
         if seq.grammar is None:  # a verified run's accepted drafts are in the cache already: the last pick is fed
             seq.next_token = token
         else:  # a constrained row feeds its sampled token and the forced ones after it
-            seq.next_token, seq.forced = picks[0][0], [t for t, _ in picks[1:len(chunks)]]
+            seq.next_token, seq.forced = picks[accepted][0], [t for t, _ in picks[accepted + 1:len(chunks)]]
         self.speculator.extend(seq, [t for c in chunks for t in c.token_ids])
         if not seq.out.finished and seq.grammar is not None and seq.grammar.done:
             chunks.append(seq.out.cancel())

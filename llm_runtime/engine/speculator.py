@@ -13,6 +13,11 @@ capped at `num_speculative_tokens`, where the prediction has no guess; between p
 the longer match drafts (the suffix cache on a tie: its continuation is the most frequent one). A row whose drafts
 failed (a preamble before the copy, an edited span) cools down; when its output has followed the prediction for
 RESUME_STREAK tokens on its own, the cooldown ends and those tokens count as accepted drafts in its estimate.
+
+A constrained row (structured output, tools held to their schemas) drafts too: its draft is cut where the grammar
+stops allowing it or would force tokens (`GrammarState.draftable`: forced tokens are fed without sampling, as
+without drafts), and its verified run picks each position under the mask of the grammar's state after the drafts
+accepted before it, consuming each accepted draft (the engine's `_verify`).
 """
 from __future__ import annotations
 
@@ -87,8 +92,7 @@ class Speculator:
         return (suffix, "suffix") if suffix and m >= n else (ngram, "ngram")
 
     def draft(self, plan: list[Scheduled], budget: int) -> list[Scheduled]:
-        """The plan with drafts added to its one-token decodes (not constrained rows), at most `budget` draft
-        tokens in all. Each row's policy sets its k from its acceptance history and the number of decoding rows;
+        """The plan with drafts added to its one-token decodes, at most `budget` draft tokens in all. Each row's policy sets its k from its acceptance history and the number of decoding rows;
         the proposer may guess fewer; and the drafts must pay for the call they need (`drafts_pay`), else the step
         decodes without them."""
         decodes = [item for item in plan if item.decode]
@@ -96,12 +100,14 @@ class Speculator:
         expected = 0.0
         for item in decodes:
             seq = item.seq
-            if budget <= 0 or seq.policy is None or seq.grammar is not None:
-                continue  # a constrained row does not draft: its mask holds for one position, not a run
+            if budget <= 0 or seq.policy is None or item.rides:
+                continue
             if seq.prediction is not None and seq.policy.cooldown and seq.prediction.streak >= RESUME_STREAK:
                 seq.policy.resume(seq.prediction.take_streak())
             k = min(seq.policy.k(len(decodes), seq.params.max_tokens - seq.out.generated), budget)
             guess, source = self._guess(seq, k) if k > 0 else ([], "")
+            if guess and seq.grammar is not None:
+                guess = guess[:seq.grammar.draftable(guess)]
             if guess:
                 drafted[id(item)] = Scheduled(seq, item.tokens + guess, tuple(guess), source=source)
                 expected += seq.policy.expected(len(guess))
