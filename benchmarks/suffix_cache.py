@@ -6,10 +6,11 @@
 
 extraction: one JSON schema over `--docs` short synthetic documents (person records in prose) through
 `llm-runtime batch` (a fresh process per run; the prompt asks for JSON: a response_format row does not draft),
-tokens/s from the command's own summary (first submit to last reply). agent: the recorded multi-turn
-tool-calling session (benchmarks/prompts/suffix_agent_trace.json, from benchmarks/suffix_agent_trace.py) replayed
-request by request, end-to-end tokens/s. chat: 16 open chat requests one after another. concurrent: 8 open chat
-requests submitted together, aggregate tokens/s. Each run of the in-process workloads gets a fresh engine (an
+tokens/s from the command's own summary (first submit to last reply; an untimed run warms the page cache first).
+agent: the recorded multi-turn tool-calling session (benchmarks/prompts/suffix_agent_trace.json, from
+benchmarks/suffix_agent_trace.py) replayed request by request. chat: 16 open chat requests one after another. Both
+report end-to-end tokens/s (prompts included) and decode tokens/s ((tokens - 1) / (first token to last), summed
+over the requests). concurrent: 8 open chat requests submitted together, aggregate tokens/s. Each run of the in-process workloads gets a fresh engine (an
 empty suffix cache); the arms alternate (plain first in even rounds). Greedy; the replies of the arms are asserted
 to be the same (on an int4 build a verification call may part from a one-token decode on a near-tie:
 `--near-ties` counts the replies that differ instead). Reported per workload: tokens/s of each arm and their
@@ -33,6 +34,7 @@ from pathlib import Path
 from llm_runtime import LLM, SamplingParams
 from llm_runtime.models.resolver import resolve_model
 from llm_runtime.speculation import SpeculationConfig
+from llm_runtime.tools.request import ToolRequest
 
 HERE = Path(__file__).parent
 FIRST = "Alice Bruno Chen Dana Elif Farid Greta Hiro Ines Jonas Kavya Liam Mara Nils Olga Pedro Qin Rosa Sven Tara".split()
@@ -49,6 +51,8 @@ class Run:
     seconds: float
     replies: list
     stats: dict = field(default_factory=dict)  # verifications, drafted, accepted, sources: {source: (d, a)}
+    decode_tokens: int = 0  # one-by-one workloads: tokens after each reply's first
+    decode_seconds: float = 0.0  # and the time from each reply's first token to its last
 
     @property
     def rate(self) -> float:
@@ -102,15 +106,31 @@ def extraction(args, arm: str, folder: Path) -> Run:
     return Run(int(summary.group(1)), float(summary.group(2)), [replies[k] for k in sorted(replies)], stats)
 
 
+def timed(llm: LLM, run: Run, ids: list[int], params: SamplingParams) -> None:
+    """Stream one reply into `run`: its tokens, and its decode time after the first token."""
+    tokens, first = [], None
+    for chunk in llm.stream_ids(ids, params):
+        tokens += chunk.token_ids
+        if first is None and tokens:
+            first, got = time.perf_counter(), len(tokens)
+    run.replies.append(tokens)
+    run.tokens += len(tokens)
+    if first is not None:
+        run.decode_tokens += len(tokens) - got
+        run.decode_seconds += time.perf_counter() - first
+
+
 def agent(args, arm: str, llm: LLM) -> Run:
+    """The requests as LLM.chat sends them with tools: the tool prompt, the choice's constraint."""
     trace = json.loads((HERE / "prompts" / "suffix_agent_trace.json").read_text())
-    params = SamplingParams(max_tokens=trace["max_tokens"], temperature=0)
-    tokens, replies, start = 0, [], time.perf_counter()
+    params, run = SamplingParams(max_tokens=trace["max_tokens"], temperature=0), Run(0, 0.0, [])
+    start = time.perf_counter()
     for request in trace["requests"]:
-        reply = llm.chat(request["messages"], params, tools=trace["tools"], tool_choice=request["tool_choice"])
-        tokens += reply.usage.completion_tokens
-        replies.append(reply.token_ids)
-    return Run(tokens, time.perf_counter() - start, replies)
+        tools = ToolRequest.of(llm.template, trace["tools"], request["tool_choice"], True)
+        ids = llm.encode(tools.prompt(llm.template, request["messages"]), special=False)
+        timed(llm, run, ids, tools.params(params, llm.tokenizer))
+    run.seconds = time.perf_counter() - start
+    return run
 
 
 def chat_prompts(llm: LLM, first: int, n: int) -> list[list[int]]:
@@ -120,12 +140,12 @@ def chat_prompts(llm: LLM, first: int, n: int) -> list[list[int]]:
 
 
 def chat(args, arm: str, llm: LLM) -> Run:
-    params, tokens, replies = SamplingParams(max_tokens=96, temperature=0), 0, []
+    params, run = SamplingParams(max_tokens=96, temperature=0), Run(0, 0.0, [])
     start = time.perf_counter()
     for ids in chat_prompts(llm, 0, 16):
-        replies.append(llm.submit(ids, params).result().token_ids)
-        tokens += len(replies[-1])
-    return Run(tokens, time.perf_counter() - start, replies)
+        timed(llm, run, ids, params)
+    run.seconds = time.perf_counter() - start
+    return run
 
 
 def concurrent(args, arm: str, llm: LLM) -> Run:
@@ -154,6 +174,12 @@ def report(workload: str, runs: dict[str, list[Run]], differ: int, total: int, l
     plain = rates.pop("plain")
     print(f"\n## {workload}: plain {plain:.1f} tok/s; " + "; ".join(
         f"{arm} {rate:.1f} tok/s ({rate / plain:.2f}x)" for arm, rate in rates.items()))
+    decode = {arm: sum(r.decode_tokens for r in rs) / max(sum(r.decode_seconds for r in rs), 1e-9)
+              for arm, rs in runs.items()}
+    if decode["plain"]:
+        base = decode.pop("plain")
+        print(f"decode: plain {base:.1f} tok/s; " + "; ".join(f"{arm} {rate:.1f} tok/s ({rate / base:.2f}x)"
+                                                            for arm, rate in decode.items()))
     for arm in rates:
         s = [r.stats for r in runs[arm]]
         v, d, a = (sum(x.get(key, 0) for x in s) for key in ("verifications", "drafted", "accepted"))
@@ -186,6 +212,8 @@ def main() -> None:
     print(f"model {args.model}, threads {args.threads}, num_speculative_tokens {args.num_speculative_tokens}, "
           f"{args.rounds} round(s), uptime: {os.popen('uptime').read().strip()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
+        if "extraction" in args.workloads:  # untimed: the first process to read the model pays for the page cache
+            extraction(argparse.Namespace(**{**vars(args), "docs": 2}), "plain", Path(tmp))
         for workload in args.workloads.split(","):
             load_before, runs, differ, total = os.getloadavg()[0], {arm: [] for arm in arms}, 0, 0
             for r in range(args.rounds):

@@ -143,3 +143,19 @@ def test_constrained_rows_draft_under_their_grammar_and_give_the_same_tokens(tin
             assert llm.submit(PROMPTS[0], params).result().token_ids == expected, params
     drafted, accepted = suffix_counts(llm)
     assert drafted > 0 and accepted > 0
+
+
+def test_cli_flags_reach_the_config_and_bad_ones_are_refused(tiny_build, capsys):
+    from llm_runtime.cli.main import main
+
+    folder = str(tiny_build("llama-gqa2"))
+    argv = ["generate", "--model", folder, "--max-tokens", "16", "--ignore-eos", PROMPTS[0]]
+    assert main(argv) == 0
+    plain_text = capsys.readouterr().out
+    assert main(argv[:1] + ["--speculation", "suffix", "--suffix-cache", "request", "--suffix-cache-mb", "8"]
+                + argv[1:]) == 0
+    assert capsys.readouterr().out == plain_text
+    with pytest.raises(SystemExit):
+        main(argv[:1] + ["--speculation", "suffix", "--suffix-cache", "user"] + argv[1:])
+    assert main(argv[:1] + ["--speculation", "suffix", "--suffix-cache-mb", "0"] + argv[1:]) == 2
+    assert "suffix_cache_mb" in capsys.readouterr().err
