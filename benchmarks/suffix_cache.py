@@ -2,11 +2,11 @@
 
     python benchmarks/suffix_cache.py [--model default] [--rounds 1] [--threads 2] [--num-speculative-tokens 8]
                                       [--workloads extraction,agent,chat,concurrent] [--arms plain,suffix]
-                                      [--docs 100] [--near-ties]
+                                      [--docs 100] [--batch-concurrency 16] [--near-ties]
 
 extraction: one JSON schema over `--docs` short synthetic documents (person records in prose) through
-`llm-runtime batch` (a fresh process per run; the prompt asks for JSON: a response_format row does not draft),
-tokens/s from the command's own summary (first submit to last reply; an untimed run warms the page cache first).
+`llm-runtime batch` (a fresh process per run, `--max-concurrency` from --batch-concurrency; the prompt asks for
+JSON, no response_format), tokens/s from the command's own summary (first submit to last reply; an untimed run warms the page cache first).
 agent: the recorded multi-turn tool-calling session (benchmarks/prompts/suffix_agent_trace.json, from
 benchmarks/suffix_agent_trace.py) replayed request by request. chat: 16 open chat requests one after another. Both
 report end-to-end tokens/s (prompts included) and decode tokens/s ((tokens - 1) / (first token to last), summed
@@ -14,7 +14,9 @@ over the requests). concurrent: 8 open chat requests submitted together, aggrega
 empty suffix cache); the arms alternate (plain first in even rounds). Greedy; the replies of the arms are asserted
 to be the same (on an int4 build a verification call may part from a one-token decode on a near-tie:
 `--near-ties` counts the replies that differ instead). Reported per workload: tokens/s of each arm and their
-ratio, acceptance, tokens per verification, drafted (accepted) tokens by source, and the load average.
+ratio, acceptance, tokens per verification, drafted (accepted) tokens by source, and the load average. On a
+shared machine wall time moves with the other jobs, so tokens per CPU second of the process are given too
+(`time.process_time`; for the batch process its whole CPU time, loading included, from `getrusage`).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import json
 import os
 import random
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -53,6 +56,7 @@ class Run:
     stats: dict = field(default_factory=dict)  # verifications, drafted, accepted, sources: {source: (d, a)}
     decode_tokens: int = 0  # one-by-one workloads: tokens after each reply's first
     decode_seconds: float = 0.0  # and the time from each reply's first token to its last
+    cpu_seconds: float = 0.0  # CPU time of the process that generated
 
     @property
     def rate(self) -> float:
@@ -92,8 +96,10 @@ def extraction(args, arm: str, folder: Path) -> Run:
     src.write_text("".join(json.dumps(line) + "\n" for line in lines))
     flags = [] if arm == "plain" else ["--speculation", arm, "--num-speculative-tokens",
                                        str(args.num_speculative_tokens)]
+    cpu = _children_cpu()
     done = subprocess.run([sys.executable, "-m", "llm_runtime.cli.main", "batch", str(src), "-o", str(out),
-                           "--model", args.model, "--threads", str(args.threads), *flags],
+                           "--model", args.model, "--threads", str(args.threads), "--max-concurrency",
+                           str(args.batch_concurrency), *flags],
                           capture_output=True, text=True, check=True)
     summary = re.search(r"(\d+) completion tokens in ([\d.]+) s", done.stderr)
     replies = {json.loads(line)["custom_id"]: json.loads(line)["response"]["body"]["choices"][0]["message"]["content"]
@@ -103,7 +109,13 @@ def extraction(args, arm: str, folder: Path) -> Run:
         sources = {m[0]: (int(m[1]), int(m[2])) for m in re.findall(r"(\w+) (\d+) \((\d+)\)", spec.group(2))}
         stats = {"verifications": int(spec.group(1)), "drafted": sum(d for d, _ in sources.values()),
                  "accepted": sum(a for _, a in sources.values()), "sources": sources}
-    return Run(int(summary.group(1)), float(summary.group(2)), [replies[k] for k in sorted(replies)], stats)
+    return Run(int(summary.group(1)), float(summary.group(2)), [replies[k] for k in sorted(replies)], stats,
+               cpu_seconds=_children_cpu() - cpu)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def timed(llm: LLM, run: Run, ids: list[int], params: SamplingParams) -> None:
@@ -160,7 +172,9 @@ def run_arm(args, workload: str, arm: str, folder: Path) -> Run:
         return extraction(args, arm, folder)
     llm = LLM(args.model, threads=args.threads, speculation=speculation(args, arm))
     try:
+        cpu = time.process_time()
         run = globals()[workload](args, arm, llm)
+        run.cpu_seconds = time.process_time() - cpu
         run.stats = engine_stats(llm) if arm != "plain" else {}
         return run
     finally:
@@ -174,6 +188,10 @@ def report(workload: str, runs: dict[str, list[Run]], differ: int, total: int, l
     plain = rates.pop("plain")
     print(f"\n## {workload}: plain {plain:.1f} tok/s; " + "; ".join(
         f"{arm} {rate:.1f} tok/s ({rate / plain:.2f}x)" for arm, rate in rates.items()))
+    cpu = {arm: sum(r.tokens for r in rs) / sum(r.cpu_seconds for r in rs) for arm, rs in runs.items()}
+    base = cpu.pop("plain")
+    print(f"per CPU second: plain {base:.1f} tok; " + "; ".join(f"{arm} {rate:.1f} tok ({rate / base:.2f}x)"
+                                                              for arm, rate in cpu.items()))
     decode = {arm: sum(r.decode_tokens for r in rs) / max(sum(r.decode_seconds for r in rs), 1e-9)
               for arm, rs in runs.items()}
     if decode["plain"]:
@@ -205,11 +223,13 @@ def main() -> None:
     ap.add_argument("--workloads", default="extraction,agent,chat,concurrent")
     ap.add_argument("--arms", default="plain,suffix", help="plain first; the others are speculation methods")
     ap.add_argument("--docs", type=int, default=100)
+    ap.add_argument("--batch-concurrency", type=int, default=16, help="extraction: the batch's --max-concurrency")
     ap.add_argument("--near-ties", action="store_true", help="count differing replies instead of asserting")
     args = ap.parse_args()
     args.model = str(resolve_model(args.model))
     arms = args.arms.split(",")
     print(f"model {args.model}, threads {args.threads}, num_speculative_tokens {args.num_speculative_tokens}, "
+          f"batch concurrency {args.batch_concurrency}, "
           f"{args.rounds} round(s), uptime: {os.popen('uptime').read().strip()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         if "extraction" in args.workloads:  # untimed: the first process to read the model pays for the page cache
@@ -222,7 +242,8 @@ def main() -> None:
                 for arm in arms:
                     runs[arm].append(got[arm])
                     print(f"{workload} round {r + 1} {arm}: {got[arm].tokens} tokens in {got[arm].seconds:.1f} s, "
-                          f"{got[arm].rate:.1f} tok/s", flush=True)
+                          f"{got[arm].rate:.1f} tok/s, {got[arm].cpu_seconds:.1f} CPU s, load "
+                          f"{os.getloadavg()[0]:.1f}", flush=True)
                 for arm in arms[1:]:
                     pairs = list(zip(got["plain"].replies, got[arm].replies))
                     bad = sum(a != b for a, b in pairs)
