@@ -74,15 +74,15 @@ def test_a_row_drafts_what_followed_its_lead_in_in_earlier_replies():
         row.extend(out)
         cache.add(row.partition, row.stored())
     row = SuffixLookup(cache, [6, *header])
-    assert row.lookup(8) == ([40, 41, 42], 3)  # at most the match's length (SPEC_FACTOR 1)
+    assert row.lookup(8)[:2] == ([40, 41, 42], 3)  # at most the match's length (SPEC_FACTOR 1)
     row.extend([40, 41, 42])
-    assert row.lookup(8) == ([43, 44], 6)  # 44 followed 2 times of 3: 0.67 >= MIN_PROB
+    assert row.lookup(8)[:2] == ([43, 44], 6)  # 44 followed 2 times of 3: 0.75 * 2 / 4 >= MIN_PROB
 
 
 def test_request_mode_drafts_from_the_rows_own_earlier_text_only():
     cache = SuffixCache("request")
     row = SuffixLookup(cache, [1, 2, 3, 4, 9, 1, 2])
-    assert row.lookup(4) == ([3, 4], 2)  # "1 2" occurred before, followed by 3 4 (its own occurrence at the end has
+    assert row.lookup(4)[:2] == ([3, 4], 2)  # "1 2" occurred before, followed by 3 4 (its own occurrence at the end has
     row.extend([3])  # no continuation yet)
     assert row.propose(4) == [4, 9, 1]
     assert SuffixLookup(cache, [1, 2]).propose(4) == []  # nothing shared between rows
@@ -103,3 +103,12 @@ def test_each_engine_gets_a_store_of_its_own_only_with_method_suffix():
     a, b = config.suffix_store(), config.suffix_store()
     assert a is not b and a.mode == "key" and a.max_bytes == 8 << 20
     assert SpeculationConfig("ngram").suffix_store() is None
+
+
+def test_the_verified_prefix_is_the_one_that_pays_best():
+    from llm_runtime.speculation.policy import best_prefix
+
+    assert best_prefix([0.99] * 8, batch=1) == 8  # a certain continuation: all of it
+    assert best_prefix([0.5, 0.25, 0.125], batch=1) == 1  # an even bet pays for one token alone
+    assert best_prefix([0.5, 0.25, 0.125], batch=16) == 0  # not beside 15 other rows
+    assert best_prefix([], batch=1) == 0

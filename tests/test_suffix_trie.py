@@ -61,11 +61,12 @@ def test_the_longest_match_and_its_most_frequent_continuation():
         trie.insert(s)
     node, m = trie.match([0, 0, 2, 3, 4], longest=10)
     assert m == 3 and node.count == 2  # "2 3 4", twice; "0 2 3 4" nowhere
-    assert trie.continuation(node, 5, 0.1) == ([5, 6], 2.0)  # both times 5 6 followed, then the stored text ends
+    draft, probs = trie.continuation(node, 5, 0.1)
+    assert draft == [5, 6] and probs == pytest.approx([2 / 3, 4 / 9])  # 5 6 both times: 2 / (2 + 1) each
     node, m = trie.match([3, 4], longest=10)
-    draft, score = trie.continuation(node, 5, 0.5)
-    assert m == 2 and draft == [5, 6] and score == pytest.approx(2 / 3 * 2)  # 5 after "3 4" two times of three
-    assert trie.continuation(node, 5, 0.7) == ([], 0.0)  # 2/3 is under the threshold: no draft
+    draft, probs = trie.continuation(node, 5, 0.5)
+    assert m == 2 and draft == [5] and probs == [0.5]  # 5 after "3 4" two times of three; then 2/3 more: 1/3
+    assert trie.continuation(node, 5, 0.6) == ([], [])  # under the threshold: no draft
     assert trie.continuation(node, 1, 0.1)[0] == [5]  # the limit
     assert trie.match([3, 4], longest=10, min_count=4)[1] == 0  # "4" occurs 3 times only
 

@@ -10,7 +10,10 @@ requests' outputs, beside prompt lookup) and a request's predicted output (`pred
 speculates). A row with a prediction drafts from it first, up to PREDICTION_MAX_K tokens a call (its policy
 chooses k from its acceptance, so a prediction that keeps matching drafts long runs), and falls back on the others,
 capped at `num_speculative_tokens`, where the prediction has no guess; between prompt lookup and the suffix cache,
-the longer match drafts (the suffix cache on a tie: its continuation is the most frequent one). A row whose drafts
+the longer match drafts (the suffix cache on a tie: its continuation is the most frequent one). The suffix cache
+gives each draft token a probability from its counts, and verifies the prefix whose expected tokens per unit of
+cost is best (`policy.best_prefix`, up to `num_speculative_tokens`): frequent text drafts far, text seen once
+little, whatever k the row's acceptance history asks for (which still starts and ends its cooldowns). A row whose drafts
 failed (a preamble before the copy, an edited span) cools down; when its output has followed the prediction for
 RESUME_STREAK tokens on its own, the cooldown ends and those tokens count as accepted drafts in its estimate.
 
@@ -27,7 +30,7 @@ import numpy as np
 
 from llm_runtime.kv_cache import KVCache
 from llm_runtime.speculation import SpeculationConfig, verify_run
-from llm_runtime.speculation.policy import DraftPolicy, drafts_pay
+from llm_runtime.speculation.policy import DraftPolicy, best_prefix, drafts_pay
 from llm_runtime.speculation.prediction import PredictionLookup
 from llm_runtime.speculation.suffix_lookup import SuffixLookup
 
@@ -77,19 +80,24 @@ class Speculator:
         if seq.suffix is not None and seq.suffix.own is None and len(seq.suffix.tokens) > seq.suffix.lead_in:
             self.suffix.add(seq.suffix.partition, seq.suffix.stored())
 
-    def _guess(self, seq: Sequence, k: int) -> tuple[list[int], str]:
-        """Up to k drafts and their source."""
+    def _guess(self, seq: Sequence, k: int, room: int, batch: int) -> tuple[list[int], str, float]:
+        """Up to k drafts (the suffix cache: up to `room`), their source and the tokens their verification is
+        expected to emit."""
         if seq.prediction is not None:
             guess = seq.prediction.propose(k)
             if guess:
-                return guess, "prediction"
+                return guess, "prediction", seq.policy.expected(len(guess))
         if seq.proposer is None:
-            return [], ""
-        k = min(k, self.config.num_speculative_tokens)
+            return [], "", 0.0
+        cap = self.config.num_speculative_tokens
         if seq.suffix is None:
-            return seq.proposer.propose(k), "ngram"
-        (ngram, n), (suffix, m) = seq.proposer.lookup(k), seq.suffix.lookup(k)
-        return (suffix, "suffix") if suffix and m >= n else (ngram, "ngram")
+            guess = seq.proposer.propose(min(k, cap))
+            return guess, "ngram", seq.policy.expected(len(guess))
+        (ngram, n), (suffix, m, probs) = seq.proposer.lookup(min(k, cap)), seq.suffix.lookup(min(room, cap))
+        j = best_prefix(probs, batch)
+        if j and m >= n:
+            return suffix[:j], "suffix", 1.0 + sum(probs[:j])
+        return ngram, "ngram", seq.policy.expected(len(ngram))
 
     def draft(self, plan: list[Scheduled], budget: int) -> list[Scheduled]:
         """The plan with drafts added to its one-token decodes, at most `budget` draft tokens in all. Each row's policy sets its k from its acceptance history and the number of decoding rows;
@@ -104,13 +112,15 @@ class Speculator:
                 continue
             if seq.prediction is not None and seq.policy.cooldown and seq.prediction.streak >= RESUME_STREAK:
                 seq.policy.resume(seq.prediction.take_streak())
+            room = min(seq.params.max_tokens - seq.out.generated - 1, budget)  # the bonus token is the last one
             k = min(seq.policy.k(len(decodes), seq.params.max_tokens - seq.out.generated), budget)
-            guess, source = self._guess(seq, k) if k > 0 else ([], "")
+            guess, source, gain = self._guess(seq, k, room, len(decodes)) if k > 0 else ([], "", 0.0)
             if guess and seq.grammar is not None:
-                guess = guess[:seq.grammar.draftable(guess)]
+                n = seq.grammar.draftable(guess)
+                guess, gain = guess[:n], gain if n == len(guess) else seq.policy.expected(n)
             if guess:
                 drafted[id(item)] = Scheduled(seq, item.tokens + guess, tuple(guess), source=source)
-                expected += seq.policy.expected(len(guess))
+                expected += gain
                 budget -= len(guess)
         if not drafted:
             return plan

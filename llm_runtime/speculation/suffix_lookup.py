@@ -37,17 +37,18 @@ class SuffixLookup:
             if self.own is not None:
                 self._paths = self.own.append(self._paths, int(t))
 
-    def lookup(self, k: int) -> tuple[list[int], int]:
-        """Up to k drafts and the length of the match they continue ([] and 0 without one)."""
+    def lookup(self, k: int) -> tuple[list[int], int, list[float]]:
+        """Up to k drafts, the length of the match they continue, and each draft's path probability (the chance,
+        by the stored counts, that it is accepted with those before it); [], 0, [] without a match."""
         trie = self.own if self.own is not None else self.cache.trie(self.partition)
         if trie is None or k <= 0:
-            return [], 0
+            return [], 0, []
         context = self.tokens[-self.depth:]
         node, m = trie.match(context, max(self.depth - k, 1), min_count=1 if self.own is None else 2)
         if m == 0:
-            return [], 0
-        draft, _ = trie.continuation(node, min(k, math.ceil(SPEC_FACTOR * m)), MIN_PROB)
-        return draft, m
+            return [], 0, []
+        draft, probs = trie.continuation(node, min(k, math.ceil(SPEC_FACTOR * m)), MIN_PROB)
+        return draft, m, probs
 
     def propose(self, k: int) -> list[int]:
         return self.lookup(k)[0]
