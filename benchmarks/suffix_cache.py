@@ -40,11 +40,14 @@ from llm_runtime.speculation import SpeculationConfig
 from llm_runtime.tools.request import ToolRequest
 
 HERE = Path(__file__).parent
-FIRST = "Alice Bruno Chen Dana Elif Farid Greta Hiro Ines Jonas Kavya Liam Mara Nils Olga Pedro Qin Rosa Sven Tara".split()
-LAST = "Smith Garcia Novak Tanaka Okafor Rossi Berg Dubois Khan Silva Larsen Moreau Weber Costa Ivanova".split()
-COMPANIES = "Acme Globex Initech Umbrella Hooli Vandelay Stark Wayne Wonka Tyrell Cyberdyne Soylent".split()
-ROLES = "engineer designer accountant nurse teacher chef pilot lawyer analyst architect".split()
-CITIES = "Paris Berlin Lisbon Oslo Tokyo Nairobi Lima Toronto Madrid Vienna".split()
+FIRST = ["Alice", "Bruno", "Chen", "Dana", "Elif", "Farid", "Greta", "Hiro", "Ines", "Jonas", "Kavya", "Liam", "Mara",
+         "Nils", "Olga", "Pedro", "Qin", "Rosa", "Sven", "Tara"]
+LAST = ["Smith", "Garcia", "Novak", "Tanaka", "Okafor", "Rossi", "Berg", "Dubois", "Khan", "Silva", "Larsen",
+        "Moreau", "Weber", "Costa", "Ivanova"]
+COMPANIES = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay", "Stark", "Wayne", "Wonka", "Tyrell",
+             "Cyberdyne", "Soylent"]
+ROLES = ["engineer", "designer", "accountant", "nurse", "teacher", "chef", "pilot", "lawyer", "analyst", "architect"]
+CITIES = ["Paris", "Berlin", "Lisbon", "Oslo", "Tokyo", "Nairobi", "Lima", "Toronto", "Madrid", "Vienna"]
 SCHEMA = '{"name": string, "age": integer, "company": string, "role": string, "city": string}'
 
 

@@ -93,7 +93,7 @@ def test_key_mode_drafts_a_keys_requests_only_from_its_own_replies(tiny_build, p
 
 def series(base: str, headers: dict) -> dict[str, float]:
     text = httpx.get(f"{base}/metrics", headers=headers).text
-    return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(llm_\S+) (\S+)$", text, re.M)}
+    return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(llm_\S+) (\S+)$", text, re.MULTILINE)}
 
 
 def test_server_keys_partition_the_cache_and_metrics_report_it(tiny_build, plain):

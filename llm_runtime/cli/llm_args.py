@@ -24,8 +24,8 @@ ENGINE_FLAGS = {
 # SpeculationConfig field -> its flag's help (and choices); read when --speculation is given
 SPECULATION_FLAGS = {
     "num_speculative_tokens": ("drafts per verification at most", None),
-    "suffix_cache": ("with --speculation suffix: one store of recent replies for every request (global), one per "
-                     "API key (key), or each request's own text only (request)", ("global", "key", "request")),
+    "suffix_cache": (("with --speculation suffix: one store of recent replies for every request (global), one per "
+                      "API key (key), or each request's own text only (request)"), ("global", "key", "request")),
     "suffix_cache_mb": ("with --speculation suffix: the store's memory cap in MiB", None),
 }
 

@@ -29,7 +29,7 @@ class Node:
     """A substring's occurrence count and the tokens that followed it: one child in two slots (most nodes of a
     depth-capped trie over text have one or none), a dict from the second on."""
 
-    __slots__ = ("count", "token", "child", "children")
+    __slots__ = ("child", "children", "count", "token")
 
     def __init__(self):
         self.count = 0
