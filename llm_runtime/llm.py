@@ -114,10 +114,12 @@ class LLM:
         benchmarks)."""
         self.engine.reset_prefix_cache()
 
-    def submit(self, prompt: str | list[int], params: SamplingParams | None = None, loop=None) -> RequestHandle:
-        """Queue a request on the engine; the handle streams chunks and can be cancelled."""
+    def submit(self, prompt: str | list[int], params: SamplingParams | None = None, loop=None,
+               key: str = "") -> RequestHandle:
+        """Queue a request on the engine; the handle streams chunks and can be cancelled. `key`: an id of the
+        caller (the server's hash of its API key), for the suffix cache's "key" mode."""
         ids = self.encode(prompt) if isinstance(prompt, str) else _token_ids(prompt)
-        return self.engine.submit(ids, params or SamplingParams(), loop)
+        return self.engine.submit(ids, params or SamplingParams(), loop, key)
 
     # text -> ids; a chat-rendered prompt already holds its special tokens
     def encode(self, text: str, special: bool = True) -> list[int]:

@@ -42,7 +42,8 @@ class LLMConfig:
            num_speculative_tokens: int | None = None, adapters: dict | None = None,
            lora: LoraConfig | None = None) -> LLMConfig:
         """The one mapping from loose settings to the config; None leaves a setting at its dataclass default.
-        `speculation` "ngram" drafts up to `num_speculative_tokens` per step (validated here, before loading)."""
+        `speculation` "ngram" (prompt lookup) or "suffix" (and the suffix cache) drafts up to
+        `num_speculative_tokens` per step (validated here, before loading); a SpeculationConfig sets the rest."""
         if isinstance(speculation, str):
             speculation = SpeculationConfig(speculation, **_given(num_speculative_tokens=num_speculative_tokens))
         session = SessionConfig(**_given(threads=threads, optimization=optimization,

@@ -21,7 +21,7 @@ from .drain import Drain, DrainGate
 from .errors import ERROR_RESPONSES, APIError
 from .metrics import Metrics
 from .models import ModelRegistry
-from .response_store import ResponseStore
+from .response_store import ResponseStore, owner_of
 from .response_sweeper import ResponseSweeper
 from .retention import Retention
 from .schemas import ChatCompletion, ChatRequest, CompletionRequest, ModelCard, ModelList, TextCompletion, ok
@@ -36,7 +36,8 @@ STORE_FILE = "responses.sqlite3"
 class Gate:
     """ASGI middleware for /v1: the API key, then the body size (read whole, at most MAX_BODY bytes,
     then replayed), before anything parses the body. Counts requests by route and status. /metrics needs
-    the key too, unless `public_metrics`."""
+    the key too, unless `public_metrics`. A /v1 request's `request.state.key_id` is its key's owner hash ("" on a
+    server without keys): what the suffix cache's "key" mode partitions by, never the key."""
 
     def __init__(self, app, keys: list[bytes], metrics: Metrics, public_metrics: bool = False):
         self.app, self.keys, self.metrics, self.public_metrics = app, keys, metrics, public_metrics
@@ -73,7 +74,8 @@ class Gate:
 
             # the body is JSON whatever the content type says (curl -d sends a form type)
             headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
-            scope = {**scope, "headers": headers + [(b"content-type", b"application/json")]}
+            scope = {**scope, "headers": headers + [(b"content-type", b"application/json")],
+                     "state": {**scope.get("state", {}), "key_id": self._key_id(scope)}}
             await self.app(scope, replay, counted_send)
         finally:
             self.metrics.request(route, counted_send.status or 0)
@@ -82,6 +84,12 @@ class Gate:
         auth = dict(scope["headers"]).get(b"authorization", b"")
         token = auth[7:].strip() if auth[:7].lower() == b"bearer " else b""
         return any([hmac.compare_digest(token, k) for k in self.keys])  # a list: every key is compared
+
+    def _key_id(self, scope) -> str:
+        if not self.keys:
+            return ""
+        auth = dict(scope["headers"]).get(b"authorization", b"")
+        return owner_of(auth[7:].strip().decode("latin-1"))
 
     def _refusal(self, scope) -> APIError | None:
         headers = dict(scope["headers"])

@@ -49,8 +49,9 @@ def _refused(e: ParameterError, chat: bool) -> APIError:
     return bad_request(str(e), param, e.code)
 
 
-def submit(llm, r: OpenAIRequest, loop) -> Submitted:
-    """Template, tokenize, check and queue every choice (all or none): in a worker thread, off the event loop."""
+def submit(llm, r: OpenAIRequest, loop, key: str = "") -> Submitted:
+    """Template, tokenize, check and queue every choice (all or none): in a worker thread, off the event loop.
+    `key`: the API key's id (server/app.py's Gate), for the suffix cache's "key" mode."""
     param = "messages" if r.chat else "prompt"
     tools = r.tool_request(llm.template) if r.tools else None
     try:
@@ -68,7 +69,7 @@ def submit(llm, r: OpenAIRequest, loop) -> Submitted:
         for ids in prompts:
             for j in range(r.n):
                 params = r.choice_params(j, tools, llm.tokenizer) if tools else r.choice_params(j)
-                handles.append(llm.submit(ids, params, loop=loop))
+                handles.append(llm.submit(ids, params, loop=loop, key=key))
     except BaseException as e:
         for h in handles:
             h.cancel()
@@ -92,7 +93,8 @@ def _valid_text(text: str, param: str) -> str:
 async def complete(request: Request, r: OpenAIRequest, llm, model: str, metrics: Metrics) -> Response:
     """Run a parsed request on `llm`'s engine: server-sent events when it streams, else the folded JSON reply."""
     start = time.perf_counter()
-    s = await anyio.to_thread.run_sync(submit, llm, r, asyncio.get_running_loop())
+    key = getattr(request.state, "key_id", "")
+    s = await anyio.to_thread.run_sync(submit, llm, r, asyncio.get_running_loop(), key)
     reply = ReplyStream(r.chat, model, r.choices, r.params.logprobs, r.include_usage or not r.stream,
                         s.prompt_tokens, s.echo, s.tools, r.n)
     chunks = openai_chunks(s.handles, reply, metrics, start)

@@ -67,13 +67,24 @@ class Metrics:
             for kind, values in (("gauge", _gauges), ("counter", _counters)):
                 for name in values(rows[0][1]):
                     lines += [f"# TYPE {name} {kind}"] + [f"{name}{label} {values(s)[name]}" for label, s in rows]
+            for i, name in ((1, "llm_speculative_source_draft_tokens_total"),
+                            (2, "llm_speculative_source_accepted_tokens_total")):
+                lines += [f"# TYPE {name} counter"]
+                lines += [f'{name}{_with(label, "source", source[0])} {source[i]}'
+                          for label, s in rows for source in s.draft_sources]
         return "\n".join(lines) + "\n"
+
+
+def _with(label: str, name: str, value: str) -> str:
+    """A series' label set with one more label."""
+    return f'{label[:-1]},{name}="{value}"}}' if label else f'{{{name}="{value}"}}'
 
 
 def _gauges(stats) -> dict:
     return {"llm_running_sequences": stats.running, "llm_waiting_sequences": stats.waiting,
             "llm_cache_bytes": stats.cache_bytes, "llm_cache_used_tokens": stats.cache_used_tokens,
-            "llm_speculative_acceptance_rate": stats.accepted_tokens / max(stats.draft_tokens, 1)}
+            "llm_speculative_acceptance_rate": stats.accepted_tokens / max(stats.draft_tokens, 1),
+            "llm_suffix_cache_bytes": stats.suffix_cache_bytes, "llm_suffix_cache_sequences": stats.suffix_cache_sequences}
 
 
 def _counters(stats) -> dict:

@@ -74,7 +74,7 @@ def router(models: ModelRegistry, store: ResponseStore, metrics: Metrics, keyed:
         conversation = history + r.messages
         start = time.perf_counter()
         async with models.use(r.model) as llm:
-            s = await anyio.to_thread.run_sync(_submit, llm, r, history, asyncio.get_running_loop())
+            s = await anyio.to_thread.run_sync(_submit, llm, r, history, asyncio.get_running_loop(), who)
         response = new_response(r.model, echo(r))
         events = ResponseEvents(response, s.prompt_tokens, r.params.logprobs, s.tools)
 
@@ -148,7 +148,7 @@ def _page(items: list[dict], after: str | None, limit: int) -> dict:
             "last_id": page[-1]["id"] if page else None, "has_more": start + limit < len(items)}
 
 
-def _submit(llm, r: ResponsesRequest, history: list[dict], loop):
+def _submit(llm, r: ResponsesRequest, history: list[dict], loop, key: str):
     """Template, tokenize, check and queue (in a worker thread); errors name the field they come from, and
     `input[i]` (or `instructions`, `previous_response_id`) where chat's would name `messages[k]`."""
     system = [{"role": "system", "content": r.instructions}] if r.instructions else []
@@ -156,7 +156,7 @@ def _submit(llm, r: ResponsesRequest, history: list[dict], loop):
     try:
         chat = OpenAIRequest(True, r.model, normalize_messages(system + history + r.messages), [], r.params,
                              tools=r.tools, tool_choice=r.tool_choice, parallel_tool_calls=r.parallel_tool_calls)
-        return submit(llm, chat, loop)
+        return submit(llm, chat, loop, key)
     except ParameterError as e:
         raise _named(bad_request(str(e), "input", e.code), origins) from None
     except APIError as e:

@@ -330,7 +330,7 @@ class FailingLLM:
     def encode(self, text, special=True):
         return [1, 2, 3]
 
-    def submit(self, ids, params, loop=None):
+    def submit(self, ids, params, loop=None, key=""):
         self.handles.append(self.Handle())
         return self.handles[-1]
 

@@ -61,19 +61,32 @@ def run(args) -> int:
         with _stop_on_signals(stop) as signals:
             job = BatchJob(llm, args.input, output, name, config.engine.max_concurrency, stop, on_line)
             summary = job.run()
+        elapsed, generated = time.perf_counter() - start, llm.engine.stats().generated_tokens - generated
         bar.close()
+        if config.speculation is not None:
+            print(_speculation_summary(llm.engine.stats()), file=sys.stderr)
     finally:
         output.close()
     if summary.duplicates:
         shown = ", ".join(summary.duplicates[:5]) + (", ..." if len(summary.duplicates) > 5 else "")
         print(f"warning: {len(summary.duplicates)} duplicate custom_id line(s) ignored: {shown}", file=sys.stderr)
     counts = (f"{before + summary.written} done ({summary.written} written, {before} already done, "
-              f"{summary.errors} errors) in {args.output}")
+              f"{summary.errors} errors) in {args.output}; {generated} completion tokens in {elapsed:.1f} s "
+              f"({generated / max(elapsed, 1e-9):.1f} tokens/s)")
     if summary.interrupted:
         print(f"stopped: {counts}; run the same command again to resume", file=sys.stderr)
         return EXIT_CODES.get(signals[0], 130) if signals else 130
     print(counts, file=sys.stderr)
     return 0
+
+
+def _speculation_summary(stats) -> str:
+    """What the drafts did: verifications, tokens emitted per verification, drafted (accepted) per source."""
+    sources = ", ".join(f"{source} {drafted} ({accepted})" for source, drafted, accepted in stats.draft_sources
+                        if drafted)
+    return (f"speculation: {stats.verifications} verifications, "
+            f"{1 + stats.accepted_tokens / max(stats.verifications, 1):.2f} tokens per verification; drafted "
+            f"(accepted) by source: {sources or 'none'}")
 
 
 @contextmanager

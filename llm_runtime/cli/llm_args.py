@@ -21,6 +21,13 @@ ENGINE_FLAGS = {
     "chunk_size": "prompt tokens of one sequence per graph call",
     "max_cache_bytes": "cap on the KV cache's memory in bytes (default: no cap)",
 }
+# SpeculationConfig field -> its flag's help (and choices); read when --speculation is given
+SPECULATION_FLAGS = {
+    "num_speculative_tokens": ("drafts per verification at most", None),
+    "suffix_cache": (("with --speculation suffix: one store of recent replies for every request (global), one per "
+                      "API key (key), or each request's own text only (request)"), ("global", "key", "request")),
+    "suffix_cache_mb": ("with --speculation suffix: the store's memory cap in MiB", None),
+}
 
 
 class ConfigDefaultsFormatter(argparse.RawDescriptionHelpFormatter):
@@ -39,8 +46,9 @@ def flag_defaults() -> dict:
     from llm_runtime.speculation import SpeculationConfig
 
     config, lora = LLMConfig(), LoraConfig()
+    speculation = asdict(SpeculationConfig())
     return {"provider": config.provider, "threads": config.session.threads, **asdict(config.engine),
-            "num_speculative_tokens": SpeculationConfig().num_speculative_tokens, "max_loras": lora.max_slots,
+            **{name: speculation[name] for name in SPECULATION_FLAGS}, "max_loras": lora.max_slots,
             "lora_targets": ",".join(lora.targets)}
 
 
@@ -59,9 +67,11 @@ def add_llm_arguments(p: argparse.ArgumentParser, several: bool = False) -> None
                                                "this machine's cores divided among the replicas)")
     for name, help in ENGINE_FLAGS.items():
         p.add_argument(f"--{name.replace('_', '-')}", type=int, help=help)
-    p.add_argument("--speculation", choices=["ngram"],
-                   help="speculative decoding: prompt-lookup drafts verified in the engine's step (same output)")
-    p.add_argument("--num-speculative-tokens", type=int, help="drafts per verification at most")
+    p.add_argument("--speculation", choices=["ngram", "suffix"],
+                   help="speculative decoding, drafts verified in the engine's step (same output): prompt lookup "
+                        "(ngram), or prompt lookup and the suffix cache of recent replies (suffix)")
+    for name, (help, choices) in SPECULATION_FLAGS.items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=str if choices else int, choices=choices, help=help)
     lora = p.add_argument_group("LoRA adapters (docs/adapters.md): any of these serves adapters on a LoRA build")
     lora.add_argument("--lora", action="append", metavar="NAME=PATH",
                       help="load the adapter at PATH (a PEFT folder, a GGUF LoRA, an .onnx_adapter) as NAME "
@@ -81,13 +91,15 @@ def llm_config(args: argparse.Namespace, model: str | None = None) -> LLMConfig:
     """The parsed flags as the LLMConfig every door loads (`model`: one of serve's several --model)."""
     from llm_runtime.engine import EngineConfig
     from llm_runtime.llm_config import LLMConfig
+    from llm_runtime.speculation import SpeculationConfig
 
     if model is None:
         model = args.model[0] if isinstance(args.model, list) else args.model
     engine = EngineConfig(**{name: value for name in ENGINE_FLAGS if (value := getattr(args, name)) is not None})
-    return LLMConfig.of(model, args.provider, args.threads, engine=engine, speculation=args.speculation,
-                        num_speculative_tokens=args.num_speculative_tokens, adapters=lora_adapters(args.lora),
-                        lora=lora_config(args))
+    speculation = args.speculation and SpeculationConfig(args.speculation, **{
+        name: value for name in SPECULATION_FLAGS if (value := getattr(args, name)) is not None})
+    return LLMConfig.of(model, args.provider, args.threads, engine=engine, speculation=speculation or None,
+                        adapters=lora_adapters(args.lora), lora=lora_config(args))
 
 
 def lora_adapters(specs: list[str] | None) -> dict[str, str]:
@@ -112,3 +124,4 @@ def lora_config(args: argparse.Namespace):
              "max_bytes": args.max_lora_mb and int(args.max_lora_mb * 2**20)}
     given = {k: v for k, v in given.items() if v is not None}
     return LoraConfig(**given) if given or args.enable_lora else None
+

@@ -56,6 +56,9 @@ class EngineStats:
     draft_tokens: int = 0  # speculation: drafted tokens verified
     accepted_tokens: int = 0  # of those, accepted
     verifications: int = 0  # verified runs (rows that drafted, per step)
+    draft_sources: tuple[tuple[str, int, int], ...] = ()  # (source, drafted, accepted) for each draft source
+    suffix_cache_bytes: int = 0  # the suffix cache's accounted memory (method "suffix")
+    suffix_cache_sequences: int = 0  # replies it holds
 
 
 class Engine:
@@ -82,19 +85,20 @@ class Engine:
 
     # ---- requests in ------------------------------------------------------------------------------------------
 
-    def submit(self, prompt_ids: list[int], params: SamplingParams, loop=None) -> RequestHandle:
+    def submit(self, prompt_ids: list[int], params: SamplingParams, loop=None, key: str = "") -> RequestHandle:
         """Queue a request for the background thread; raises ParameterError for bad input, CacheFullError when it
-        cannot fit the cache's cap, QueueFullError when the queue is full."""
-        return self.submit_all([prompt_ids], params, loop)[0]
+        cannot fit the cache's cap, QueueFullError when the queue is full. `key`: the id (a hash) of the API key
+        it came with, which the suffix cache's "key" mode partitions by."""
+        return self.submit_all([prompt_ids], params, loop, key=key)[0]
 
     def submit_all(self, prompts: list[list[int]], params: SamplingParams, loop=None,
-                   inline: bool = False) -> list[RequestHandle]:
+                   inline: bool = False, key: str = "") -> list[RequestHandle]:
         """Queue several requests at once: the same step sees them all (all or none are queued). `inline`: the
         caller's thread will iterate the handles; it steps the engine itself while nothing else runs."""
         seqs: list[Sequence] = []
         try:
             for ids in prompts:
-                seqs.append(self._sequence(ids, params, loop))
+                seqs.append(self._sequence(ids, params, loop, key))
         except BaseException:
             for seq in seqs:
                 self._release(seq)
@@ -113,7 +117,7 @@ class Engine:
                 self._drive_in_background()
         return [seq.handle for seq in seqs]
 
-    def _sequence(self, prompt_ids: list[int], params: SamplingParams, loop) -> Sequence:
+    def _sequence(self, prompt_ids: list[int], params: SamplingParams, loop, key: str) -> Sequence:
         params = check_prompt(prompt_ids, params, self.folder.context_length, self.folder.vocab_size)
         self._check_fits(len(prompt_ids) + params.max_tokens)
         eos = self.folder.eos_token_ids
@@ -123,7 +127,7 @@ class Engine:
         seq.handle = RequestHandle(self, seq.id, loop, params.logprobs)
         self.constraints.attach(seq)  # compiles the constraint (cached): one that cannot compile raises here
         prediction = params.prediction and self.folder.tokenizer.encode(params.prediction, add_special_tokens=False).ids
-        self.speculator.attach(seq, prediction)
+        self.speculator.attach(seq, prediction, key)
         try:
             seq.adapter = self._adapter(params.adapter)
         except BaseException:
@@ -184,9 +188,12 @@ class Engine:
     def stats(self) -> EngineStats:
         s = self.scheduler
         sp = self.speculator
+        suffix = sp.suffix
         return EngineStats(len(s.running), len(s.waiting), self.cache.nbytes, int(self.cache.lengths.sum()),
                            self.steps, self.generated, self.prompt_tokens, s.reused_tokens, self.healthy,
-                           sp.drafted, sp.accepted, sp.verifications)
+                           sp.drafted, sp.accepted, sp.verifications,
+                           tuple((source, d, a) for source, (d, a) in sp.by_source.items()),
+                           suffix.nbytes if suffix else 0, len(suffix.stored) if suffix else 0)
 
     # ---- who steps --------------------------------------------------------------------------------------------
 
@@ -281,8 +288,9 @@ class Engine:
                 seq.next_token = seq.forced.pop(0)
             elif len(rows):
                 try:
-                    if item.draft:  # constrained rows never draft
-                        picks = self.speculator.accept(item, rows, partial(self.next_token, seq))
+                    accepted = 0
+                    if item.draft:
+                        picks, accepted = self._verify(item, rows, masks)
                     else:
                         picks = [self.next_token(seq, rows[0], masks.row(seq) if masks is not None else None)]
                         picks += self._forced(seq, picks[0][0])
@@ -293,7 +301,30 @@ class Engine:
                     log.exception("request %d failed", seq.id)
                     self._finish(seq, EngineError(f"generation failed: {e}"))
                     continue
-                self._emit(seq, picks)
+                self._emit(seq, picks, accepted)
+
+    def _verify(self, item: Scheduled, rows: np.ndarray, masks: CallMasks | None) -> tuple[list, int]:
+        """A verified run's picks (rows float32 [k + 1, vocab]) and how many of them are accepted drafts. A
+        constrained row picks at position 0 under the call's mask, after it under its grammar's mask then,
+        consuming each draft accepted; its grammar consumes the last pick (the bonus) and the tokens it forces after
+        it follow in the picks."""
+        seq = item.seq
+        if seq.grammar is None:
+            run = self.speculator.accept(item, rows, partial(self.next_token, seq))
+            return run, len(run) - 1
+        at = 0
+
+        def pick(row: np.ndarray) -> tuple:
+            nonlocal at
+            mask = masks.row(seq) if at == 0 else self.constraints.mask(seq)
+            token, logprob = self.next_token(seq, row, mask)
+            if at < len(item.draft) and token == item.draft[at] and not seq.grammar.consume(token):
+                raise ParameterError(seq.params.constraint.param, f"cannot be enforced: {seq.grammar.error}")
+            at += 1
+            return token, logprob
+
+        run = self.speculator.accept(item, rows, pick)
+        return run + self._forced(seq, run[-1][0], len(run) - 1), len(run) - 1
 
     def next_token(self, seq: Sequence, logits: np.ndarray,
                    mask: np.ndarray | None = None) -> tuple[int, TokenLogprob | None]:
@@ -302,19 +333,21 @@ class Engine:
         top-k/p and logprobs all see the masked distribution."""
         return seq.sampler.pick(logits if mask is None else apply_mask(logits, mask))
 
-    def _forced(self, seq: Sequence, token: int) -> list[tuple[int, TokenLogprob | None]]:
-        """A constrained row's grammar consumes its sampled token; the picks of the tokens it forces next (within
-        max_tokens), each the masked distribution's only choice: logprob 0."""
+    def _forced(self, seq: Sequence, token: int, before: int = 0) -> list[tuple[int, TokenLogprob | None]]:
+        """A constrained row's grammar consumes its sampled token (`before` other picks ahead of it this step); the
+        picks of the tokens it forces next (within max_tokens), each the masked distribution's only choice:
+        logprob 0."""
         if seq.grammar is None:
             return []
-        forced = self.constraints.advance(seq, token, seq.params.max_tokens - seq.out.generated - 1)
+        forced = self.constraints.advance(seq, token, seq.params.max_tokens - seq.out.generated - before - 1)
         want = seq.params.logprobs
         return [(f, TokenLogprob(f, seq.out.token_text(f), 0.0) if want else None) for f in forced]
 
-    def _emit(self, seq: Sequence, picks: list[tuple[int, TokenLogprob | None]]) -> None:
+    def _emit(self, seq: Sequence, picks: list[tuple[int, TokenLogprob | None]], accepted: int = 0) -> None:
         """Stream picked tokens as one chunk, up to the one that ends the request (EOS, a stop string, max_tokens
         inside a verified run or a forced chunk: the rest is dropped). A sampled token's forced tokens are fed with
-        it as one chunk in the next step; a grammar that is complete ends the request (finish_reason "stop")."""
+        it as one chunk in the next step; a grammar that is complete ends the request (finish_reason "stop").
+        `accepted`: the picks that are a verified run's accepted drafts, in the cache already."""
         chunks = []
         for token, logprob in picks:
             self.generated += 1
@@ -324,12 +357,8 @@ class Engine:
         if seq.grammar is None:  # a verified run's accepted drafts are in the cache already: the last pick is fed
             seq.next_token = token
         else:  # a constrained row feeds its sampled token and the forced ones after it
-            seq.next_token, seq.forced = picks[0][0], [t for t, _ in picks[1:len(chunks)]]
-        emitted = [t for c in chunks for t in c.token_ids]
-        if seq.proposer is not None:
-            seq.proposer.extend(emitted)
-        if seq.prediction is not None:
-            seq.prediction.extend(emitted)
+            seq.next_token, seq.forced = picks[accepted][0], [t for t, _ in picks[accepted + 1:len(chunks)]]
+        self.speculator.extend(seq, [t for c in chunks for t in c.token_ids])
         if not seq.out.finished and seq.grammar is not None and seq.grammar.done:
             chunks.append(seq.out.cancel())
         chunk = Chunk.join(chunks)
@@ -351,6 +380,8 @@ class Engine:
             last = replace(last, usage=replace(last.usage, cached_tokens=seq.reused,
                                                accepted_prediction_tokens=seq.prediction_accepted,
                                                rejected_prediction_tokens=seq.prediction_rejected))
+        if isinstance(last, Chunk):
+            self.speculator.finish(seq)
         self.scheduler.finish(seq)
         self._release(seq)
         self._sequences.pop(seq.id, None)

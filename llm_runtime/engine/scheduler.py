@@ -23,7 +23,7 @@ class Scheduled:
     # its grammar forced after it (a forced chunk), or a prompt chunk
     draft: tuple[int, ...] = ()  # the drafted tokens at the end of `tokens`, verified by this call
     rides: bool = False  # a forced token fed alone in the decode call: the grammar chose the next one, no logits
-    predicted: bool = False  # the drafts come from the request's prediction
+    source: str = ""  # where the drafts come from: "prediction", "ngram" or "suffix"
 
     @property
     def logit_rows(self) -> int:

@@ -10,6 +10,7 @@ from llm_runtime.sampling.params import SamplingParams
 from llm_runtime.sampling.request_sampler import RequestSampler
 from llm_runtime.speculation import DraftPolicy, Proposer
 from llm_runtime.speculation.prediction import PredictionLookup
+from llm_runtime.speculation.suffix_lookup import SuffixLookup
 from llm_runtime.structured.grammar_state import GrammarState
 
 from .output_stream import OutputStream
@@ -39,6 +40,7 @@ class Sequence:
     grammar: GrammarState | None = None  # a constrained request's matcher state
     status: Status = Status.WAITING
     proposer: Proposer | None = None  # drafts this sequence's next tokens (speculation on)
+    suffix: SuffixLookup | None = None  # drafts from the suffix cache (method "suffix")
     prediction: PredictionLookup | None = None  # drafts from the request's predicted output
     policy: DraftPolicy | None = None  # how many it drafts (None: it never drafts)
     prediction_accepted: int = 0  # drafted prediction tokens accepted (usage's accepted_prediction_tokens)

@@ -56,6 +56,20 @@ def best_k(a: float, max_k: int, batch: int) -> int:
     return best if rates[best] > rates[0] * 1.02 else 0  # a 2% margin: the model is only a model
 
 
+def best_prefix(probs: list[float], batch: int) -> int:
+    """How many tokens of a draft to verify (0..len) when its i-th token and those before it are accepted with
+    probability probs[i] (decreasing): the prefix that maximises expected tokens per unit of cost, 1 + the sum of
+    its probabilities over (share + its length), for one row of a batch of `batch`; 0 unless it beats plain
+    decoding by the policy's 2% margin."""
+    share = CALL_COST / max(batch, 1) + ROW_COST + 1.0
+    best, rate, expected = 0, 1.0 / share * 1.02, 1.0
+    for j, p in enumerate(probs, 1):
+        expected += p
+        if expected / (share + j) > rate:
+            best, rate = j, expected / (share + j)
+    return best
+
+
 @dataclass
 class DraftPolicy:
     """One sequence's speculation state: its acceptance estimate, failure streak and cooldown."""

@@ -45,14 +45,18 @@ class PromptLookup:
             toks.append(int(t))
 
     def propose(self, k: int) -> list[int]:
+        return self.lookup(k)[0]
+
+    def lookup(self, k: int) -> tuple[list[int], int]:
+        """Up to k drafts and the length n of the match they continue ([] and 0 without one)."""
         toks, end = self.tokens, len(self.tokens)
         if k <= 0:
-            return []
+            return [], 0
         for n in range(min(self.max_n, end), self.min_n - 1, -1):
             start = self._after[n].get(tuple(toks[end - n:]))
             if start is not None:
                 draft: list[int] = []
                 for i in range(start, start + k):  # past the end, the match continues with the draft itself
                     draft.append(toks[i] if i < end else draft[i - end])
-                return draft
-        return []
+                return draft, n
+        return [], 0

@@ -4,6 +4,7 @@ constrained rows computed together (in a worker thread, while the graph runs), a
     submit   -> attach(seq): compile (cached) and give the sequence its own matcher; bad constraints raise here
     step     -> start(call) before the graph call; masks.row(seq) after it, applied to the logits before sampling
     sampled  -> advance(seq, token): consume it, return the forced tokens that follow (fed as one chunk next step)
+    drafted  -> draftable(draft) before the call; in the verified run, mask(seq) at each position after the first
     finished -> release(seq): the matcher is dropped (cancellation included)
 """
 from __future__ import annotations
@@ -79,6 +80,10 @@ class ConstrainedRows:
         rows = {seq.id: i for i, seq in enumerate(states)}
         grammars = [seq.grammar for seq in states]
         return CallMasks(self._worker.submit(self._masks.fill, grammars), rows)
+
+    def mask(self, seq) -> np.ndarray:
+        """int32 [words]: the mask of a constrained sequence's next token, computed now (inside a verified run)."""
+        return self._masks.fill([seq.grammar])[0]
 
     def advance(self, seq, token: int, room: int) -> list[int]:
         """Consume a sampled token; the forced tokens after it (at most `room`), consumed too."""

@@ -40,6 +40,23 @@ class GrammarState:
         """Tokens the grammar forces next, in order (possibly none); they are not consumed yet."""
         return [] if self.done else self.matcher.compute_ff_tokens()
 
+    def draftable(self, draft: list[int]) -> int:
+        """How many leading tokens of a draft a verified run may hold: each one allowed, and none after which the
+        grammar forces tokens or is complete (plain decoding feeds forced tokens without sampling them, and ends a
+        complete reply, so a run that held such a token would draw where decoding does not; that token may still be
+        the run's last pick). The state is left as it was."""
+        consumed = n = 0
+        for t in draft:
+            if t in self.eos_ids or self.matcher.try_consume_tokens([int(t)]) != 1:
+                break
+            consumed += 1
+            if self.matcher.is_stopped() or self.matcher.compute_ff_tokens():
+                break
+            n += 1
+        if consumed:
+            self.matcher.rollback(consumed)
+        return n
+
     def consume_forced(self, tokens: list[int]) -> bool:
         ok = self.matcher.consume_tokens([int(t) for t in tokens])
         self.consumed += len(tokens) if ok else 0
