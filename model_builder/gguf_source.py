@@ -168,7 +168,8 @@ def _dequantizable(qtype: QT) -> bool:
     return True
 
 
-def _open(path: Path) -> gguf.GGUFReader:
+def open_gguf(path: Path) -> gguf.GGUFReader:
+    """A GGUF file's reader; SourceError for a file that is not one or is cut short."""
     try:
         reader = gguf.GGUFReader(path)
     except Exception as e:  # the reader raises ValueError, IndexError, struct errors... on bad input
@@ -194,7 +195,7 @@ class GGUFSource:
 
     def __init__(self, path: Path):
         self.path = ensure_file(Path(path), "GGUF file")
-        self._reader = _open(self.path)
+        self._reader = open_gguf(self.path)
         self._fields = self._reader.fields
         self._arch_name = self._meta("general.architecture")
         self.arch = ARCHITECTURES.get(self._arch_name)

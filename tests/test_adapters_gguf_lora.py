@@ -142,5 +142,5 @@ def test_a_model_gguf_or_a_broken_file_is_refused(tmp_path):
         read_gguf_lora(tmp_path / "model.gguf", "g")
     data = (FIXTURE / "adapter-f32.gguf").read_bytes()
     (tmp_path / "cut.gguf").write_bytes(data[: len(data) // 2])
-    with pytest.raises(AdapterError, match="cut.gguf: (truncated GGUF file|not a readable GGUF file)"):
+    with pytest.raises(AdapterError, match="(truncated GGUF file|not a readable GGUF file): .*cut.gguf"):
         read_gguf_lora(tmp_path / "cut.gguf", "g")

@@ -45,5 +45,5 @@ def test_what_is_not_an_adapter(tmp_path):
     with pytest.raises(AdapterError, match="not an adapter we read"):
         read_adapter(tmp_path / "weights.safetensors")
     (tmp_path / "broken.gguf").write_bytes(b"GGUF\x03\x00\x00\x00")
-    with pytest.raises(AdapterError, match="broken.gguf: not a readable GGUF file"):
+    with pytest.raises(AdapterError, match="not a readable GGUF file: .*broken.gguf"):
         read_adapter(tmp_path / "broken.gguf")

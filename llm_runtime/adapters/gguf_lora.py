@@ -16,7 +16,8 @@ import numpy as np
 
 from ..errors import AdapterError
 from ..model_builder.config import ModelConfig
-from ..model_builder.gguf_source import ARCHITECTURES, LAYER_TENSORS, hf_tensor_name, unpermute_rows
+from ..model_builder.gguf_source import ARCHITECTURES, LAYER_TENSORS, hf_tensor_name, open_gguf, unpermute_rows
+from ..model_builder.source import SourceError
 from .lora import LoraAdapter, LoraPair
 
 QK_HEADS = {"self_attn.q_proj": "num_heads", "self_attn.k_proj": "num_kv_heads"}
@@ -26,13 +27,9 @@ READABLE = {gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16, gguf.G
 
 def open_reader(path: Path) -> gguf.GGUFReader:
     try:
-        reader = gguf.GGUFReader(path)
-    except Exception as e:  # the reader raises ValueError, IndexError, struct errors... on bad input
-        raise AdapterError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e})") from None
-    for t in reader.tensors:
-        if t.data.nbytes != t.n_bytes:
-            raise AdapterError(f"{path}: truncated GGUF file (tensor {t.name} is cut short)")
-    return reader
+        return open_gguf(path)
+    except SourceError as e:
+        raise AdapterError(str(e)) from None
 
 
 def field(reader: gguf.GGUFReader, key: str):
