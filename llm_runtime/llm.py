@@ -1,6 +1,7 @@
 """The Python API: `LLM(model).generate / stream / chat`."""
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import replace
@@ -93,8 +94,20 @@ class LLM:
             raise ValueError("this LLM serves no adapters: create it with adapters={...} or lora=LoraConfig()")
         if not isinstance(adapter, LoraAdapter):
             from llm_runtime.adapters import read_adapter  # the file formats' readers
-            adapter = read_adapter(adapter, name)
+            adapter = read_adapter(adapter, name, self._base_config())
         self.adapters.load(replace(adapter, name=name) if adapter.name != name else adapter, replace_loaded)
+
+    def _base_config(self):
+        """The base's ModelConfig from the folder's config.json: reading a PEFT adapter of fused modules (Phi-3)
+        or a llama.cpp GGUF LoRA of a llama-type model needs its sizes. None for a folder without one."""
+        from llm_runtime.model_builder.config import model_config
+        from llm_runtime.model_builder.source import SourceError
+
+        path = self.folder.path / "config.json"
+        try:
+            return model_config(json.loads(path.read_text())) if path.is_file() else None
+        except (SourceError, ValueError):
+            return None
 
     def unload_adapter(self, name: str) -> None:
         """Forget adapter `name`: new requests cannot name it; the running ones that use it finish under it."""

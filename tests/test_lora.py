@@ -138,3 +138,17 @@ def test_a_request_finding_every_adapter_slot_held_is_refused_as_busy(tiny_build
         llm.submit(PROMPT, greedy("qv-r8"))
     assert held.result().token_ids == expected["attn-r4"]
     assert llm.submit(PROMPT, greedy("qv-r8")).result().token_ids == expected["qv-r8"]
+
+
+def test_a_llama_cpp_gguf_lora_loads_by_path_with_its_peft_folders_tokens(tiny_build, tiny_hf):
+    """llama.cpp's converter permutes a llama LoRA's q/k rows; loading the file by path reads them back with the
+    base's head counts (the LLM passes its config.json), so the tokens are the PEFT folder's it was made from."""
+    from pathlib import Path
+
+    from peft import PeftModel
+
+    fixture = Path(__file__).parent / "fixtures" / "lora-llama"
+    base = AutoModelForCausalLM.from_pretrained(tiny_hf(CASE), dtype=torch.float32).eval()
+    want = peft_greedy(PeftModel.from_pretrained(base, fixture, adapter_name="g").eval(), "g", PROMPT, TOKENS)[0]
+    llm = LLM(tiny_build(CASE, lora_targets=LORA_TARGETS), adapters={"g": fixture / "adapter-f32.gguf"})
+    assert llm.submit(PROMPT, greedy("g")).result().token_ids == want
