@@ -1,7 +1,6 @@
 """The Python API: `LLM(model).generate / stream / chat`."""
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import replace
@@ -99,14 +98,13 @@ class LLM:
 
     def _base_config(self):
         """The base's ModelConfig from the folder's config.json: reading a PEFT adapter of fused modules (Phi-3)
-        or a llama.cpp GGUF LoRA of a llama-type model needs its sizes. None for a folder without one."""
-        from llm_runtime.model_builder.config import model_config
+        or a llama.cpp GGUF LoRA of a llama-type model needs its sizes. None for a folder without a valid one."""
+        from llm_runtime.model_builder.config import folder_config
         from llm_runtime.model_builder.source import SourceError
 
-        path = self.folder.path / "config.json"
         try:
-            return model_config(json.loads(path.read_text())) if path.is_file() else None
-        except (SourceError, ValueError):
+            return folder_config(self.folder.path)
+        except SourceError:
             return None
 
     def unload_adapter(self, name: str) -> None:

@@ -5,8 +5,10 @@ resolved here into plain numbers, once.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from .architectures import ACTIVATION_NAMES, FULL, SLIDING, Architecture, architecture
 from .source import SourceError
@@ -182,6 +184,18 @@ def model_config(cfg: dict, generation_config: dict | None = None) -> ModelConfi
         raise SourceError(f"config.json has an invalid value: {e}") from None
     _validate(out)
     return out
+
+
+def folder_config(folder: Path) -> ModelConfig | None:
+    """The ModelConfig of a folder's config.json (a Hugging Face folder, or a built one, which keeps it); None
+    when the folder has none. A config.json that does not validate is a SourceError."""
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        return model_config(json.loads(path.read_text()))
+    except ValueError as e:  # JSON that does not parse
+        raise SourceError(f"{path}: {e}") from None
 
 
 def rotary_dim(cfg: ModelConfig, rope: RopeConfig) -> int:

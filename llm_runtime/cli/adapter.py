@@ -30,14 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def base_config(path: Path):
     """The ModelConfig of a folder with config.json, or of a .gguf model file."""
-    import json
-
-    from llm_runtime.model_builder.config import model_config
+    from llm_runtime.model_builder.config import folder_config, model_config
 
     if path.is_dir():
-        if not (path / "config.json").is_file():
+        if (cfg := folder_config(path)) is None:
             raise ValueError(f"{path}: no config.json; --base is a model folder or a .gguf model file")
-        return model_config(json.loads((path / "config.json").read_text()))
+        return cfg
     from llm_runtime.model_builder.gguf_source import GGUFSource
 
     return model_config(GGUFSource(path).config)

@@ -131,7 +131,7 @@ class Engine:
         try:
             seq.adapter = self._adapter(params.adapter)
         except BaseException:
-            self.constraints.release(seq)
+            self._release(seq)
             raise
         return seq
 
@@ -358,7 +358,8 @@ class Engine:
             seq.next_token = token
         else:  # a constrained row feeds its sampled token and the forced ones after it
             seq.next_token, seq.forced = picks[accepted][0], [t for t, _ in picks[accepted + 1:len(chunks)]]
-        self.speculator.extend(seq, [t for c in chunks for t in c.token_ids])
+        if seq.policy is not None:  # a row with a draft source feeds it what it emitted
+            self.speculator.extend(seq, [t for c in chunks for t in c.token_ids])
         if not seq.out.finished and seq.grammar is not None and seq.grammar.done:
             chunks.append(seq.out.cancel())
         chunk = Chunk.join(chunks)

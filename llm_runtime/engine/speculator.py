@@ -100,9 +100,9 @@ class Speculator:
         return ngram, "ngram", seq.policy.expected(len(ngram))
 
     def draft(self, plan: list[Scheduled], budget: int) -> list[Scheduled]:
-        """The plan with drafts added to its one-token decodes, at most `budget` draft tokens in all. Each row's policy sets its k from its acceptance history and the number of decoding rows;
-        the proposer may guess fewer; and the drafts must pay for the call they need (`drafts_pay`), else the step
-        decodes without them."""
+        """The plan with drafts added to its one-token decodes, at most `budget` draft tokens in all. Each row's
+        policy sets its k from its acceptance history and the number of decoding rows; the proposer may guess fewer;
+        and the drafts must pay for the call they need (`drafts_pay`), else the step decodes without them."""
         decodes = [item for item in plan if item.decode]
         drafted: dict[int, Scheduled] = {}  # id(plan item) -> the item with its drafts
         expected = 0.0
@@ -112,8 +112,9 @@ class Speculator:
                 continue
             if seq.prediction is not None and seq.policy.cooldown and seq.prediction.streak >= RESUME_STREAK:
                 seq.policy.resume(seq.prediction.take_streak())
-            room = min(seq.params.max_tokens - seq.out.generated - 1, budget)  # the bonus token is the last one
-            k = min(seq.policy.k(len(decodes), seq.params.max_tokens - seq.out.generated), budget)
+            remaining = seq.params.max_tokens - seq.out.generated
+            room = min(remaining - 1, budget)  # the bonus token is the last one
+            k = min(seq.policy.k(len(decodes), remaining), budget)
             guess, source, gain = self._guess(seq, k, room, len(decodes)) if k > 0 else ([], "", 0.0)
             if guess and seq.grammar is not None:
                 n = seq.grammar.draftable(guess)
